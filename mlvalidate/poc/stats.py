@@ -1,0 +1,219 @@
+"""Batched comparison of computed vs reference vectors and the binomial fraud test (spec §4).
+
+The node's own rule skips nonces it has no vector for. The harness fails closed instead:
+a reference nonce with no usable computed vector (not returned, dropped as NaN, empty,
+undecodable, wrong length, non-finite) is counted as a mismatch, and because it could not
+be checked the verdict can never be PASS while any such nonce exists.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.stats import binom, binomtest
+
+
+@dataclass(frozen=True)
+class StatTest:
+    dist_threshold: float
+    p_mismatch: float
+    fraud_threshold: float
+
+    def as_dict(self) -> dict:
+        return {
+            "dist_threshold": self.dist_threshold,
+            "p_mismatch": self.p_mismatch,
+            "fraud_threshold": self.fraud_threshold,
+        }
+
+
+# vLLM's StatTestModel and MLNode's defaults (§4); stricter than any chain value.
+SERVER_DEFAULTS = StatTest(dist_threshold=0.02, p_mismatch=0.001, fraud_threshold=0.01)
+
+
+class Verdict(str, enum.Enum):
+    PASS = "PASS"
+    PASS_WITH_MISMATCHES = "PASS-with-mismatches"
+    FAIL = "FAIL"
+    INCOMPLETE = "INCOMPLETE"
+
+    @property
+    def exit_code(self) -> int:
+        return {"PASS": 0, "PASS-with-mismatches": 0, "FAIL": 1, "INCOMPLETE": 2}[self.value]
+
+    @property
+    def description(self) -> str:
+        return {
+            "PASS": "PASS",
+            "PASS-with-mismatches": "PASS (with mismatches within stat-test tolerance)",
+            "FAIL": "FAIL (fraud detected)",
+            "INCOMPLETE": "INCOMPLETE (not every reference vector could be checked)",
+        }[self.value]
+
+
+def binomial_p_value(n_mismatch: int, n_total: int, p_mismatch: float) -> float:
+    """One-sided binomial test P(X >= n_mismatch), X ~ Bin(n_total, p_mismatch); 1.0 if n_total == 0."""
+    if n_total == 0:
+        return 1.0
+    return float(binomtest(int(n_mismatch), int(n_total), float(p_mismatch), alternative="greater").pvalue)
+
+
+def fraud_cutoff(n_total: int, p_mismatch: float, fraud_threshold: float) -> int | None:
+    """Smallest mismatch count declared fraud (p-value < fraud_threshold), None if none is."""
+    if n_total == 0:
+        return None
+    m = np.arange(n_total + 1)
+    p = binom.sf(m - 1, n_total, p_mismatch)  # P(X >= m)
+    hits = np.nonzero(p < fraud_threshold)[0]
+    if hits.size == 0:
+        return None
+    cut = int(hits[0])
+    # the search uses binom.sf; the verdict uses binomtest: make sure they agree at the edge
+    while cut > 0 and binomial_p_value(cut - 1, n_total, p_mismatch) < fraud_threshold:
+        cut -= 1
+    while cut <= n_total and binomial_p_value(cut, n_total, p_mismatch) >= fraud_threshold:
+        cut += 1
+    return cut if cut <= n_total else None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def l2_distances(a, b, device=None) -> np.ndarray:
+    """Row-wise L2 distance of two [N, k] arrays, in float32, in one batched tensor op."""
+    dev = torch.device(device) if device is not None else default_device()
+    ta = torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)
+    tb = torch.as_tensor(np.asarray(b, dtype=np.float32), device=dev)
+    return torch.linalg.vector_norm(ta - tb, dim=-1).cpu().numpy()
+
+
+@dataclass
+class Comparison:
+    """Outcome of comparing computed vectors with a reference, per reference nonce."""
+
+    stat_test: StatTest
+    nonces: np.ndarray  # [N] reference nonces, reference order
+    distances: np.ndarray  # [N] float32 L2, NaN where no usable computed vector
+    missing: np.ndarray  # [N] bool: no computed vector for this nonce
+    invalid: np.ndarray  # [N] bool: a computed vector exists but is unusable (non-finite)
+    extra_nonces: list[int] = field(default_factory=list)  # computed, not in the reference
+
+    @property
+    def n_total(self) -> int:
+        return int(self.nonces.size)
+
+    @property
+    def over_threshold(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return self.distances > np.float32(self.stat_test.dist_threshold)
+
+    @property
+    def mismatch(self) -> np.ndarray:
+        return self.over_threshold | self.missing | self.invalid
+
+    @property
+    def n_mismatch(self) -> int:
+        return int(self.mismatch.sum())
+
+    @property
+    def n_unchecked(self) -> int:
+        return int((self.missing | self.invalid).sum())
+
+    @property
+    def mismatch_nonces(self) -> list[int]:
+        return [int(n) for n in self.nonces[self.mismatch]]
+
+    @property
+    def missing_nonces(self) -> list[int]:
+        return [int(n) for n in self.nonces[self.missing]]
+
+    @property
+    def invalid_nonces(self) -> list[int]:
+        return [int(n) for n in self.nonces[self.invalid]]
+
+    @property
+    def p_value(self) -> float:
+        return binomial_p_value(self.n_mismatch, self.n_total, self.stat_test.p_mismatch)
+
+    @property
+    def fraud_detected(self) -> bool:
+        return self.p_value < self.stat_test.fraud_threshold
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.n_total == 0:
+            return Verdict.INCOMPLETE  # nothing was checked: never a PASS
+        if self.fraud_detected:
+            return Verdict.FAIL
+        if self.n_unchecked:
+            return Verdict.INCOMPLETE
+        return Verdict.PASS if self.n_mismatch == 0 else Verdict.PASS_WITH_MISMATCHES
+
+    def distance_percentiles(self, qs=(0, 50, 90, 99, 100)) -> dict[str, float | None]:
+        d = self.distances[np.isfinite(self.distances)]
+        if d.size == 0:
+            return {f"p{q}": None for q in qs}
+        return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(d, qs))}
+
+    def summary(self) -> dict:
+        return {
+            "verdict": self.verdict.value,
+            "n_total": self.n_total,
+            "n_mismatch": self.n_mismatch,
+            "n_over_threshold": int(self.over_threshold.sum()),
+            "n_missing": int(self.missing.sum()),
+            "n_invalid": int(self.invalid.sum()),
+            "p_value": self.p_value,
+            "fraud_detected": self.fraud_detected,
+            "fraud_cutoff": fraud_cutoff(self.n_total, self.stat_test.p_mismatch, self.stat_test.fraud_threshold),
+            "stat_test": self.stat_test.as_dict(),
+            "mismatch_nonces": self.mismatch_nonces,
+            "missing_nonces": self.missing_nonces,
+            "invalid_nonces": self.invalid_nonces,
+            "extra_nonces": list(self.extra_nonces),
+            "distance_percentiles": self.distance_percentiles(),
+        }
+
+
+def compare_vectors(
+    ref_nonces,
+    ref_vectors,
+    got_nonces,
+    got_vectors,
+    stat_test: StatTest,
+    device=None,
+) -> Comparison:
+    """Align computed vectors to the reference nonces and compare them all at once.
+
+    ref_vectors [N, k], got_vectors [M, k] (float; NaN/Inf rows are 'invalid', rows of
+    the wrong width are rejected by the caller's decoder). Duplicate nonces on either side
+    are an error: which vector would count is ambiguous.
+    """
+    rn = np.asarray(ref_nonces, dtype=np.int64).reshape(-1)
+    gn = np.asarray(got_nonces, dtype=np.int64).reshape(-1)
+    rv = np.asarray(ref_vectors, dtype=np.float32).reshape(rn.size, -1)
+    k = rv.shape[1]
+    gv = np.asarray(got_vectors, dtype=np.float32).reshape(gn.size, k) if gn.size else np.zeros((0, k), np.float32)
+    for name, arr in (("reference", rn), ("computed", gn)):
+        u, c = np.unique(arr, return_counts=True)
+        if (c > 1).any():
+            raise ValueError(f"duplicate nonces in the {name} vectors: {u[c > 1][:10].tolist()}")
+
+    order = np.argsort(gn, kind="stable")
+    sorted_gn = gn[order]
+    pos = np.searchsorted(sorted_gn, rn)
+    pos_c = np.minimum(pos, max(gn.size - 1, 0))
+    found = (pos < gn.size) & (sorted_gn[pos_c] == rn) if gn.size else np.zeros(rn.size, bool)
+    aligned = np.full_like(rv, np.nan)
+    aligned[found] = gv[order[pos_c[found]]]
+
+    finite = np.isfinite(aligned).all(axis=1)
+    invalid = found & ~finite
+    dist = l2_distances(rv, aligned, device=device)
+    dist[~(found & finite)] = np.nan
+    extra = np.setdiff1d(gn, rn).tolist()
+    return Comparison(stat_test, rn, dist.astype(np.float32), ~found, invalid, [int(x) for x in extra])
