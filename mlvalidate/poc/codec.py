@@ -21,6 +21,7 @@ class VectorDecodeError(ValueError):
     def __init__(self, index: int, message: str):
         super().__init__(f"vector #{index}: {message}")
         self.index = index
+        self.reason = message
 
 
 def encoding_for(k: int) -> dict:

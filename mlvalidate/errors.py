@@ -1,0 +1,28 @@
+"""Exceptions whose message is one line that says what went wrong and what to do next.
+
+The CLI prints `error: <message>` and exits with `exit_code` (2: error / incomplete run).
+"""
+
+
+class MlvalidateError(Exception):
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def one_line(self) -> str:
+        msg = " ".join(str(self).split())
+        return f"{msg} — {self.hint}" if self.hint else msg
+
+
+class ReferenceError_(MlvalidateError):
+    """A golden reference (or a file of computed vectors) is missing or malformed."""
+
+
+class CheckpointError(MlvalidateError):
+    """A local checkpoint directory cannot be used."""
+
+
+class EngineError(MlvalidateError):
+    """The system under test could not produce vectors."""
