@@ -94,7 +94,107 @@ def _add_check(sub) -> None:
     p.set_defaults(func=run)
 
 
-_COMMANDS = [_add_inspect, _add_check]
+def _add_make_tiny(sub) -> None:
+    p = sub.add_parser(
+        "make-tiny",
+        help="write a tiny random MiniMax-M2 checkpoint in the real layout",
+        description="Write a tiny random MiniMax-M2 (config.json fields, tensor names and dtypes, "
+        "sharded safetensors + index, block-FP8 with --fp8, tokenizer) for tests and demos "
+        "without a model hub. OUT_DIR must be new or empty; --force reuses a directory, "
+        "replacing the checkpoint files written there before and leaving other files alone.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (new or empty)")
+    p.add_argument("--fp8", action="store_true", help="block-FP8 weights (F8_E4M3 + weight_scale_inv), as released")
+    p.add_argument("--seed", type=int, default=0, help="weights seed (same seed: same weights, bf16 or FP8)")
+    p.add_argument("--hidden-size", type=int, default=128, help="hidden size (a multiple of 128 with --fp8)")
+    p.add_argument("--layers", type=int, default=4, help="decoder layers")
+    p.add_argument("--experts", type=int, default=8, help="routed experts per layer (top-2)")
+    p.add_argument("--gain", type=float, default=1.5, help="weights are N(0,1) * gain / sqrt(fan_in)")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty OUT_DIR")
+
+    def run(args) -> int:
+        from .deploy.tiny import describe_checkpoint, make_tiny
+
+        out = make_tiny(
+            args.out_dir, fp8=args.fp8, seed=args.seed, hidden_size=args.hidden_size,
+            num_layers=args.layers, num_experts=args.experts, gain=args.gain, force=args.force,
+        )  # fmt: skip
+        info = describe_checkpoint(out)
+        kind = "block-FP8" if info["fp8"] else "bf16"
+        print(f"wrote {info['model_type']} ({kind}) to {info['path']}: {info['params']:,} parameters, "
+              f"{info['tensors']} tensors, {info['bytes']:,} bytes")  # fmt: skip
+        for name, size in info["files"].items():
+            print(f"  {size:>12,}  {name}")
+        return EXIT_PASS
+
+    p.set_defaults(func=run)
+
+
+def _add_bake(sub) -> None:
+    p = sub.add_parser(
+        "bake",
+        help="compute a golden reference with the reference engine",
+        description="Compute PoC vectors for nonces 0..N-1 with a local checkpoint and write them in the "
+        "golden-reference schema, recording the engine, device, dtype and batch size.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory (bf16 or block-FP8)")
+    p.add_argument("--model-id", required=True, help="model id written into the reference (e.g. org/name)")
+    p.add_argument("--out", required=True, metavar="FILE", help="reference JSON to write")
+    p.add_argument("--nonces", type=int, default=200, help="number of nonces (0..N-1)")
+    p.add_argument("--batch-size", type=int, default=32, help="nonces per forward (numerics depend on it)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="activation dtype")
+    p.add_argument("--seq-len", type=int, default=1024, help="PoC sequence length")
+    p.add_argument("--block-hash", default="TEST_BLOCK")
+    p.add_argument("--public-key", default="test_pub_keys_v2")
+    p.add_argument("--k-dim", type=int, default=12)
+    p.add_argument("--dist-threshold", type=float, default=0.75, help="L2 gate written into the reference")
+    p.add_argument("--p-mismatch", type=float, default=0.1, help="written into the reference's stat_test")
+    p.add_argument("--fraud-threshold", type=float, default=0.05, help="written into the reference's stat_test")
+
+    def run(args) -> int:
+        from .bake import bake_reference
+        from .engines.base import PocParams
+        from .engines.reference import ReferenceEngine
+
+        if args.nonces < 1 or args.batch_size < 1 or args.seq_len < 1:
+            raise MlvalidateError("--nonces, --batch-size and --seq-len must be >= 1")
+        engine = ReferenceEngine(args.model, device=args.device, dtype=args.dtype, model_id=args.model_id)
+        params = PocParams(block_hash=args.block_hash, public_key=args.public_key, seq_len=args.seq_len, k_dim=args.k_dim)
+        path, res = bake_reference(
+            engine, model_id=args.model_id, out=args.out, n_nonces=args.nonces, batch_size=args.batch_size,
+            params=params, stat_test={"dist_threshold": args.dist_threshold, "p_mismatch": args.p_mismatch,
+                                      "fraud_threshold": args.fraud_threshold},
+        )
+        print(f"wrote {path}: {len(res.nonces)} vectors in {res.elapsed_s:.1f} s ({res.nonces_per_second:.2f} nonces/s)")
+        return EXIT_PASS
+
+    p.set_defaults(func=run)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end dry run on this machine: honest node PASSes, cheating node FAILs",
+        description="Make a tiny MiniMax-M2 (real FP8 layout) and a 4-bit cheating copy, bake a 200-nonce "
+        "reference, then validate an honest re-computation (float32, other batch size) and the cheater. "
+        "Writes one run bundle per validation. Exit 0 only if the honest node passed and the cheater failed.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: mlvalidate-runs/demo-<time>)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tiny checkpoint's weights")
+
+    def run(args) -> int:
+        from .demo import run_demo
+
+        return run_demo(args.out, seed=args.seed)
+
+    p.set_defaults(func=run)
+
+
+_COMMANDS = [_add_demo, _add_inspect, _add_check, _add_make_tiny, _add_bake]
 
 
 def build_parser() -> argparse.ArgumentParser:

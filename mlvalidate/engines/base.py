@@ -66,6 +66,8 @@ class Engine(Protocol):
         """What the engine is (kind, model, device, dtype, batch size...) for reports."""
         ...
 
-    def compute(self, nonces: Sequence[int], params: PocParams, batch_size: int) -> EngineResult:
-        """PoC vectors for `nonces`, computed in chunks of `batch_size` in request order."""
+    def compute(self, nonces: Sequence[int], params: PocParams, batch_size: int, progress=None) -> EngineResult:
+        """PoC vectors for `nonces`, computed in chunks of `batch_size` in request order.
+
+        `progress`, if given, is called as progress(done, total) after each chunk."""
         ...

@@ -1,0 +1,139 @@
+"""The run bundle: every validation writes one folder that says what ran, on what, and how it went.
+
+  config.json       every resolved input with its source
+  report.json       versioned: verdict, counts, mismatch/missing nonces, p-value, per-nonce distances, timing
+  vectors.json      the computed vectors in the golden schema (any two runs can be compared later)
+  environment.json  host, torch/transformers versions, device, threads
+  report.txt        first line is the verdict
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import Reference, ResolvedStatTest, reference_document, write_json
+from ..poc.stats import Comparison
+from .text import comparison_block
+
+REPORT_SCHEMA = "mlvalidate.report/1"
+
+
+@dataclass
+class RunRecord:
+    """Everything a bundle needs, as plain data."""
+
+    name: str
+    reference: Reference
+    stat_test: ResolvedStatTest
+    comparison: Comparison
+    engine: dict  # the engine's describe()
+    computed_nonces: np.ndarray
+    computed_vectors: np.ndarray  # float16 [M, k]
+    batch_size: int
+    elapsed_s: float
+    inputs: dict = field(default_factory=dict)  # resolved inputs: key -> {"value", "source"}
+    phases: list[dict] = field(default_factory=list)  # [{"name", "status", "elapsed_s", "detail"}]
+    timing: dict = field(default_factory=dict)
+
+
+def environment() -> dict:
+    import torch
+
+    env = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        env["transformers"] = None
+    if torch.cuda.is_available():
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _json_float(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def report_document(run: RunRecord) -> dict:
+    comp = run.comparison
+    s = comp.summary()
+    return {
+        "schema": REPORT_SCHEMA,
+        "name": run.name,
+        "verdict": s["verdict"],
+        "verdict_text": comp.verdict.description,
+        "exit_code": comp.verdict.exit_code,
+        "model": run.reference.model,
+        "reference": str(run.reference.path) if run.reference.path else None,
+        "phases": run.phases,
+        **{k: s[k] for k in ("n_total", "n_mismatch", "n_over_threshold", "n_missing", "n_invalid",
+                              "p_value", "fraud_detected", "fraud_cutoff", "mismatch_nonces",
+                              "missing_nonces", "invalid_nonces", "extra_nonces", "distance_percentiles")},
+        "stat_test": run.stat_test.as_dict(),
+        "batch_size": run.batch_size,
+        "distances": {str(int(n)): _json_float(d) for n, d in zip(comp.nonces, comp.distances)},
+        "throughput": {
+            "elapsed_s": run.elapsed_s,
+            "nonces": int(comp.n_total),
+            "nonces_per_second": comp.n_total / run.elapsed_s if run.elapsed_s > 0 else None,
+            **run.timing,
+        },
+    }
+
+
+def report_text(run: RunRecord) -> str:
+    comp = run.comparison
+    lines = [
+        f"VERDICT: {comp.verdict.description}",
+        f"run           {run.name}",
+        f"model         {run.reference.model}  (reference {run.reference.label()})",
+        f"engine        {', '.join(f'{k}={v}' for k, v in run.engine.items() if k in ('engine', 'model', 'device', 'dtype', 'url'))}",
+        f"batch size    {run.batch_size}",
+        *comparison_block(comp, run.stat_test),
+        f"time          {run.elapsed_s:.2f} s for {comp.n_total} nonces"
+        + (f" ({comp.n_total / run.elapsed_s:.2f} nonces/s)" if run.elapsed_s > 0 else ""),
+    ]
+    for ph in run.phases:
+        lines.append(f"phase         {ph.get('name')}: {ph.get('status')}"
+                     + (f" ({ph['elapsed_s']:.2f} s)" if ph.get("elapsed_s") is not None else "")
+                     + (f" — {ph['detail']}" if ph.get("detail") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def write_bundle(out_dir: str | Path, run: RunRecord) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ref = run.reference
+    write_json(out / "config.json", {"name": run.name, "inputs": run.inputs, "engine": run.engine,
+                                     "stat_test": run.stat_test.as_dict(), "batch_size": run.batch_size})
+    write_json(out / "report.json", report_document(run))
+    write_json(out / "vectors.json", reference_document(
+        model=ref.model, seq_len=ref.seq_len, k_dim=ref.k_dim, block_hash=ref.block_hash,
+        public_key=ref.public_key, block_height=ref.block_height, node_id=ref.node_id,
+        node_count=ref.node_count, nonces=run.computed_nonces, vectors=run.computed_vectors,
+        dist_threshold=ref.dist_threshold, stat_test={k: v for k, v in ref.stat_test.items()},
+        source=f"computed by mlvalidate run {run.name!r}: " + json.dumps(
+            {k: run.engine.get(k) for k in ("engine", "model", "device", "dtype")}),
+        collection_batch_size=run.batch_size,
+    ))
+    write_json(out / "environment.json", {**environment(), "engine": run.engine, "batch_size": run.batch_size})
+    (out / "report.txt").write_text(report_text(run), encoding="utf-8")
+    return out
