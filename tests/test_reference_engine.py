@@ -160,3 +160,31 @@ def test_tiny_model_separates_honest_variation_from_a_4bit_cheater(tiny_minimax_
     gate = 0.2  # the demo's
     assert (d_honest > gate).mean() < 0.12  # the chain's p_mismatch 0.1 tolerates ~13 % at 200 nonces
     assert (d_cheat > gate).mean() > 0.8
+
+
+def _save_tiny(kind, path):
+    """A tiny DeepSeek-V3 (Kimi-K2 style MLA + MoE) or Qwen3-MoE, in transformers' own layout."""
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    common = dict(vocab_size=64, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                  num_hidden_layers=2, num_experts_per_tok=2, bos_token_id=0, eos_token_id=1)
+    if kind == "deepseek_v3":
+        cfg, cls = DeepseekV3Config(**common, first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4,
+                                    n_routed_experts=4, n_group=1, topk_group=1, q_lora_rank=32, kv_lora_rank=16,
+                                    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16), DeepseekV3ForCausalLM
+    else:
+        cfg, cls = Qwen3MoeConfig(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                  num_experts=4), Qwen3MoeForCausalLM
+    torch.manual_seed(0)
+    cls(cfg).save_pretrained(path)
+    return path, cls.__name__
+
+
+@pytest.mark.parametrize("kind", ["deepseek_v3", "qwen3_moe"])
+def test_other_moe_architectures_run(kind, tmp_path):
+    path, arch = _save_tiny(kind, tmp_path / kind)
+    engine = ReferenceEngine(path, dtype="fp32")
+    a = engine.compute([0, 1, 2], PARAMS, batch_size=3)
+    b = engine.compute([0, 1, 2], PARAMS, batch_size=1)
+    assert engine.describe()["architecture"] == arch
+    assert a.vectors.shape == (3, 12) and l2(a.vectors, b.vectors).max() < 1e-3

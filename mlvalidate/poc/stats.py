@@ -195,13 +195,16 @@ def compare_vectors(
     """
     rn = np.asarray(ref_nonces, dtype=np.int64).reshape(-1)
     gn = np.asarray(got_nonces, dtype=np.int64).reshape(-1)
-    rv = np.asarray(ref_vectors, dtype=np.float32).reshape(rn.size, -1)
-    k = rv.shape[1]
-    gv = np.asarray(got_vectors, dtype=np.float32).reshape(gn.size, k) if gn.size else np.zeros((0, k), np.float32)
     for name, arr in (("reference", rn), ("computed", gn)):
         u, c = np.unique(arr, return_counts=True)
         if (c > 1).any():
             raise ValueError(f"duplicate nonces in the {name} vectors: {u[c > 1][:10].tolist()}")
+    if rn.size == 0:  # nothing to compare (the verdict is INCOMPLETE); reshape(0, -1) would fail
+        empty = np.zeros(0, dtype=bool)
+        return Comparison(stat_test, rn, np.zeros(0, np.float32), empty, empty.copy(), [int(x) for x in np.unique(gn)])
+    rv = np.asarray(ref_vectors, dtype=np.float32).reshape(rn.size, -1)
+    k = rv.shape[1]
+    gv = np.asarray(got_vectors, dtype=np.float32).reshape(gn.size, k) if gn.size else np.zeros((0, k), np.float32)
 
     order = np.argsort(gn, kind="stable")
     sorted_gn = gn[order]
