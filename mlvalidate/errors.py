@@ -26,3 +26,11 @@ class CheckpointError(MlvalidateError):
 
 class EngineError(MlvalidateError):
     """The system under test could not produce vectors."""
+
+
+class PullError(MlvalidateError):
+    """Pinned weights could not be pulled from the hub (network, disk, revision, access)."""
+
+
+class LaunchError(MlvalidateError):
+    """A vLLM server could not be launched, became unready, or could not be stopped."""

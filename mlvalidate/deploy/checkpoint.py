@@ -29,6 +29,7 @@ import os
 import re
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -131,6 +132,20 @@ def _check_shard_name(name: object, index_path: Path) -> str:
     return name
 
 
+def _weight_map(index_path: Path) -> dict[str, str]:
+    """tensor -> shard file name from an index file, validated (shards are not looked at)."""
+    index = _read_json(index_path, "index")
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path} has no non-empty 'weight_map' object", hint=_NEXT_PULL)
+    out: dict[str, str] = {}
+    for tensor, shard in weight_map.items():
+        if not tensor:
+            raise CheckpointError(f"{index_path} maps an empty tensor name", hint=_NEXT_PULL)
+        out[tensor] = _check_shard_name(shard, index_path)
+    return out
+
+
 def read_index(model_dir: str | os.PathLike) -> dict[str, str]:
     """Tensor name -> shard file name, from model.safetensors.index.json; a directory with a
     single model.safetensors and no index maps every tensor of that file to it.
@@ -140,15 +155,7 @@ def read_index(model_dir: str | os.PathLike) -> dict[str, str]:
     root = _model_dir(model_dir)
     index_path = root / INDEX_FILE
     if index_path.is_file():
-        index = _read_json(index_path, "index")
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{index_path} has no non-empty 'weight_map' object", hint=_NEXT_PULL)
-        out: dict[str, str] = {}
-        for tensor, shard in weight_map.items():
-            if not tensor:
-                raise CheckpointError(f"{index_path} maps an empty tensor name", hint=_NEXT_PULL)
-            out[tensor] = _check_shard_name(shard, index_path)
+        out = _weight_map(index_path)
         missing = sorted({s for s in out.values() if not (root / s).is_file()})
         if missing:
             raise CheckpointError(
@@ -281,6 +288,62 @@ def tensor_headers(model_dir: str | os.PathLike) -> dict[str, TensorHeader]:
                 hint="the index and the shards come from different revisions; " + _NEXT_PULL,
             )
     return {t: headers[shard][t] for t, shard in index.items()}
+
+
+@dataclass
+class CheckpointScan:
+    """What `scan_checkpoint` found: everything readable, and every problem."""
+
+    index: dict[str, str]  # tensor -> shard, from the index (or the single model.safetensors)
+    headers: dict[str, TensorHeader]  # tensors found in the shard the index places them in
+    shard_bytes: dict[str, int]  # shards present on disk -> file size
+    problems: list[str]  # one line each (no hint), in a stable order
+
+
+def scan_checkpoint(model_dir: str | os.PathLike) -> CheckpointScan:
+    """The checks of `read_index` + `tensor_headers`, without stopping at the first problem:
+    each missing shard, each shard whose header `safetensors_header` rejects (truncated,
+    corrupted, ...), each tensor missing from the shard the index names and each tensor a
+    shard holds that the index does not place there is one problem. An unreadable index is
+    a single problem (nothing else can be checked); a missing directory raises."""
+    root = _model_dir(model_dir)
+    index_path, single = root / INDEX_FILE, root / SINGLE_FILE
+    scan = CheckpointScan(index={}, headers={}, shard_bytes={}, problems=[])
+    try:
+        if index_path.is_file():
+            scan.index = _weight_map(index_path)
+        elif single.is_file():
+            scan.index = dict.fromkeys(safetensors_header(single), SINGLE_FILE)
+        else:
+            scan.problems.append(f"{root} has neither {INDEX_FILE} nor {SINGLE_FILE}")
+            return scan
+    except CheckpointError as e:
+        scan.problems.append(str(e))
+        return scan
+
+    by_shard: dict[str, list[str]] = {}
+    for tensor, shard in scan.index.items():
+        by_shard.setdefault(shard, []).append(tensor)
+    for shard in sorted(by_shard):
+        names, path = by_shard[shard], root / shard
+        if not path.is_file():
+            scan.problems.append(f"shard {shard} is missing ({len(names)} tensor(s) of the index live there)")
+            continue
+        scan.shard_bytes[shard] = path.stat().st_size
+        try:
+            found = safetensors_header(path)
+        except CheckpointError as e:
+            scan.problems.append(str(e))
+            continue
+        for tensor in names:
+            if tensor in found:
+                scan.headers[tensor] = found[tensor]
+            else:
+                scan.problems.append(f"tensor {tensor} is not in {shard}, where the index places it")
+        listed = set(names)
+        for tensor in sorted(set(found) - listed):
+            scan.problems.append(f"{shard} holds tensor {tensor}, which the index does not place there")
+    return scan
 
 
 # ----------------------------------------------------------------------------------------

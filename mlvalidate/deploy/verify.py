@@ -1,0 +1,341 @@
+"""Verify a local checkpoint directory against its index, its config and the chain's pin.
+
+    mlvalidate verify-weights DIR [--revision COMMIT] [--json]
+
+Every problem is listed (not just the first); exit 2 when there is any, 0 with a one-line
+summary when there is none. Reads safetensors headers only, never tensor data, so it takes
+seconds on the 230 GB MiniMax-M2.7 checkpoint.
+
+1. index / shards / headers (`checkpoint.scan_checkpoint`): every shard the index names is
+   present with a header the strict reader accepts (known dtypes, byte sizes that match the
+   shapes, tensors tiling the file exactly — a truncated shard fails); every tensor of the
+   index is in its shard, and no shard holds a tensor the index does not place there.
+2. MiniMax-M2 only (model_type minimax_m2; other model types get step 1 and 3 and a note):
+   every tensor's dtype and shape follow from config.json (MINIMAX_M2.md §3) —
+   embed_tokens / lm_head BF16 [vocab, hidden]; q/k/v/o_proj from heads, kv heads, head_dim;
+   experts w1/w3 [intermediate, hidden], w2 [hidden, intermediate]; with an fp8
+   quantization_config each projection is F8_E4M3 plus F32 `weight_scale_inv`
+   [ceil(out/b0), ceil(in/b1)] (b = weight_block_size), else BF16; router gate F32
+   [experts, hidden]; e_score_correction_bias F32 [experts]; norms BF16, q_norm
+   [heads*head_dim], k_norm [kv_heads*head_dim]. Tensors the config does not explain are
+   problems, except `model.layers.{L}+` (MTP modules, L = num_hidden_layers).
+3. commit: the commit the directory holds — from the pull record (.mlvalidate-pull.json), a
+   huggingface cache snapshot path (.../snapshots/<commit>), or huggingface_hub's local_dir
+   metadata (.cache/huggingface/download/*.metadata) — must be the chain's pin (hf_repo /
+   hf_commit of configs/chain/minimaxai-minimax-m2.7.yaml) or --revision; every
+   local_dir metadata file must name it too, and the non-shard files the pull recorded must
+   still have their recorded sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CheckpointError, MlvalidateError
+from .checkpoint import (
+    CONFIG_FILE,
+    INDEX_FILE,
+    SCALE_SUFFIX,
+    SINGLE_FILE,
+    CheckpointScan,
+    _fp8_block_size,
+    read_config,
+    scan_checkpoint,
+)
+from .pull import RECORD_FILE, check_commit, human_bytes, local_dir_commit, pinned_model, read_pull_record
+
+MINIMAX_M2 = "minimax_m2"
+MAX_TEXT_PROBLEMS = 200  # the text report shows this many; --json lists every one
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+_FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+Expected = dict[str, tuple[str, tuple[int, ...], str]]  # name -> (dtype, shape, what it is)
+
+
+@dataclass
+class VerifyReport:
+    local_dir: Path
+    expected_repo: str | None
+    expected_commit: str
+    model_type: str | None = None
+    deep_checks: bool = False
+    fp8_block: tuple[int, int] | None = None
+    shards: int = 0
+    tensors: int = 0
+    shard_bytes: int = 0
+    commit: str | None = None  # the commit the directory records
+    commit_source: str | None = None
+    repo: str | None = None  # the repo the directory records, when it does
+    mtp_tensors: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "mlvalidate.verify-weights/1",
+            "ok": self.ok,
+            "dir": str(self.local_dir),
+            "expected": {"repo": self.expected_repo, "commit": self.expected_commit},
+            "recorded": {"repo": self.repo, "commit": self.commit, "source": self.commit_source},
+            "model_type": self.model_type,
+            "deep_checks": self.deep_checks,
+            "fp8_block": list(self.fp8_block) if self.fp8_block else None,
+            "shards": self.shards,
+            "tensors": self.tensors,
+            "bytes": self.shard_bytes,
+            "mtp_tensors_ignored": self.mtp_tensors,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        where = f"{self.repo or '?'} @ {self.commit[:12] if self.commit else '?'} ({self.commit_source})"
+        size = f"{self.shard_bytes:,} bytes ({human_bytes(self.shard_bytes)})"
+        what = f"{self.shards} shards, {self.tensors:,} tensors, {size}"
+        if self.deep_checks:
+            kind = f"block-FP8 {self.fp8_block[0]}x{self.fp8_block[1]}" if self.fp8_block else "bf16"
+            deep = f"; dtypes and shapes match config.json (MiniMax-M2, {kind})"
+        else:
+            deep = "; index, shards and headers consistent"
+        return f"ok: {self.local_dir}: {where}: {what}{deep}"
+
+
+# ----------------------------------------------------------------------------------------
+# MiniMax-M2: the tensors config.json implies
+# ----------------------------------------------------------------------------------------
+def _positive_int(config: dict, key: str, default: int | None = None) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CheckpointError(f"config.json {key} is {value!r}, not a positive integer")
+    return value
+
+
+def expected_minimax_m2(config: dict) -> tuple[Expected, tuple[int, int] | None]:
+    """Every tensor a MiniMax-M2 checkpoint with this config.json holds (without MTP layers),
+    and the FP8 block size (None: bf16 projections). Raises CheckpointError for a config
+    these cannot be derived from."""
+    H = _positive_int(config, "hidden_size")
+    V = _positive_int(config, "vocab_size")
+    L = _positive_int(config, "num_hidden_layers")
+    n_heads = _positive_int(config, "num_attention_heads")
+    n_kv = _positive_int(config, "num_key_value_heads")
+    hd = _positive_int(config, "head_dim", H // n_heads if H >= n_heads else None)
+    inter = _positive_int(config, "intermediate_size")
+    E = _positive_int(config, "num_local_experts")
+    block = _fp8_block_size(config)
+    q_width, kv_width = n_heads * hd, n_kv * hd
+
+    out: Expected = {}
+
+    def projection(name: str, rows: int, cols: int, what: str) -> None:  # [out, in]
+        if block is None:
+            out[name] = ("BF16", (rows, cols), what)
+            return
+        out[name] = ("F8_E4M3", (rows, cols), what + " (FP8)")
+        out[name + SCALE_SUFFIX] = ("F32", (math.ceil(rows / block[0]), math.ceil(cols / block[1])), what + " scales")
+
+    out["model.embed_tokens.weight"] = ("BF16", (V, H), "embedding")
+    out["lm_head.weight"] = ("BF16", (V, H), "lm_head")
+    out["model.norm.weight"] = ("BF16", (H,), "final norm")
+    for layer in range(L):
+        p = f"model.layers.{layer}."
+        out[p + "input_layernorm.weight"] = ("BF16", (H,), "input norm")
+        out[p + "post_attention_layernorm.weight"] = ("BF16", (H,), "post-attention norm")
+        projection(p + "self_attn.q_proj.weight", q_width, H, "q_proj")
+        projection(p + "self_attn.k_proj.weight", kv_width, H, "k_proj")
+        projection(p + "self_attn.v_proj.weight", kv_width, H, "v_proj")
+        projection(p + "self_attn.o_proj.weight", H, q_width, "o_proj")
+        if config.get("use_qk_norm", True):
+            out[p + "self_attn.q_norm.weight"] = ("BF16", (q_width,), "q_norm")
+            out[p + "self_attn.k_norm.weight"] = ("BF16", (kv_width,), "k_norm")
+        out[p + "block_sparse_moe.gate.weight"] = ("F32", (E, H), "router gate")
+        if config.get("use_routing_bias", True):
+            out[p + "block_sparse_moe.e_score_correction_bias"] = ("F32", (E,), "routing bias")
+        for e in range(E):
+            pe = p + f"block_sparse_moe.experts.{e}."
+            projection(pe + "w1.weight", inter, H, "expert w1")
+            projection(pe + "w3.weight", inter, H, "expert w3")
+            projection(pe + "w2.weight", H, inter, "expert w2")
+    return out, block
+
+
+def _minimax_m2_problems(config: dict, scan: CheckpointScan, report: VerifyReport) -> list[str]:
+    try:
+        expected, block = expected_minimax_m2(config)
+    except CheckpointError as e:
+        report.notes.append("dtype and shape checks skipped: config.json does not describe a usable MiniMax-M2")
+        return [str(e)]
+    report.deep_checks, report.fp8_block = True, block
+    num_layers = config["num_hidden_layers"]
+    problems = []
+    for name, (dtype, shape, what) in expected.items():
+        if name not in scan.index:
+            problems.append(f"tensor {name} ({what}) is not in {INDEX_FILE}")
+            continue
+        got = scan.headers.get(name)
+        if got is not None and (got[0], tuple(got[1])) != (dtype, shape):
+            problems.append(f"tensor {name} ({what}) is {got[0]} {list(got[1])}, expected {dtype} {list(shape)}")
+    for name in scan.index:
+        if name in expected:
+            continue
+        m = _LAYER.match(name)
+        if m and int(m.group(1)) >= num_layers:
+            report.mtp_tensors += 1
+            continue
+        problems.append(f"tensor {name} is not part of MiniMax-M2 as config.json describes it")
+    if report.mtp_tensors:
+        report.notes.append(f"{report.mtp_tensors} tensor(s) of model.layers.{num_layers}+ (MTP) are not checked")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------
+# commit
+# ----------------------------------------------------------------------------------------
+def _hf_cache_snapshot(root: Path) -> tuple[str, str | None] | None:
+    """(commit, repo) when `root` is a huggingface cache snapshot: .../models--org--name/snapshots/<commit>."""
+    real = root.resolve()
+    if real.parent.name != "snapshots" or not _FULL_COMMIT.fullmatch(real.name):
+        return None
+    repo_folder = real.parent.parent.name
+    repo = repo_folder[len("models--") :].replace("--", "/") if repo_folder.startswith("models--") else None
+    return real.name, repo
+
+
+def _commit_problems(root: Path, scan: CheckpointScan, report: VerifyReport) -> list[str]:
+    problems: list[str] = []
+    want = report.expected_commit
+    try:
+        record = read_pull_record(root)
+    except MlvalidateError as e:
+        problems.append(str(e))
+        record = None
+
+    weights = INDEX_FILE if (root / INDEX_FILE).is_file() else SINGLE_FILE
+    files = [CONFIG_FILE, weights, *sorted(set(scan.index.values()))]
+    meta = {f: c for f in dict.fromkeys(files) if (c := local_dir_commit(root, f)) is not None}
+
+    if record is not None:
+        report.commit, report.repo, report.commit_source = record["commit"], record["repo"], RECORD_FILE
+        shards = set(scan.index.values())
+        for path, size in sorted(record["files"].items()):
+            if path in shards:
+                continue  # shards are checked more precisely by their headers
+            target = root / path
+            got = target.stat().st_size if target.is_file() else None
+            if got != size:
+                problems.append(
+                    f"{path} {'is missing' if got is None else f'has {got} bytes'}, the pull recorded {size} bytes"
+                )
+    elif (snap := _hf_cache_snapshot(root)) is not None:
+        report.commit, report.repo = snap
+        report.commit_source = "huggingface cache snapshot path"
+    elif meta:
+        report.commit = meta.get(CONFIG_FILE) or next(iter(meta.values()))
+        report.commit_source = "huggingface_hub local_dir metadata"
+    else:
+        problems.append(
+            f"nothing records which commit {root} holds (no {RECORD_FILE}, not a huggingface cache snapshot, "
+            "no .cache/huggingface download metadata)"
+        )
+        return problems
+
+    if report.commit != want:
+        problems.append(f"{root} holds commit {report.commit} ({report.commit_source}), expected {want}")
+    if report.expected_repo and report.repo and report.repo != report.expected_repo:
+        problems.append(f"{root} holds {report.repo} ({report.commit_source}), expected {report.expected_repo}")
+    for path, commit in meta.items():
+        if commit != want and commit != report.commit:  # a mismatch shared with report.commit is reported above
+            problems.append(f"{path} was downloaded at commit {commit} (huggingface_hub metadata), expected {want}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------
+# entry points
+# ----------------------------------------------------------------------------------------
+def verify_weights(
+    model_dir: str | os.PathLike, revision: str | None = None, repo: str | None = None
+) -> VerifyReport:
+    """Check `model_dir` (see the module docstring); never stops at the first problem.
+    The expected commit is `revision` (a full commit sha) or the chain's pin; the expected
+    repo is `repo`, or the pin's repo when neither is given. Raises only for unusable
+    arguments (a directory that does not exist, a revision that is not a commit)."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise CheckpointError(
+            f"checkpoint directory {root} {'is not a directory' if root.exists() else 'does not exist'}",
+            hint="pass the directory `mlvalidate pull` wrote (default models/MiniMaxAI--MiniMax-M2.7)",
+        )
+    if revision is not None:
+        expected_commit, expected_repo = check_commit(revision), repo
+    else:
+        pin_repo, expected_commit = pinned_model()
+        expected_repo = repo if repo is not None else pin_repo
+    report = VerifyReport(local_dir=root, expected_repo=expected_repo, expected_commit=expected_commit)
+
+    scan = scan_checkpoint(root)
+    report.problems += scan.problems
+    report.shards = len(set(scan.index.values()))
+    report.tensors = len(scan.index)
+    report.shard_bytes = sum(scan.shard_bytes.values())
+
+    try:
+        config = read_config(root)
+    except CheckpointError as e:
+        report.problems.append(str(e))
+        config = None
+    if config is not None:
+        report.model_type = config.get("model_type") if isinstance(config.get("model_type"), str) else None
+        if report.model_type == MINIMAX_M2:
+            report.problems += _minimax_m2_problems(config, scan, report)
+        else:
+            report.notes.append(
+                f"dtype and shape checks apply to MiniMax-M2 only; model_type {report.model_type!r} got the "
+                "index, shard, header and commit checks"
+            )
+    report.problems += _commit_problems(root, scan, report)
+    return report
+
+
+def run_verify_weights(model_dir: str, revision: str | None = None, as_json: bool = False) -> int:
+    """The verify-weights command: print the report, return the exit code (0 clean, 2 not)."""
+    return print_report(verify_weights(model_dir, revision=revision), as_json=as_json)
+
+
+def print_report(report: VerifyReport, as_json: bool = False) -> int:
+    """Print a report (text: a one-line summary, or every problem; or JSON) and return the
+    exit code: 0 clean, 2 with problems (plus one `error:` line on stderr)."""
+    import sys
+
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif report.ok:
+        print(report.summary())
+        for note in report.notes:
+            print(f"note: {note}")
+    else:
+        print(f"verify-weights {report.local_dir}: {len(report.problems)} problem(s)")
+        for line in report.problems[:MAX_TEXT_PROBLEMS]:
+            print(f"  - {line}")
+        if len(report.problems) > MAX_TEXT_PROBLEMS:
+            print(f"  ... and {len(report.problems) - MAX_TEXT_PROBLEMS} more (--json lists every one)")
+        for note in report.notes:
+            print(f"note: {note}")
+    if not report.ok:
+        print(
+            f"error: {len(report.problems)} problem(s) in {report.local_dir} — run `mlvalidate pull --dir "
+            f"{report.local_dir}` to fetch missing and wrong-size files (delete a damaged file first if its size "
+            "is right), then verify again",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
