@@ -114,12 +114,29 @@ def test_missing_nonce_fails_closed():
     assert c.verdict is Verdict.INCOMPLETE and c.verdict.exit_code == 2  # ... but not every vector was checked
 
 
-def test_many_missing_is_fraud():
+def test_many_missing_is_counted_as_fraud_but_the_verdict_is_incomplete():
+    """A node that returned nothing (it went down) is not proven to cheat: INCOMPLETE, exit 2.
+    The fail-closed count still says fraud_detected, and it is never a PASS."""
     rn, rv, gn, gv = honest()
     c = compare_vectors(rn, rv, gn[28:], gv[28:], MINIMAX)
-    assert c.n_mismatch == 28 and c.fraud_detected and c.verdict is Verdict.FAIL
+    assert c.n_mismatch == 28 and c.fraud_detected and not c.fraud_proven
+    assert c.verdict is Verdict.INCOMPLETE and c.verdict.exit_code == 2
     c = compare_vectors(rn, rv, [], np.zeros((0, 12), np.float32), MINIMAX)
-    assert c.n_mismatch == 200 and c.verdict is Verdict.FAIL
+    assert c.n_mismatch == 200 and c.verdict is Verdict.INCOMPLETE
+
+
+def test_returned_wrong_vectors_prove_fraud_even_with_missing_ones():
+    rn, rv, gn, gv = honest()
+    gv[:28] = -gv[:28]  # 28 vectors at L2 = 2: fraud by themselves
+    c = compare_vectors(rn, rv, gn[:150], gv[:150], MINIMAX)  # and 50 missing
+    assert c.fraud_proven and c.verdict is Verdict.FAIL and c.verdict.exit_code == 1
+
+
+def test_unusable_vectors_are_evidence():
+    rn, rv, gn, gv = honest()
+    gv[:28] = np.nan
+    c = compare_vectors(rn, rv, gn, gv, MINIMAX)
+    assert c.n_unchecked == 28 and c.fraud_proven and c.verdict is Verdict.FAIL
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

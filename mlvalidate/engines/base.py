@@ -47,7 +47,7 @@ class EngineResult:
     """
 
     nonces: np.ndarray  # int64 [M]
-    vectors: np.ndarray  # float16 [M, k]
+    vectors: np.ndarray  # [M, k] fp16 values (float16, or float32 holding decoded fp16; NaN = undecodable)
     requested: list[int]
     batch_size: int
     elapsed_s: float  # wall time of compute(), end to end

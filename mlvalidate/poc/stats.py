@@ -4,6 +4,11 @@ The node's own rule skips nonces it has no vector for. The harness fails closed 
 a reference nonce with no usable computed vector (not returned, dropped as NaN, empty,
 undecodable, wrong length, non-finite) is counted as a mismatch, and because it could not
 be checked the verdict can never be PASS while any such nonce exists.
+
+Verdict: FAIL when the vectors that did come back prove fraud (distance past the gate, or
+unusable); INCOMPLETE when the rest is missing — a node that went down is not proven to
+cheat, but it has not passed either; otherwise PASS / PASS-with-mismatches. The reported
+p_value and fraud_detected count every mismatch, missing ones included.
 """
 
 from __future__ import annotations
@@ -144,10 +149,16 @@ class Comparison:
         return self.p_value < self.stat_test.fraud_threshold
 
     @property
+    def fraud_proven(self) -> bool:
+        """Fraud by the vectors that came back alone (past the gate or unusable), missing ones aside."""
+        n_bad = int((self.over_threshold | self.invalid).sum())
+        return binomial_p_value(n_bad, self.n_total, self.stat_test.p_mismatch) < self.stat_test.fraud_threshold
+
+    @property
     def verdict(self) -> Verdict:
         if self.n_total == 0:
             return Verdict.INCOMPLETE  # nothing was checked: never a PASS
-        if self.fraud_detected:
+        if self.fraud_proven:
             return Verdict.FAIL
         if self.n_unchecked:
             return Verdict.INCOMPLETE
@@ -169,6 +180,7 @@ class Comparison:
             "n_invalid": int(self.invalid.sum()),
             "p_value": self.p_value,
             "fraud_detected": self.fraud_detected,
+            "fraud_proven_by_returned_vectors": self.fraud_proven,
             "fraud_cutoff": fraud_cutoff(self.n_total, self.stat_test.p_mismatch, self.stat_test.fraud_threshold),
             "stat_test": self.stat_test.as_dict(),
             "mismatch_nonces": self.mismatch_nonces,
@@ -220,3 +232,33 @@ def compare_vectors(
     dist[~(found & finite)] = np.nan
     extra = np.setdiff1d(gn, rn).tolist()
     return Comparison(stat_test, rn, dist.astype(np.float32), ~found, invalid, [int(x) for x in extra])
+
+
+def node_side_validation(computed: dict[int, np.ndarray], received_b64: dict[int, str], n_total: int,
+                         stat_test: StatTest) -> dict:
+    """The NODE's own validation rule (spec §4), as a Gonka vLLM server answers it.
+
+    Lenient where the harness is strict: a computed nonce whose received vector is absent or
+    empty is skipped (not a mismatch); n_total still counts every requested nonce. Only the
+    reference PoC server uses this, to answer like a real node; the harness never trusts it.
+    """
+    from .codec import VectorDecodeError, decode_vectors
+
+    mismatch = []
+    thr = np.float32(stat_test.dist_threshold)
+    for nonce, vec in computed.items():
+        b64 = received_b64.get(nonce)
+        if not b64:
+            continue
+        try:
+            got = decode_vectors([b64])[0]
+        except VectorDecodeError:
+            raise ValueError(f"undecodable vector_b64 for nonce {nonce}") from None
+        want = np.asarray(vec, dtype=np.float32)
+        if got.shape != want.shape or not np.isfinite(got).all():
+            mismatch.append(nonce)
+        elif np.float32(np.linalg.norm(want - got)) > thr:
+            mismatch.append(nonce)
+    p = binomial_p_value(len(mismatch), n_total, stat_test.p_mismatch)
+    return {"n_total": n_total, "n_mismatch": len(mismatch), "mismatch_nonces": mismatch,
+            "p_value": p, "fraud_detected": p < stat_test.fraud_threshold}

@@ -73,6 +73,9 @@ def comparison_block(comp: Comparison, st: ResolvedStatTest) -> list[str]:
         f"p_value {s['p_value']:.4g}  fraud_detected {str(s['fraud_detected']).lower()}",
         f"L2 distance   {percentiles_line(comp.distances, (0, 50, 90, 99, 100))}",
     ]
+    if s["fraud_detected"] and not s["fraud_proven_by_returned_vectors"]:
+        lines.append("              (fraud only when missing vectors count as mismatches: the vectors that came "
+                     "back do not prove it, so the run is INCOMPLETE, not FAIL)")
     if s["mismatch_nonces"]:
         lines.append(f"mismatches    {nonce_list(s['mismatch_nonces'])}")
     if s["missing_nonces"]:

@@ -1,0 +1,58 @@
+"""A host's MLNode API (spec §5.2; port 8080, prefix /api/v1) as a system under test.
+
+Vectors come from `POST /api/v1/inference/pow/generate` (`wait: true`, no validation, no
+group fields), which the MLNode forwards round-robin to one of its vLLM replicas with a
+60 s timeout on that call. So every request carries one batch of nonces: the backend computes
+a request in chunks of the batch size anyway (any multiple keeps the numerics), and one batch
+is the shortest request that does. A request that still outlives the proxy comes back as
+HTTP 502; that is not retried (it would time out again) but explained: lower --batch-size.
+A running generation loop (status GENERATING or MIXED) is stopped first, as on vLLM.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .http import Response
+from .poc_http import MLNODE, PocHttpEngine
+
+PROXY_TIMEOUT_S = 60.0  # the MLNode -> vLLM call (spec §5.2)
+SLOW_CHUNK_S = PROXY_TIMEOUT_S / 2  # warn past this: a slower batch, or a busier node, hits the timeout
+_TIMEOUT_TEXT = re.compile(r"time[ds]?[ _-]?out", re.IGNORECASE)  # timeout, timed out, ReadTimeout
+
+
+def proxy_timed_out(resp: Response, seconds: float) -> bool:
+    """A 502 from the MLNode's proxy giving up on its backend (not a backend that is down)."""
+    return resp.status == 502 and (seconds >= PROXY_TIMEOUT_S - 10 or bool(_TIMEOUT_TEXT.search(resp.detail())))
+
+
+class MlnodeApiEngine(PocHttpEngine):
+    name = "mlnode-api"
+    api = MLNODE
+
+    def __init__(self, url: str, model: str, *, deadline_s: float = 300.0, request_timeout: float = 2 * PROXY_TIMEOUT_S,
+                 log=print):
+        super().__init__(url, model, deadline_s=deadline_s, request_timeout=request_timeout, log=log)
+        self._warned_slow = False
+
+    def compute(self, nonces, params, batch_size: int = 32, progress=None):
+        self.log(f"    requests of {self.chunk_size(batch_size)} nonces (one batch each), so that each finishes well "
+                 f"within the MLNode's {PROXY_TIMEOUT_S:.0f} s proxy timeout")
+        return super().compute(nonces, params, batch_size=batch_size, progress=progress)
+
+    def fetch_chunk(self, body: dict) -> Response:
+        # a proxy timeout is answered at once; any other 502 (a replica restarting) is retried
+        return self.http.request("POST", self.api.path("/generate"), body, give_up=proxy_timed_out)
+
+    def explain_chunk(self, resp: Response, n: int, batch_size: int, seconds: float) -> str:
+        if proxy_timed_out(resp, seconds):
+            return (f"the MLNode's {PROXY_TIMEOUT_S:.0f} s proxy timeout: a request of {n} nonces (batch {batch_size}) "
+                    f"did not finish on its vLLM backend (HTTP 502 after {seconds:.0f} s: {resp.detail()}); "
+                    "lower --batch-size")
+        return self.explain(resp)
+
+    def on_chunk(self, n: int, batch_size: int, seconds: float) -> None:
+        if seconds > SLOW_CHUNK_S and not self._warned_slow:
+            self.log(f"    warning: a request of {n} nonces took {seconds:.0f} s, over half the MLNode's "
+                     f"{PROXY_TIMEOUT_S:.0f} s proxy timeout; a lower --batch-size is safer")
+            self._warned_slow = True

@@ -1,0 +1,424 @@
+"""`mlvalidate serve`: the Gonka vLLM PoC API (spec §5.1) over the reference engine.
+
+For dry runs and tests: a client written for a Gonka vLLM node works against it unchanged —
+same paths, fields, status codes, the /generate queue, init/generate + status + stop with the
+NonceIterator layout — plus vLLM's /health and /v1/models. Standard library HTTP server,
+one thread per connection; one PoC computation at a time (the engine lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import urllib.request
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from .engines.base import PocParams
+from .poc.codec import ENCODING, encode_vectors
+from .poc.stats import SERVER_DEFAULTS, StatTest, node_side_validation
+
+BATCH_SIZE_DEFAULT = int(os.environ.get("POC_BATCH_SIZE_DEFAULT", "32"))
+MAX_QUEUED_NONCES = int(os.environ.get("POC_MAX_QUEUED_NONCES", "100000"))
+RESULT_TTL_SEC = float(os.environ.get("POC_GENERATE_RESULT_TTL_SEC", "300"))
+CALLBACK_INTERVAL_SEC = float(os.environ.get("POC_CALLBACK_INTERVAL_SEC", "5"))
+CALLBACK_MAX_RETRIES = int(os.environ.get("POC_CALLBACK_MAX_RETRIES", "10"))
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail):
+        super().__init__(str(detail))
+        self.status, self.detail = status, detail
+
+
+# ----------------------------------------------------------------------------------------
+# request bodies: a small strict reader with pydantic-style 422 details
+# ----------------------------------------------------------------------------------------
+_REQ = object()
+
+
+def _err(loc: list, msg: str, typ: str) -> dict:
+    return {"loc": ["body", *loc], "msg": msg, "type": typ}
+
+
+def _read(body: dict, spec: dict, loc: list, forbid_extra: bool, errors: list) -> dict:
+    out = {}
+    if not isinstance(body, dict):
+        errors.append(_err(loc, "Input should be a valid dictionary", "dict_type"))
+        return out
+    for key, (kind, default) in spec.items():
+        if key not in body or (body[key] is None and default is None and default is not _REQ):
+            if default is _REQ:
+                errors.append(_err(loc + [key], "Field required", "missing"))
+            else:
+                out[key] = default
+            continue
+        v = body[key]
+        ok = {
+            "str": isinstance(v, str),
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "bool": isinstance(v, bool),
+            "int_list": isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+            "obj": isinstance(v, dict),
+        }[kind]
+        if not ok:
+            errors.append(_err(loc + [key], f"Input should be a valid {kind.replace('_', ' ')}", f"{kind}_type"))
+        out[key] = v
+    if forbid_extra:
+        for key in body:
+            if key not in spec:
+                errors.append(_err(loc + [key], "Extra inputs are not permitted", "extra_forbidden"))
+    return out
+
+
+PARAMS_SPEC = {"model": ("str", _REQ), "seq_len": ("int", _REQ), "k_dim": ("int", 12)}
+COMMON_SPEC = {
+    "block_hash": ("str", _REQ), "block_height": ("int", _REQ), "public_key": ("str", _REQ),
+    "node_id": ("int", _REQ), "node_count": ("int", _REQ), "params": ("obj", _REQ),
+    "batch_size": ("int", BATCH_SIZE_DEFAULT), "url": ("str", None), "poc_stronger_rng": ("bool", False),
+}
+INIT_SPEC = {**COMMON_SPEC, "group_id": ("int", 0), "n_groups": ("int", 1)}
+GENERATE_SPEC = {**COMMON_SPEC, "nonces": ("int_list", _REQ), "wait": ("bool", False),
+                 "validation": ("obj", None), "stat_test": ("obj", None)}
+STAT_SPEC = {k: ("float", getattr(SERVER_DEFAULTS, k)) for k in ("dist_threshold", "p_mismatch", "fraud_threshold")}
+
+
+def parse_body(body, spec: dict) -> dict:
+    errors: list = []
+    req = _read(body, spec, [], False, errors)
+    if isinstance(req.get("params"), dict):
+        req["params"] = _read(req["params"], PARAMS_SPEC, ["params"], True, errors)
+    if req.get("batch_size") is not None and req["batch_size"] < 1 and not errors:
+        errors.append(_err(["batch_size"], "Input should be greater than 0", "greater_than"))
+    st = req.get("stat_test")
+    if isinstance(st, dict):
+        vals = {}
+        for k, (_, default) in STAT_SPEC.items():
+            v = st.get(k, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                errors.append(_err(["stat_test", k], "Input should be a valid number", "float_type"))
+            vals[k] = v
+        req["stat_test"] = vals
+    if errors:
+        raise ApiError(422, errors)
+    return req
+
+
+# ----------------------------------------------------------------------------------------
+# the PoC state of one server
+# ----------------------------------------------------------------------------------------
+def nonce_iterator(node_id: int, node_count: int, group_id: int, n_groups: int):
+    """x-th value: node_id + group_id*node_count + x*(n_groups*node_count)."""
+    x = 0
+    while True:
+        yield node_id + group_id * node_count + x * (n_groups * node_count)
+        x += 1
+
+
+@dataclass
+class _Job:
+    request_id: str
+    req: dict
+    status: str = "queued"
+    result: dict | None = None
+    error: str | None = None
+    finished_at: float | None = None
+
+
+class PocService:
+    def __init__(self, engine, model_id: str, served_names: list[str] | None = None):
+        self.engine = engine
+        self.model_id = model_id
+        self.served_names = list(dict.fromkeys([model_id, *(served_names or [])]))
+        self.engine_lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self.loop: dict | None = None  # the init/generate loop's config, stats and thread
+        self.jobs: OrderedDict[str, _Job] = OrderedDict()
+        self.queue_cv = threading.Condition(self.state_lock)
+        self.closed = False
+        self.worker = threading.Thread(target=self._queue_worker, name="poc-generate-queue", daemon=True)
+        self.worker.start()
+
+    # ---- helpers ----
+    def check_params(self, params: dict) -> None:
+        if params["model"] not in self.served_names:
+            raise ApiError(409, {"error": "params mismatch", "requested": params,
+                                 "deployed": {"model": self.served_names, "seq_len": None, "k_dim": None}})
+
+    def compute(self, req: dict, nonces: list[int]) -> tuple[list[int], np.ndarray]:
+        p = req["params"]
+        params = PocParams(block_hash=req["block_hash"], public_key=req["public_key"], seq_len=p["seq_len"],
+                           k_dim=p["k_dim"], block_height=req["block_height"], node_id=req["node_id"],
+                           node_count=req["node_count"], stronger_rng=req["poc_stronger_rng"])
+        with self.engine_lock:
+            res = self.engine.compute(nonces, params, batch_size=req["batch_size"])
+        return res.nonces.tolist(), res.vectors
+
+    def generating(self) -> bool:
+        return self.loop is not None and not self.loop["stop"].is_set()
+
+    # ---- /generate ----
+    def run_generate(self, req: dict) -> dict:
+        """Chunks in request order; returns the artifacts, or the validation result (§4)."""
+        nonces = req["nonces"]
+        got_n, got_v = [], []
+        bs = req["batch_size"]
+        for a in range(0, len(nonces), bs):
+            n, v = self.compute(req, nonces[a : a + bs])
+            got_n += n
+            got_v.append(v)
+        vecs = np.concatenate(got_v) if got_v else np.zeros((0, req["params"]["k_dim"]), np.float16)
+        rid = req.get("_request_id") or str(uuid.uuid4())
+        if req.get("validation") is None:
+            arts = [{"nonce": int(n), "vector_b64": s} for n, s in zip(got_n, encode_vectors(vecs))]
+            return {"status": "completed", "request_id": rid, "artifacts": arts,
+                    "encoding": {**ENCODING, "k_dim": req["params"]["k_dim"]}}
+        received = {a["nonce"]: a["vector_b64"] for a in req["validation"]["artifacts"]}  # last one wins
+        st = StatTest(**(req.get("stat_test") or SERVER_DEFAULTS.as_dict()))
+        out = node_side_validation(dict(zip(got_n, vecs)), received, len(nonces), st)
+        return {"status": "completed", "request_id": rid, **out}
+
+    def validate_validation(self, req: dict) -> None:
+        val = req.get("validation")
+        if val is None:
+            return
+        arts = val.get("artifacts")
+        if not isinstance(arts, list) or not all(isinstance(a, dict) and "nonce" in a and "vector_b64" in a for a in arts):
+            raise ApiError(422, [_err(["validation", "artifacts"], "Input should be a list of {nonce, vector_b64}", "list_type")])
+        if {a["nonce"] for a in arts} != set(req["nonces"]):
+            raise ApiError(400, "validation artifacts nonces must match the requested nonces")
+
+    def enqueue(self, req: dict) -> dict:
+        with self.state_lock:
+            self._expire()
+            queued = sum(len(j.req["nonces"]) for j in self.jobs.values() if j.status == "queued")
+            if queued + len(req["nonces"]) > MAX_QUEUED_NONCES:
+                raise ApiError(429, f"too many queued nonces ({queued} + {len(req['nonces'])} > {MAX_QUEUED_NONCES})")
+            rid = str(uuid.uuid4())
+            req["_request_id"] = rid
+            self.jobs[rid] = _Job(rid, req)
+            self.queue_cv.notify_all()
+        return {"status": "queued", "request_id": rid, "queued_count": len(req["nonces"])}
+
+    def job_status(self, rid: str) -> dict:
+        with self.state_lock:
+            self._expire()
+            job = self.jobs.get(rid)
+            if job is None:
+                raise ApiError(404, f"unknown request_id {rid}")
+            if job.status == "completed":
+                return {**job.result, "status": "completed", "request_id": rid}
+            if job.status == "failed":
+                return {"status": "failed", "request_id": rid, "error": job.error}
+            return {"status": job.status, "request_id": rid}
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for rid in [r for r, j in self.jobs.items() if j.finished_at and now - j.finished_at > RESULT_TTL_SEC]:
+            del self.jobs[rid]
+
+    def _queue_worker(self) -> None:
+        while True:
+            with self.state_lock:
+                while not self.closed and (self.generating() or not any(j.status == "queued" for j in self.jobs.values())):
+                    self.queue_cv.wait(timeout=0.5)
+                if self.closed:
+                    return
+                job = next(j for j in self.jobs.values() if j.status == "queued")
+                job.status = "running"
+            try:
+                result = self.run_generate(job.req)
+                with self.state_lock:
+                    job.result, job.status = result, "completed"
+            except Exception as e:  # the job fails, the server lives on
+                with self.state_lock:
+                    job.error, job.status = f"{type(e).__name__}: {e}", "failed"
+            job.finished_at = time.monotonic()
+            if job.req.get("url") and job.status == "completed":
+                path = "validated" if job.req.get("validation") is not None else "generated"
+                body = {k: v for k, v in job.result.items() if k != "status"}
+                body.update({k: job.req[k] for k in ("block_hash", "block_height", "public_key", "node_id")})
+                _post_with_retries(job.req["url"].rstrip("/") + "/" + path, body)
+
+    # ---- init/generate loop ----
+    def start_loop(self, req: dict) -> None:
+        with self.state_lock:
+            if self.generating():
+                raise ApiError(409, "Already generating")
+            stop = threading.Event()
+            cfg = {k: req[k] for k in ("block_hash", "block_height", "public_key", "node_id", "node_count",
+                                       "group_id", "n_groups")}
+            cfg.update(seq_len=req["params"]["seq_len"], k_dim=req["params"]["k_dim"])
+            self.loop = {"config": cfg, "stop": stop, "total": 0, "start": time.monotonic(), "buffer": []}
+            t = threading.Thread(target=self._generate_loop, args=(req, self.loop), name="poc-generate-loop", daemon=True)
+            self.loop["thread"] = t
+            t.start()
+
+    def _generate_loop(self, req: dict, loop: dict) -> None:
+        it = nonce_iterator(req["node_id"], req["node_count"], req["group_id"], req["n_groups"])
+        last_cb = time.monotonic()
+        while not loop["stop"].is_set():
+            chunk = [next(it) for _ in range(req["batch_size"])]
+            try:
+                n, v = self.compute(req, chunk)
+            except Exception:  # a failed chunk is retried, like the node's loop
+                time.sleep(0.5)
+                continue
+            loop["total"] += len(chunk)  # counts submitted nonces (NaN-dropped ones too)
+            if req.get("url"):
+                loop["buffer"] += [{"nonce": int(a), "vector_b64": s} for a, s in zip(n, encode_vectors(v))]
+                if time.monotonic() - last_cb >= CALLBACK_INTERVAL_SEC and loop["buffer"]:
+                    arts, loop["buffer"] = loop["buffer"], []
+                    body = {k: req[k] for k in ("public_key", "block_hash", "block_height", "node_id")}
+                    threading.Thread(target=_post_with_retries, daemon=True,
+                                     args=(req["url"].rstrip("/") + "/generated",
+                                           {**body, "artifacts": arts, "encoding": ENCODING})).start()
+                    last_cb = time.monotonic()
+
+    def status(self) -> dict:
+        loop = self.loop
+        if loop is None or loop["stop"].is_set():
+            return {"status": "IDLE", "config": None, "stats": None}
+        el = time.monotonic() - loop["start"]
+        return {"status": "GENERATING", "config": loop["config"],
+                "stats": {"total_processed": loop["total"], "nonces_per_second": loop["total"] / el if el > 0 else 0.0}}
+
+    def stop(self) -> None:
+        with self.state_lock:
+            if self.loop is not None:
+                self.loop["stop"].set()
+            self.jobs.clear()  # stop also wipes queued /generate jobs and their results
+            self.queue_cv.notify_all()
+
+    def close(self) -> None:
+        self.stop()
+        with self.state_lock:
+            self.closed = True
+            self.queue_cv.notify_all()
+
+
+def _post_with_retries(url: str, body: dict) -> bool:
+    data = json.dumps(body).encode()
+    delay = 1.0
+    for _ in range(CALLBACK_MAX_RETRIES):
+        try:
+            req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30):
+                return True
+        except OSError:
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    return False
+
+
+# ----------------------------------------------------------------------------------------
+# HTTP
+# ----------------------------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    service: PocService  # set on the subclass made by make_server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet; the CLI prints its own lines
+        if os.environ.get("MLVALIDATE_SERVER_LOG"):
+            super().log_message(fmt, *args)
+
+    def _send(self, status: int, body) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            return json.loads(raw or b"null")
+        except json.JSONDecodeError as e:
+            raise ApiError(422, [{"loc": ["body"], "msg": f"JSON decode error: {e.msg}", "type": "json_invalid"}]) from None
+
+    def _dispatch(self, method: str) -> None:
+        svc = self.service
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            if method == "GET" and path == "/health":
+                return self._send(200, {})
+            if method == "GET" and path == "/v1/models":
+                return self._send(200, {"object": "list", "data": [
+                    {"id": name, "object": "model", "owned_by": "mlvalidate", "root": svc.model_id}
+                    for name in svc.served_names]})
+            if path in ("/v1/chat/completions", "/v1/completions", "/v1/responses"):
+                if svc.generating():
+                    raise ApiError(503, "PoC generation is active; inference is paused until it stops")
+                raise ApiError(501, "the mlvalidate reference server computes PoC vectors only")
+            if method == "POST" and path == "/api/v1/pow/init/generate":
+                req = parse_body(self._body(), INIT_SPEC)
+                svc.check_params(req["params"])
+                svc.start_loop(req)
+                return self._send(200, {"status": "OK", "pow_status": {"status": "GENERATING"}})
+            if method == "POST" and path == "/api/v1/pow/generate":
+                req = parse_body(self._body(), GENERATE_SPEC)
+                svc.check_params(req["params"])
+                svc.validate_validation(req)
+                if not req["wait"]:
+                    return self._send(200, svc.enqueue(req))
+                while svc.generating():  # wait=true blocks while a generation loop runs
+                    time.sleep(0.1)
+                try:
+                    return self._send(200, svc.run_generate(req))
+                except ValueError as e:  # undecodable validation vectors, as on the node
+                    raise ApiError(500, str(e)) from None
+                except Exception as e:  # the engine failed: the node answers 503 with the error
+                    raise ApiError(503, f"{type(e).__name__}: {e}") from None
+            m = re.fullmatch(r"/api/v1/pow/generate/([0-9a-fA-F-]+)", path)
+            if method == "GET" and m:
+                return self._send(200, svc.job_status(m.group(1)))
+            if method == "GET" and path == "/api/v1/pow/status":
+                return self._send(200, svc.status())
+            if method == "POST" and path == "/api/v1/pow/stop":
+                svc.stop()
+                return self._send(200, {"status": "OK", "pow_status": {"status": "STOPPED"}})
+            raise ApiError(404, "Not Found")
+        except ApiError as e:
+            self._send(e.status, {"detail": e.detail})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+
+class PocServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, service: PocService):
+        handler = type("Handler", (_Handler,), {"service": service})
+        super().__init__(addr, handler)
+        self.service = service
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def shutdown(self) -> None:
+        self.service.close()
+        super().shutdown()
+
+
+def make_server(engine, model_id: str, host: str = "127.0.0.1", port: int = 0,
+                served_names: list[str] | None = None) -> PocServer:
+    return PocServer((host, port), PocService(engine, model_id, served_names))

@@ -1,0 +1,240 @@
+"""Steady-state PoC throughput of a live node, with a spot-check at full speed.
+
+The node's own `nonces_per_second` is total_processed / time since the loop started: a
+cumulative average that includes warm-up. The harness samples `total_processed` and reports
+the rate between samples taken after a warm-up (min / median / max), next to the node's
+figure. Generation is always stopped at the end, also on Ctrl-C or an error.
+
+One sampler for both APIs: a vLLM node is one replica; an MLNode fans init/generate out to
+its vLLM replicas (each its own nonce group) and its status lists them per port, so rates are
+computed per replica (from that replica's total_processed deltas) and summed.
+
+Spot-check (the MLPerf TEST01 idea): the loop is started with the reference's block hash,
+public key and node layout and with a callback URL served by the harness, so the first
+nonces the node generates at full speed are the golden ones. Those that arrive are compared
+with the reference: a node cannot be honest only when it is measured slowly.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from .engines.http import HttpClient
+from .engines.poc_http import VLLM, PocApi, explain, replica_stats
+from .errors import EngineError
+from .poc.codec import VectorDecodeError, decode_vectors
+
+
+def _rate(a: dict, b: dict) -> float | None:
+    """Nonces/s of one replica between two of its readings; None when not comparable (a restart)."""
+    dt = b["elapsed_s"] - a["elapsed_s"]
+    dn = b["total_processed"] - a["total_processed"]
+    return dn / dt if dt > 0 and dn >= 0 else None
+
+
+@dataclass
+class ThroughputResult:
+    # samples: {elapsed_s, status, total_processed, node_nonces_per_second (both summed over replicas),
+    #           replicas: {key: {status, total_processed, nonces_per_second}}}
+    samples: list[dict] = field(default_factory=list)
+    warmup_s: float = 0.0
+    batch_size: int = 0
+    api: str = "vllm"
+    spot_nonces: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    spot_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 12), np.float32))
+    callback_url: str | None = None
+    stopped: bool = False
+    start_answer: dict | None = None  # what init/generate answered (the MLNode: backends, n_groups, errors)
+
+    def replica_keys(self) -> list[str]:
+        return sorted({k for s in self.samples for k in s["replicas"]}, key=lambda k: (len(k), k))
+
+    def _readings(self, key: str) -> list[dict]:
+        return [{"elapsed_s": s["elapsed_s"], **s["replicas"][key]} for s in self.samples if key in s["replicas"]]
+
+    def replica_rates(self, key: str) -> list[float]:
+        r = self._readings(key)
+        return [x for x in (_rate(a, b) for a, b in zip(r, r[1:])) if x is not None]
+
+    def rates(self) -> list[float]:
+        """Summed nonces/s per sampling interval (over the replicas read at both ends)."""
+        out = []
+        for a, b in zip(self.samples, self.samples[1:]):
+            parts = [_rate({"elapsed_s": a["elapsed_s"], **a["replicas"][k]},
+                           {"elapsed_s": b["elapsed_s"], **b["replicas"][k]})
+                     for k in a["replicas"] if k in b["replicas"]]
+            parts = [x for x in parts if x is not None]
+            if parts:
+                out.append(sum(parts))
+        return out
+
+    def _steady(self, key: str) -> float | None:
+        r = self._readings(key)
+        return _rate(r[0], r[-1]) if len(r) >= 2 else None
+
+    def summary(self) -> dict:
+        s = self.samples
+        r = self.rates()
+        replicas = {}
+        for key in self.replica_keys():
+            rr = self.replica_rates(key)
+            last = self._readings(key)[-1]
+            replicas[key] = {
+                "steady_nonces_per_second": self._steady(key),
+                "min_nonces_per_second": min(rr) if rr else None,
+                "median_nonces_per_second": statistics.median(rr) if rr else None,
+                "max_nonces_per_second": max(rr) if rr else None,
+                "node_cumulative_nonces_per_second": last["nonces_per_second"],
+                "total_processed": last["total_processed"],
+            }
+        steady = [v["steady_nonces_per_second"] for v in replicas.values() if v["steady_nonces_per_second"] is not None]
+        overall = sum(steady) if steady else None
+        return {
+            "api": self.api,
+            "n_samples": len(s),
+            "warmup_s": self.warmup_s,
+            "batch_size": self.batch_size,
+            "n_replicas": len(replicas),
+            "steady_nonces_per_second": overall,
+            "steady_nonces_per_min": overall * 60 if overall is not None else None,
+            "min_nonces_per_second": min(r) if r else None,
+            "median_nonces_per_second": statistics.median(r) if r else None,
+            "max_nonces_per_second": max(r) if r else None,
+            "node_cumulative_nonces_per_second": s[-1]["node_nonces_per_second"] if s else None,
+            "replicas": replicas,
+            "spot_check_received": int(self.spot_nonces.size),
+        }
+
+
+class _CallbackSink:
+    """A loopback receiver for the node's `{url}/generated` callbacks."""
+
+    def __init__(self, host: str, keep: set[int], k: int):
+        sink = self
+        self.lock = threading.Lock()
+        self.vectors: dict[int, np.ndarray] = {}
+        self.keep, self.k = keep, k
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                    sink.add(body.get("artifacts") or [])
+                finally:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://{host}:{self.server.server_port}"
+
+    def add(self, artifacts: list) -> None:
+        for a in artifacts:
+            n = a.get("nonce") if isinstance(a, dict) else None
+            if n in self.keep:
+                try:
+                    v = decode_vectors([a.get("vector_b64")], self.k)[0]
+                except VectorDecodeError:
+                    v = np.full(self.k, np.nan, np.float32)
+                with self.lock:
+                    self.vectors.setdefault(int(n), v)  # the first vector the node sent counts
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_throughput(
+    url: str,
+    body: dict,
+    *,
+    batch_size: int,
+    warmup_s: float = 30.0,
+    measure_s: float = 60.0,
+    sample_interval_s: float = 10.0,
+    spot_nonces: set[int] | None = None,
+    k_dim: int = 12,
+    callback_host: str | None = "127.0.0.1",
+    deadline_s: float = 120.0,
+    api: PocApi = VLLM,
+    log=print,
+) -> ThroughputResult:
+    """Run the node's generation loop and sample it. `body` carries the PoC request fields
+    (block_hash, block_height, public_key, node_id, node_count, params); `api` says where they
+    go (a vLLM node: one group of one; an MLNode assigns a group per replica itself)."""
+    http = HttpClient(url, request_timeout=60, deadline_s=deadline_s, log=log)
+    sink = _CallbackSink(callback_host, set(spot_nonces or ()), k_dim) if callback_host and spot_nonces else None
+    res = ThroughputResult(warmup_s=warmup_s, batch_size=batch_size, api=api.name,
+                           callback_url=sink.url if sink else None)
+    start = {**body, "batch_size": batch_size}
+    if api.group_fields:
+        start.update(group_id=0, n_groups=1)
+    if sink:
+        start["url"] = sink.url
+    model = body["params"]["model"]
+    st = http.request("GET", api.path("/status"))
+    if st.status == 200 and isinstance(st.body, dict) and st.body.get("status") in api.running:
+        log("    a generation loop is already running on the node: stopping it first")
+        http.request("POST", api.path("/stop"))
+    try:
+        r = http.request("POST", api.path("/init/generate"), start)
+        if r.status != 200:
+            raise EngineError(f"could not start generation: {explain(r, model, api)}")
+        t0 = time.monotonic()
+        if isinstance(r.body, dict) and "backends" in r.body:  # the MLNode's fan-out answer
+            res.start_answer = r.body
+            log(f"    {r.body.get('backends')} replica(s) generating, n_groups {r.body.get('n_groups')}"
+                + (f"; refused by: {json.dumps(r.body['errors'])[:300]}" if r.body.get("errors") else ""))
+        log(f"    generating (batch {batch_size}); warm-up {warmup_s:g} s, then {measure_s:g} s of samples "
+            f"every {sample_interval_s:g} s")
+        time.sleep(warmup_s)
+        end = time.monotonic() + measure_s
+        said_mixed = False
+        while True:
+            r = http.request("GET", api.path("/status"))
+            reps = replica_stats(r.body) if r.status == 200 else {}
+            if not reps:
+                raise EngineError(f"the node stopped generating during the measurement: {explain(r, model, api)}")
+            agg = r.body.get("status") if isinstance(r.body, dict) else None
+            if agg == "MIXED" and not said_mixed:
+                log("    warning: not every replica is generating (status MIXED): "
+                    + ", ".join(f"{b.get('port')} {b.get('status')}" for b in r.body.get("backends") or []))
+                said_mixed = True
+            res.samples.append({"elapsed_s": round(time.monotonic() - t0, 3), "status": agg,
+                                "total_processed": sum(v["total_processed"] for v in reps.values()),
+                                "node_nonces_per_second": sum(v["nonces_per_second"] for v in reps.values()),
+                                "replicas": reps})
+            rates = res.rates()
+            log(f"    t={res.samples[-1]['elapsed_s']:.0f} s  total {res.samples[-1]['total_processed']}"
+                + (f" over {len(reps)} replicas" if len(reps) > 1 else "")
+                + (f"  {rates[-1]:.2f} nonces/s since the last sample" if rates else ""))
+            if time.monotonic() + sample_interval_s > end:
+                break
+            time.sleep(sample_interval_s)
+    finally:
+        try:
+            http.request("POST", api.path("/stop"), {}, deadline_s=30)
+            res.stopped = True
+        except EngineError as e:
+            log(f"    could not stop generation: {e.one_line()}")
+        if sink:
+            time.sleep(0.5)  # a callback posted just before the stop
+            sink.close()
+            with sink.lock:
+                got = sorted(sink.vectors)
+                res.spot_nonces = np.asarray(got, dtype=np.int64)
+                res.spot_vectors = (np.stack([sink.vectors[n] for n in got]) if got
+                                    else np.zeros((0, k_dim), np.float32))
+    return res
