@@ -185,16 +185,329 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: mlvalidate-runs/demo-<time>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny checkpoint's weights")
+    p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per expectation")
 
     def run(args) -> int:
         from .demo import run_demo
 
-        return run_demo(args.out, seed=args.seed)
+        return run_demo(args.out, seed=args.seed, junit=args.junit)
 
     p.set_defaults(func=run)
 
 
-_COMMANDS = [_add_demo, _add_inspect, _add_check, _add_make_tiny, _add_bake]
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the Gonka vLLM PoC API from a local checkpoint (for dry runs and tests)",
+        description="A reference PoC server: the Gonka vLLM PoC API (/api/v1/pow/*: generate with its queue, "
+        "init/generate, status, stop) plus /health and /v1/models, computed by the reference engine. "
+        "A client written for a Gonka vLLM node works against it unchanged. Runs until Ctrl-C / SIGTERM.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory")
+    p.add_argument("--model-id", default=None, help="served model name (default: the directory path)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+
+    def run(args) -> int:
+        import signal
+
+        from .engines.reference import ReferenceEngine
+        from .server import make_server
+
+        model_id = args.model_id or args.model
+        engine = ReferenceEngine(args.model, device=args.device, dtype=args.dtype, model_id=model_id)
+        try:
+            server = make_server(engine, model_id, args.host, args.port, served_names=[args.model])
+        except OSError as e:
+            raise MlvalidateError(f"cannot listen on {args.host}:{args.port}: {e.strerror}", "pick another --port") from None
+        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C
+        print(f"serving {model_id} (PoC API) at {server.url} — Ctrl-C to stop", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.service.close()
+            server.server_close()
+        print("stopped", flush=True)
+        return EXIT_PASS
+
+    p.set_defaults(func=run)
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="validate a live node: fetch the golden nonces' vectors and compare them locally",
+        description="Fetch the PoC vectors of every reference nonce from a Gonka vLLM node's PoC API "
+        "(POST /api/v1/pow/generate, wait=true, in chunks of the batch size) and compare them with the "
+        "reference here — the node's own verdict is never trusted. A nonce the node does not return, or "
+        "returns unusable, is a mismatch and blocks a PASS. Writes a run bundle. "
+        "With --api mlnode the URL is the host's MLNode API (port 8080) and the full stack is checked: "
+        "[download] the model at the chain's commit, [deploy] vLLM with the reference's (or --profile's) args, "
+        "[throughput] every replica's generation loop, [validate] through the MLNode's /generate proxy, "
+        "one batch per request (its 60 s proxy timeout); each phase can be skipped.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--url", required=True,
+                   help="the node's vLLM server, e.g. http://127.0.0.1:5001 (--api mlnode: the MLNode API, e.g. "
+                   "http://127.0.0.1:8080)")  # fmt: skip
+    p.add_argument("--api", choices=["vllm", "mlnode"], default="vllm", help="which API the URL serves")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", default=None, help="model id; its reference is looked up in artifacts/")
+    g.add_argument("--reference", default=None, metavar="FILE", help="reference JSON file")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="nonces per request; numerics depend on it (the MiniMax reference's is unrecorded, 32 is the node default)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to keep retrying a failing request (502/503/504, connection errors)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
+    p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
+    p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
+    t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
+    t.add_argument("--skip-throughput", action="store_true", help="only validate")
+    t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
+    t.add_argument("--warmup-seconds", type=float, default=30.0, help="generation time before the first sample")
+    t.add_argument("--measure-seconds", type=float, default=60.0, help="sampling window")
+    t.add_argument("--sample-interval", type=float, default=10.0, help="seconds between status samples")
+    t.add_argument("--callback-host", default="127.0.0.1",
+                   help="address the node can reach this machine at, for the spot-check callbacks")
+    m = p.add_argument_group("MLNode phases (--api mlnode only)")
+    m.add_argument("--skip-download", action="store_true", help="do not check or download the weights")
+    m.add_argument("--download-timeout", type=float, default=7200.0, metavar="S", help="seconds to wait for the download")
+    m.add_argument("--skip-deploy", action="store_true", help="do not check or start vLLM")
+    m.add_argument("--deploy-timeout", type=float, default=1800.0, metavar="S", help="seconds to wait for vLLM to run")
+    m.add_argument("--dtype", default="auto", help="vLLM dtype sent with the deploy request")
+    m.add_argument("--skip-validate", action="store_true",
+                   help="no comparison: the run reports 'validation skipped' (exit 0), never PASS")
+    _add_stat_test_args(p)
+
+    def run(args) -> int:
+        from .validate import validate_mlnode, validate_node
+
+        if not (args.model or args.reference):
+            raise MlvalidateError("give --model ID or --reference FILE", "e.g. --model MiniMaxAI/MiniMax-M2.7")
+        if args.batch_size < 1:
+            raise MlvalidateError("--batch-size must be >= 1")
+        common = dict(
+            reference=args.reference or args.model, model=args.model, batch_size=args.batch_size, junit=args.junit,
+            overrides={"dist_threshold": args.dist_threshold, "p_mismatch": args.p_mismatch,
+                       "fraud_threshold": args.fraud_threshold},
+            out_dir=args.out, deadline_s=args.timeout, profile=args.profile,
+            throughput=None if args.skip_throughput else {
+                "batch_size": args.throughput_batch_size or args.batch_size, "warmup_s": args.warmup_seconds,
+                "measure_s": args.measure_seconds, "sample_interval_s": args.sample_interval,
+                "callback_host": args.callback_host},
+        )
+        if args.api == "mlnode":
+            return validate_mlnode(
+                args.url, **common, skip_download=args.skip_download, skip_deploy=args.skip_deploy,
+                skip_validate=args.skip_validate, download_timeout=args.download_timeout,
+                deploy_timeout=args.deploy_timeout, dtype=args.dtype)
+        only = [f for f, on in (("--skip-download", args.skip_download), ("--skip-deploy", args.skip_deploy),
+                                ("--skip-validate", args.skip_validate)) if on]
+        if only:
+            raise MlvalidateError(f"{', '.join(only)}: only with --api mlnode", "a vLLM node has no such phase")
+        return validate_node(args.url, **common)
+
+    p.set_defaults(func=run)
+
+
+def _add_pull(sub) -> None:
+    p = sub.add_parser(
+        "pull",
+        help="download the chain's pinned weights (resumable), record and verify them",
+        description="Download a model repository at one commit (default: the chain's pin, hf_repo @ hf_commit "
+        "of configs/chain/minimaxai-minimax-m2.7.yaml) into DIR with huggingface_hub, "
+        "after checking the free disk space against the listed file sizes. Files finished by an earlier run "
+        "are kept; run it again after an interruption. Writes DIR/.mlvalidate-pull.json, then runs the "
+        "verify-weights checks. Only a full 40-hex commit is accepted as --revision. Honours HF_ENDPOINT "
+        "and HF_TOKEN.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--dir", default=None, metavar="DIR", help="target directory, models/<owner>--<name> when not given")
+    p.add_argument("--revision", default=None, metavar="COMMIT", help="full commit sha, the chain's pin when not given")
+    p.add_argument("--repo", default=None, help="hub repository, the chain's (MiniMaxAI/MiniMax-M2.7) when not given")
+
+    def run(args) -> int:
+        from .deploy.pull import run_pull
+
+        return run_pull(args.dir, revision=args.revision, repo=args.repo)
+
+    p.set_defaults(func=run)
+
+
+def _add_verify_weights(sub) -> None:
+    p = sub.add_parser(
+        "verify-weights",
+        help="check a local checkpoint: shards, headers, dtypes/shapes vs config.json, pinned commit",
+        description="List every problem of a checkpoint directory: shards of model.safetensors.index.json "
+        "missing or with a header the strict reader rejects (e.g. truncated), tensors missing from their "
+        "shard or unlisted, for MiniMax-M2 every dtype and shape against config.json (FP8 weights and "
+        "block scales, F32 router), and the commit the directory records (pull record or huggingface_hub "
+        "metadata) against the chain's pin. Reads headers only. Exit 0 clean, 2 with any problem.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("dir", metavar="DIR", help="checkpoint directory (e.g. what `mlvalidate pull` wrote)")
+    p.add_argument("--revision", default=None, metavar="COMMIT",
+                   help="expected full commit sha, the chain's pin when not given")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (every problem)")
+
+    def run(args) -> int:
+        from .deploy.verify import run_verify_weights
+
+        return run_verify_weights(args.dir, revision=args.revision, as_json=args.json)
+
+    p.set_defaults(func=run)
+
+
+def _add_launch(sub) -> None:
+    from .deploy.launch import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER_CMD, DEFAULT_STARTUP_TIMEOUT
+
+    p = sub.add_parser(
+        "launch",
+        help="start vLLM with a profile's args, wait until it is ready, serve until Ctrl-C",
+        description="Start the vLLM server for a profile (a name under configs/ or a profile YAML) in its own "
+        "process group, output to a log file. Refuses a busy port; shows progress until /health answers 200 "
+        "and /v1/models lists the model; then prints the URL and keeps serving until Ctrl-C or SIGTERM, which "
+        "stop the whole process group (SIGTERM, then SIGKILL). An early exit prints the log tail with a "
+        "diagnosis of known failures. Exit 0 after a requested stop, 2 if the server failed, exited on its "
+        "own, timed out or was interrupted before it was ready.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--profile", required=True, help="profile name (configs/<name>/profile.yaml) or YAML path")
+    p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory to serve")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port the server binds")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address the server binds")
+    p.add_argument("--server-cmd", default=DEFAULT_SERVER_CMD, metavar="CMD",
+                   help="server command, shell-split; a command not ending in `serve` gets --model DIR "
+                   "(e.g. 'python -m vllm.entrypoints.openai.api_server' where the vllm script is broken)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT, metavar="S",
+                   help="seconds to wait for readiness (cold starts of large models take 20+ min)")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="server log, appended (default: mlvalidate-runs/launch-<time>-port<port>.log)")
+
+    def run(args) -> int:
+        from .deploy.launch import run_launch
+
+        return run_launch(args.profile, args.model, port=args.port, host=args.host, server_cmd=args.server_cmd,
+                          timeout=args.timeout, log=args.log)
+
+    p.set_defaults(func=run)
+
+
+_COMMANDS = [_add_demo, _add_validate, _add_serve, _add_inspect, _add_check, _add_make_tiny, _add_bake,
+             _add_pull, _add_verify_weights, _add_launch]
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser(
+        "config",
+        help="per-hardware vLLM profiles: list, show, check",
+        description="Per-hardware vLLM profiles (configs/<profile>/profile.yaml) built on the chain's model "
+        "definition (configs/chain/<model>.yaml). A profile may add vLLM args but never drop or change a chain "
+        "ModelArg. vLLM args, in order: the chain's ModelArgs, --revision <hf_commit>, --tensor-parallel-size, "
+        "the profile's own args. PROFILE is a name under configs/ ($MLVALIDATE_CONFIGS) or a profile.yaml path.",
+        formatter_class=_Formatter,
+    )
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+
+    lp = csub.add_parser("list", help="the profiles under configs/", formatter_class=_Formatter)
+
+    def run_list(args) -> int:
+        from .deploy.profile_check import list_profiles_text
+
+        print(list_profiles_text())
+        return EXIT_PASS
+
+    lp.set_defaults(func=run_list)
+
+    sp = csub.add_parser(
+        "show",
+        help="print a profile's vLLM args, merged YAML, node JSON or launch command",
+        description="args: the exact vLLM argument list, one shell-quoted line. yaml: the profile merged with its "
+        "chain definition. node-json: the network node's admin API body (POST /admin/v1/nodes). command: env "
+        "vars + the full vLLM launch command.",
+        formatter_class=_Formatter,
+    )
+    sp.add_argument("profile", metavar="PROFILE")
+    sp.add_argument("--format", default="args", choices=["args", "yaml", "node-json", "command"])
+    sp.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                    help="command: the model to serve (default: the chain's hf_repo); node-json: model id of a "
+                    "non-chain profile")  # fmt: skip
+    sp.add_argument("--host", default=None,
+                    help="node-json: how the network node reaches this ML node (default localhost); "
+                    "command: the address vLLM binds (default 0.0.0.0)")  # fmt: skip
+    sp.add_argument("--port", type=int, default=None, help="command: vLLM's port (default: the node's inference_port)")
+    sp.add_argument("--server-cmd", default=None, metavar="CMD",
+                    help="command: how to start vLLM, e.g. 'python -m vllm.entrypoints.openai.api_server' "
+                    "(default 'vllm serve')")  # fmt: skip
+
+    def run_show(args) -> int:
+        from .deploy.profile_check import show_profile
+
+        print(show_profile(args.profile, args.format, model=args.model, host=args.host, port=args.port,
+                           server_cmd=args.server_cmd))  # fmt: skip
+        return EXIT_PASS
+
+    sp.set_defaults(func=run_show)
+
+    cp = csub.add_parser(
+        "check",
+        help="check profiles: chain args intact, PoC batch limits, vLLM's own parser and registries",
+        description="Always: the chain's ModelArgs are all present and unchanged, --revision is the chain's "
+        "commit, tensor x pipeline parallel = the layout's GPUs, --max-num-batched-tokens (where set) >= PoC batch "
+        "x seq_len. When vLLM is importable: vLLM's CLI parser accepts the args, and the tool/reasoning parser "
+        "and attention backend names are registered in vLLM. Exit 0 only when every profile is a chain "
+        "deployment with no problem; 2 otherwise (a chain: null profile is never reported as passing).",
+        formatter_class=_Formatter,
+    )
+    cp.add_argument("profiles", nargs="*", metavar="PROFILE", help="default: every profile under configs/")
+    cp.add_argument("--no-vllm", action="store_true", help="skip vLLM's parser even when vLLM is importable")
+    cp.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    def run_check(args) -> int:
+        from .deploy.profile_check import run_config_check
+
+        return run_config_check(args.profiles, use_vllm=not args.no_vllm, as_json=args.json)
+
+    cp.set_defaults(func=run_check)
+
+
+def _add_hw(sub) -> None:
+    p = sub.add_parser(
+        "hw",
+        help="GPU inventory (NVML), the matching profile, and the VRAM fit per profile",
+        description="Read this host's GPUs through NVML (names, memory, driver, CUDA, clocks, power, processes "
+        "holding GPU memory), name the profile that matches (GPU model and count), and estimate per GPU whether "
+        "the model fits: weights/TP + fp8 KV cache for one max-model-len sequence + headroom against GPU memory x "
+        "gpu-memory-utilization. Without an NVIDIA driver: a one-line error, exit 2. --profiles-only prints the "
+        "fit table from the profiles' own GPU memory figures, without NVML.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--profiles-only", action="store_true", help="only the fit table; do not query NVML")
+    p.add_argument("--profile", action="append", default=None, metavar="PROFILE",
+                   help="limit to these profiles (repeatable; default: all under configs/)")  # fmt: skip
+    p.add_argument("--headroom-gib", type=float, default=4.0,
+                   help="per-GPU allowance for activations, CUDA graphs, NCCL and the CUDA context")  # fmt: skip
+
+    def run(args) -> int:
+        from .deploy.hardware import run_hw
+
+        return run_hw(as_json=args.json, profiles_only=args.profiles_only, profiles=args.profile,
+                      headroom_gib=args.headroom_gib)  # fmt: skip
+
+    p.set_defaults(func=run)
+
+
+_COMMANDS += [_add_config, _add_hw]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,7 +53,7 @@ def _step(i: int, n: int, text: str) -> float:
 
 
 def run_demo(out_dir: str | Path | None = None, *, seq_len: int = DEMO_SEQ_LEN, n_nonces: int = DEMO_NONCES,
-             seed: int = 0, progress: bool = True) -> int:
+             seed: int = 0, progress: bool = True, junit: str | Path | None = None) -> int:
     from .validate import run_validation
 
     out = Path(out_dir) if out_dir else default_out_dir()
@@ -107,6 +107,16 @@ def run_demo(out_dir: str | Path | None = None, *, seq_len: int = DEMO_SEQ_LEN, 
     _step(6, N, "summary")
     ok = runs["honest"].comparison.verdict.exit_code == 0 and runs["cheater"].comparison.verdict.value == "FAIL"
     print("\n".join(summary_lines(runs, st)))
+    if junit:
+        from .report.junit import write_junit
+
+        h, c = runs["honest"], runs["cheater"]
+        write_junit(junit, "demo", [
+            {"name": "honest node passes", "status": "PASS" if h.comparison.verdict.exit_code == 0 else "FAIL",
+             "elapsed_s": h.elapsed_s, "detail": f"{h.comparison.verdict.value}: {h.comparison.n_mismatch}/{h.comparison.n_total} mismatches"},
+            {"name": "4-bit cheater fails", "status": "PASS" if c.comparison.verdict.value == "FAIL" else "FAIL",
+             "elapsed_s": c.elapsed_s, "detail": f"{c.comparison.verdict.value}: {c.comparison.n_mismatch}/{c.comparison.n_total} mismatches"},
+        ], {"reference": str(ref_path)})
     print(f"\n{'DEMO OK' if ok else 'DEMO FAILED'}: honest node {runs['honest'].comparison.verdict.value}, "
           f"cheating node {runs['cheater'].comparison.verdict.value} "
           f"({time.perf_counter() - t_start:.0f} s in all; everything is under {out})")

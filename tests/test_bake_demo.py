@@ -45,8 +45,13 @@ def test_demo_fails_when_the_cheater_is_not_caught(tmp_path, monkeypatch, capsys
         return dst
 
     monkeypatch.setattr(demo, "write_quantized_copy", honest_copy)
-    assert demo.run_demo(tmp_path / "d", seq_len=32, n_nonces=20, progress=False) == 1
+    assert demo.run_demo(tmp_path / "d", seq_len=32, n_nonces=20, progress=False, junit=tmp_path / "j.xml") == 1
     assert "DEMO FAILED" in capsys.readouterr().out
+    import xml.etree.ElementTree as ET
+
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
+    assert cases["honest node passes"].find("failure") is None
+    assert cases["4-bit cheater fails"].find("failure") is not None
 
 
 @pytest.mark.slow
