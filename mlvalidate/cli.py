@@ -270,6 +270,9 @@ def _add_validate(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
+    p.add_argument("--server-side", action="store_true",
+                   help="(--api vllm) also ask the node to validate the reference itself and show its answer "
+                   "next to the harness's (never trusted for the verdict)")
     t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
     t.add_argument("--skip-throughput", action="store_true", help="only validate")
     t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
@@ -306,6 +309,9 @@ def _add_validate(sub) -> None:
                 "callback_host": args.callback_host},
         )
         if args.api == "mlnode":
+            if args.server_side:
+                raise MlvalidateError("--server-side: only with --api vllm",
+                                      "the MLNode's 60 s proxy timeout cuts a whole-reference request short")
             return validate_mlnode(
                 args.url, **common, skip_download=args.skip_download, skip_deploy=args.skip_deploy,
                 skip_validate=args.skip_validate, download_timeout=args.download_timeout,
@@ -314,7 +320,7 @@ def _add_validate(sub) -> None:
                                 ("--skip-validate", args.skip_validate)) if on]
         if only:
             raise MlvalidateError(f"{', '.join(only)}: only with --api mlnode", "a vLLM node has no such phase")
-        return validate_node(args.url, **common)
+        return validate_node(args.url, **common, server_side=args.server_side)
 
     p.set_defaults(func=run)
 

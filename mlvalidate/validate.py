@@ -11,6 +11,7 @@ import time
 
 from .artifacts import Reference, ResolvedStatTest
 from .engines.base import Engine, PocParams
+from .errors import EngineError
 from .poc.stats import compare_vectors
 from .progress import Progress
 from .report.bundle import RunRecord
@@ -106,6 +107,7 @@ def validate_node(
     deadline_s: float = 300.0,
     profile: str | None = None,
     throughput: dict | None = None,
+    server_side: bool = False,
     progress: bool = True,
 ) -> int:
     """`mlvalidate validate --api vllm`: an optional throughput phase (steady-state rate and a
@@ -139,6 +141,13 @@ def validate_node(
         run.throughput = tp  # a spot-check FAIL outranks anything the slow validation found
         run.phases.insert(0, {"name": "throughput", "status": tp["spot_verdict"], "elapsed_s": None,
                               "detail": tp.get("spot_check", "")})
+    if server_side:
+        print("      --server-side: asking the node to validate the reference itself, for comparison")
+        try:
+            run.node_verdict = engine.node_verdict(ref.nonces.tolist(), ref.vectors_b64, PocParams.from_reference(ref),
+                                                   batch_size, st.values.as_dict())
+        except EngineError as e:
+            run.node_verdict = {"error": e.one_line()}
     return _finish(run, out_dir, junit)
 
 

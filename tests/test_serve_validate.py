@@ -94,8 +94,11 @@ BODY = {"block_hash": "TEST_BLOCK", "block_height": 100, "public_key": "test_pub
 # ---- validate against honest, cheating and faulty nodes --------------------------------
 def test_honest_server_passes(engine, reference, serving, tmp_path, capsys):
     s = serving(engine)
-    assert _validate(s.url, reference, tmp_path) == 0
+    assert _validate(s.url, reference, tmp_path, "--server-side") == 0
     out = capsys.readouterr().out
+    nv = _report(tmp_path)["node_verdict"]  # the node's own answer, shown next to ours
+    assert nv["n_total"] == N and nv["n_mismatch"] == 0 and nv["fraud_detected"] is False
+    assert "node's own    n_total 40  n_mismatch 0" in out
     assert "[1/2] plan" in out and "[2/2] validate" in out
     assert "VERDICT: PASS" in out and "dist_threshold 0.2 [reference]" in out
     r = _report(tmp_path)
@@ -138,10 +141,13 @@ class _Faulty:
 
 def test_dropped_nonces_are_incomplete_not_pass(engine, reference, serving, tmp_path, capsys):
     s = serving(_Faulty(engine, drop={3, 17}))
-    assert _validate(s.url, reference, tmp_path) == 2
+    assert _validate(s.url, reference, tmp_path, "--server-side") == 2
     out = capsys.readouterr().out
     assert "VERDICT: INCOMPLETE" in out and "missing       3, 17" in out
-    assert _report(tmp_path)["missing_nonces"] == [3, 17]
+    r = _report(tmp_path)
+    assert r["missing_nonces"] == [3, 17]
+    # the node's own rule skips what it did not compute: it would have called this clean
+    assert r["node_verdict"]["n_mismatch"] == 0 and r["node_verdict"]["fraud_detected"] is False
 
 
 def test_nan_vectors_are_never_pass(engine, reference, serving, tmp_path):

@@ -139,6 +139,19 @@ class PocHttpEngine:
             return True
         return False
 
+    def node_verdict(self, nonces: list[int], vectors_b64: list[str], params: PocParams, batch_size: int,
+                     stat_test: dict) -> dict:
+        """Ask the node to validate the reference itself (`validation` + the full `stat_test`, one
+        wait=true request for all nonces, so its n_total and binomial test cover them all) and
+        return its answer. For display next to the harness's own verdict only: never trusted."""
+        body = {**self.body(params), "nonces": list(nonces), "batch_size": batch_size, "wait": True,
+                "validation": {"artifacts": [{"nonce": int(n), "vector_b64": b} for n, b in zip(nonces, vectors_b64)]},
+                "stat_test": dict(stat_test)}
+        r = self.http.request("POST", self.api.path("/generate"), body)
+        if r.status != 200 or not isinstance(r.body, dict):
+            raise EngineError(f"the node's own validation failed: {self.explain(r)}")
+        return {k: r.body.get(k) for k in ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")}
+
     def chunk_size(self, batch_size: int) -> int:
         """Nonces per /generate request: one batch (the node computes a request in chunks of the
         batch size, so any multiple keeps the numerics; one batch keeps each request short)."""

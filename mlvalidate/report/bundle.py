@@ -42,6 +42,7 @@ class RunRecord:
     phases: list[dict] = field(default_factory=list)  # [{"name", "status", "elapsed_s", "detail"}]
     timing: dict = field(default_factory=dict)
     throughput: dict | None = None  # the throughput phase: summary, samples, spot-check, references
+    node_verdict: dict | None = None  # --server-side: the node's own answer, shown next to ours
     error: str | None = None  # a phase that failed before the validation (one line); the run is an error
 
 
@@ -110,6 +111,7 @@ def report_document(run: RunRecord) -> dict:
         "distances": ({str(int(n)): _json_float(d) for n, d in zip(comp.nonces, comp.distances)}
                       if comp is not None else {}),
         "throughput_phase": run.throughput,
+        "node_verdict": run.node_verdict,
         "throughput": {
             "elapsed_s": run.elapsed_s,
             "nonces": int(comp.n_total) if comp is not None else 0,
@@ -136,6 +138,14 @@ def report_text(run: RunRecord) -> str:
         lines.append("validation    " + ("not reached" if run.error else "skipped") + ": no vector was compared")
     if run.throughput:
         lines += throughput_lines(run.throughput)
+    nv = run.node_verdict
+    if nv:
+        if "error" in nv:
+            lines.append(f"node's own    {nv['error']}")
+        else:
+            lines.append(f"node's own    n_total {nv['n_total']}  n_mismatch {nv['n_mismatch']}  p_value "
+                         f"{nv['p_value']:.4g}  fraud_detected {str(nv['fraud_detected']).lower()}  "
+                         "(the node's lenient rule, shown for comparison; the verdict above is the harness's)")
     for ph in run.phases:
         lines.append(f"phase         {ph.get('name')}: {ph.get('status')}"
                      + (f" ({ph['elapsed_s']:.2f} s)" if ph.get("elapsed_s") is not None else "")
