@@ -14,7 +14,7 @@ from .engines.base import Engine, PocParams
 from .errors import EngineError
 from .poc.stats import compare_vectors
 from .progress import Progress
-from .report.bundle import RunRecord
+from .report.bundle import RunRecord, nvml_sample
 
 
 def run_validation(
@@ -28,10 +28,12 @@ def run_validation(
     progress: bool = True,
 ) -> RunRecord:
     params = PocParams.from_reference(ref)
+    start = nvml_sample("validate start")  # clocks and power while measuring (environment.json)
     t0 = time.perf_counter()
     res = engine.compute(ref.nonces.tolist(), params, batch_size=batch_size,
                          progress=Progress(name) if progress else None)
     compute_s = time.perf_counter() - t0
+    end = nvml_sample("validate end")
     comp = compare_vectors(ref.nonces, ref.vectors, res.nonces, res.vectors, stat_test.values)
     timing = {k: v for k, v in res.info.items() if k.endswith("_s")}
     return RunRecord(
@@ -48,6 +50,7 @@ def run_validation(
         phases=[{"name": "validate", "status": comp.verdict.value, "elapsed_s": round(compute_s, 3),
                  "detail": f"{comp.n_mismatch}/{comp.n_total} mismatches"}],
         timing={"batch_seconds": res.batch_seconds, **timing},
+        nvml_samples=[start, end],
     )
 
 
@@ -126,6 +129,7 @@ def validate_node(
     tp = None
     if throughput is not None:
         print(f"[2/{n_phases}] throughput: the node's generation loop at batch {throughput.get('batch_size', batch_size)}")
+        tp_sample = nvml_sample("throughput start")
         tp = _throughput_phase(url, ref, st, engine, prof, deadline_s=deadline_s, **throughput)
     print(f"[{n_phases}/{n_phases}] validate: fetching vectors from {url} (wait=true, chunks of {batch_size}); comparing locally")
     run = run_validation(engine, ref, st, batch_size=batch_size, name="validate", progress=progress,
@@ -139,6 +143,7 @@ def validate_node(
         run.phases[-1]["detail"] += f"; node error: {error}"
     if tp is not None:
         run.throughput = tp  # a spot-check FAIL outranks anything the slow validation found
+        run.nvml_samples.insert(0, tp_sample)
         run.phases.insert(0, {"name": "throughput", "status": tp["spot_verdict"], "elapsed_s": None,
                               "detail": tp.get("spot_check", "")})
     if server_side:
@@ -148,6 +153,7 @@ def validate_node(
                                                    batch_size, st.values.as_dict())
         except EngineError as e:
             run.node_verdict = {"error": e.one_line()}
+    run.profile = prof
     return _finish(run, out_dir, junit)
 
 
@@ -300,6 +306,7 @@ def validate_mlnode(
                         computed_nonces=np.zeros(0, np.int64), computed_vectors=np.zeros((0, ref.k_dim), np.float16),
                         batch_size=batch_size, elapsed_s=0.0, inputs=inputs, phases=phases, error=error)
     run.throughput = tp
+    run.profile = prof
     return _finish(run, out_dir, junit)
 
 

@@ -70,6 +70,11 @@ def test_demo_end_to_end(tmp_path):
         assert report["schema"] == "mlvalidate.report/1" and report["n_total"] == 200
         assert len(report["distances"]) == 200
         assert load_computed(b / "vectors.json").n == 200
+        env = json.loads((b / "environment.json").read_text())
+        assert {"gpu_model", "gpu_count", "driver_version", "cuda", "nvml", "torch", "transformers", "vllm",
+                "attention_backend", "moe_backend", "batch_size", "profile", "model_revision"} <= env.keys()
+        assert env["batch_size"] == (16 if name == "honest" else 32) and env["profile"] is None
+        assert [s["label"] for s in env["nvml"].get("samples", [])] in ([], ["validate start", "validate end"])
     # the bundles' vectors re-check offline to the same verdicts
     ref = out / "reference.json"
     assert load_reference(ref).collection_batch_size == 32
