@@ -270,6 +270,9 @@ def _add_validate(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
+    p.add_argument("--chain-node", default=None, metavar="URL",
+                   help="(--api vllm) a Gonka node's public URL: the report adds the chain readiness section "
+                   "(snapshot block countdown, W_threshold / V_min, pre-eligibility)")
     p.add_argument("--server-side", action="store_true",
                    help="(--api vllm) also ask the node to validate the reference itself and show its answer "
                    "next to the harness's (never trusted for the verdict)")
@@ -312,6 +315,9 @@ def _add_validate(sub) -> None:
             if args.server_side:
                 raise MlvalidateError("--server-side: only with --api vllm",
                                       "the MLNode's 60 s proxy timeout cuts a whole-reference request short")
+            if args.chain_node:
+                raise MlvalidateError("--chain-node: only with --api vllm for now",
+                                      "run `mlvalidate chain status --node URL` next to it")
             return validate_mlnode(
                 args.url, **common, skip_download=args.skip_download, skip_deploy=args.skip_deploy,
                 skip_validate=args.skip_validate, download_timeout=args.download_timeout,
@@ -320,7 +326,7 @@ def _add_validate(sub) -> None:
                                 ("--skip-validate", args.skip_validate)) if on]
         if only:
             raise MlvalidateError(f"{', '.join(only)}: only with --api mlnode", "a vLLM node has no such phase")
-        return validate_node(args.url, **common, server_side=args.server_side)
+        return validate_node(args.url, **common, server_side=args.server_side, chain_node=args.chain_node)
 
     p.set_defaults(func=run)
 
@@ -539,6 +545,42 @@ def _add_compare(sub) -> None:
 
 
 _COMMANDS += [_add_compare]
+
+
+def _add_chain(sub) -> None:
+    p = sub.add_parser(
+        "chain",
+        help="chain readiness: snapshot-block countdown, bootstrap thresholds, pre-eligibility, intent coverage",
+        description="Read a Gonka node's chain REST and RPC endpoints (field paths: mlvalidate/chain.py).",
+        formatter_class=_Formatter,
+    )
+    csub = p.add_subparsers(dest="chain_command", metavar="SUBCOMMAND", required=True)
+    sp = csub.add_parser(
+        "status",
+        help="when is the target epoch's snapshot block, and where does the bootstrap stand",
+        description="The target epoch's PoC start and snapshot block, projected from the current epoch's "
+        "poc_start_block_height and epoch_length (never epoch_shift): poc_start = current_poc_start + "
+        "(N - current_epoch) * epoch_length, snapshot = poc_start - 500; blocks remaining and an ETA from the "
+        "recent block time; the punishment epoch; W_threshold and V_min; the latest "
+        "bootstrap_model_preeligibility event; intent coverage (participants with a PoCIntent for the model, "
+        "intent weight / total weight; lookups still failing after retries are listed as skipped). "
+        "Exit 0, or 2 when the chain cannot be read.",
+        formatter_class=_Formatter,
+    )
+    sp.add_argument("--node", required=True, metavar="URL", help="a Gonka node's public URL, e.g. http://node3.gonka.ai:8000")
+    sp.add_argument("--model", default=None, metavar="ID", help="model id (default: MiniMaxAI/MiniMax-M2.7)")
+    sp.add_argument("--epoch", type=int, default=None, metavar="N", help="target epoch (default: the next one)")
+    sp.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    def run(args) -> int:
+        from .chain import run_chain_status
+
+        return run_chain_status(args.node, args.model, args.epoch, as_json=args.json)
+
+    sp.set_defaults(func=run)
+
+
+_COMMANDS += [_add_chain]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,7 @@ def validate_node(
     throughput: dict | None = None,
     server_side: bool = False,
     progress: bool = True,
+    chain_node: str | None = None,
 ) -> int:
     """`mlvalidate validate --api vllm`: an optional throughput phase (steady-state rate and a
     spot-check of golden nonces computed at full speed), then every reference nonce's vector
@@ -154,7 +155,23 @@ def validate_node(
         except EngineError as e:
             run.node_verdict = {"error": e.one_line()}
     run.profile = prof
+    if chain_node:
+        run.readiness = chain_readiness(chain_node, ref.model)
     return _finish(run, out_dir, junit)
+
+
+def chain_readiness(chain_node: str, model: str) -> list[str]:
+    """--chain-node: the snapshot countdown, thresholds and pre-eligibility (no intent coverage:
+    one lookup per participant is `mlvalidate chain status`'s job). A chain that cannot answer is
+    one line in the report, never the verdict."""
+    from .chain import chain_status, readiness_lines
+    from .errors import MlvalidateError
+
+    print(f"      readiness: asking {chain_node} where the bootstrap stands")
+    try:
+        return readiness_lines(chain_status(chain_node, model, intents=False))
+    except MlvalidateError as e:
+        return [f"readiness     unavailable: {e.one_line()}"]
 
 
 # ----------------------------------------------------------------------------------------

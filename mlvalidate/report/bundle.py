@@ -50,6 +50,7 @@ class RunRecord:
     error: str | None = None  # a phase that failed before the validation (one line); the run is an error
     profile: Any = None  # the deploy.profiles.Profile the run was given (--profile), else None
     nvml_samples: list[dict] = field(default_factory=list)  # nvml_sample()s taken while measuring
+    readiness: list[str] | None = None  # --chain-node: chain.readiness_lines(), shown in the report
 
 
 SKIPPED_TEXT = "validation skipped (no vector was compared with the reference)"
@@ -252,6 +253,8 @@ def report_text(run: RunRecord) -> str:
             lines.append(f"node's own    n_total {nv['n_total']}  n_mismatch {nv['n_mismatch']}  p_value "
                          f"{nv['p_value']:.4g}  fraud_detected {str(nv['fraud_detected']).lower()}  "
                          "(the node's lenient rule, shown for comparison; the verdict above is the harness's)")
+    if run.readiness:
+        lines += run.readiness
     for ph in run.phases:
         lines.append(f"phase         {ph.get('name')}: {ph.get('status')}"
                      + (f" ({ph['elapsed_s']:.2f} s)" if ph.get("elapsed_s") is not None else "")
