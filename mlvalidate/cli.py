@@ -271,7 +271,7 @@ def _add_validate(sub) -> None:
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
     p.add_argument("--chain-node", default=None, metavar="URL",
-                   help="(--api vllm) a Gonka node's public URL: the report adds the chain readiness section "
+                   help="a Gonka node's public URL: the report adds the chain readiness section "
                    "(snapshot block countdown, W_threshold / V_min, pre-eligibility)")
     p.add_argument("--server-side", action="store_true",
                    help="(--api vllm) also ask the node to validate the reference itself and show its answer "
@@ -315,11 +315,8 @@ def _add_validate(sub) -> None:
             if args.server_side:
                 raise MlvalidateError("--server-side: only with --api vllm",
                                       "the MLNode's 60 s proxy timeout cuts a whole-reference request short")
-            if args.chain_node:
-                raise MlvalidateError("--chain-node: only with --api vllm for now",
-                                      "run `mlvalidate chain status --node URL` next to it")
             return validate_mlnode(
-                args.url, **common, skip_download=args.skip_download, skip_deploy=args.skip_deploy,
+                args.url, **common, chain_node=args.chain_node, skip_download=args.skip_download, skip_deploy=args.skip_deploy,
                 skip_validate=args.skip_validate, download_timeout=args.download_timeout,
                 deploy_timeout=args.deploy_timeout, dtype=args.dtype)
         only = [f for f, on in (("--skip-download", args.skip_download), ("--skip-deploy", args.skip_deploy),

@@ -225,6 +225,7 @@ def validate_mlnode(
     download_timeout: float = 7200.0,
     deploy_timeout: float = 1800.0,
     dtype: str = "auto",
+    chain_node: str | None = None,
     progress: bool = True,
 ) -> int:
     """`mlvalidate validate --api mlnode`: the host's full stack at `url` (MLNode API, port 8080).
@@ -324,6 +325,8 @@ def validate_mlnode(
                         batch_size=batch_size, elapsed_s=0.0, inputs=inputs, phases=phases, error=error)
     run.throughput = tp
     run.profile = prof
+    if chain_node:
+        run.readiness = chain_readiness(chain_node, ref.model)
     return _finish(run, out_dir, junit)
 
 

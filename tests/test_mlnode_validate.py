@@ -295,3 +295,18 @@ def test_replica_stats_reads_both_status_shapes():
 def test_mlnode_only_flags_are_refused_with_the_vllm_api(reference, tmp_path, capsys):
     rc = main(["validate", "--url", "http://127.0.0.1:9", "--reference", str(reference), "--skip-validate"])
     assert rc == 2 and "only with --api mlnode" in capsys.readouterr().err
+
+
+def test_chain_node_adds_the_readiness_section_to_an_mlnode_run(engine, reference, stack, tmp_path, capsys):
+    from test_chain import _Chain  # the recorded chain responses, served over loopback
+
+    chain = _Chain()
+    try:
+        stub = stack(engine, running=True)
+        rc = _validate(stub, reference, tmp_path, "--skip-download", "--skip-throughput", "--chain-node", chain.url)
+    finally:
+        chain.close()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "snapshot at block 1004891, ≈ 8.2 h from now" in out
+    assert "snapshot at block 1004891" in (tmp_path / "bundle" / "report.txt").read_text()
