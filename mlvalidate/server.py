@@ -88,7 +88,7 @@ COMMON_SPEC = {
 INIT_SPEC = {**COMMON_SPEC, "group_id": ("int", 0), "n_groups": ("int", 1)}
 GENERATE_SPEC = {**COMMON_SPEC, "nonces": ("int_list", _REQ), "wait": ("bool", False),
                  "validation": ("obj", None), "stat_test": ("obj", None)}
-STAT_SPEC = {k: ("float", getattr(SERVER_DEFAULTS, k)) for k in ("dist_threshold", "p_mismatch", "fraud_threshold")}
+STAT_DEFAULTS = SERVER_DEFAULTS.as_dict()  # a stat_test object's keys and the node's defaults
 
 
 def parse_body(body, spec: dict) -> dict:
@@ -101,7 +101,7 @@ def parse_body(body, spec: dict) -> dict:
     st = req.get("stat_test")
     if isinstance(st, dict):
         vals = {}
-        for k, (_, default) in STAT_SPEC.items():
+        for k, default in STAT_DEFAULTS.items():
             v = st.get(k, default)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 errors.append(_err(["stat_test", k], "Input should be a valid number", "float_type"))

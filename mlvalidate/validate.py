@@ -145,7 +145,9 @@ def validate_node(
     if tp is not None:
         run.throughput = tp  # a spot-check FAIL outranks anything the slow validation found
         run.nvml_samples.insert(0, tp_sample)
-        run.phases.insert(0, {"name": "throughput", "status": tp["spot_verdict"], "elapsed_s": None,
+        # the same phase statuses as the MLNode path: the phase ran (OK) unless the spot-check proved fraud
+        run.phases.insert(0, {"name": "throughput", "status": "FAIL" if tp["spot_verdict"] == "FAIL" else "OK",
+                              "elapsed_s": None,
                               "detail": tp.get("spot_check", "")})
     if server_side:
         print("      --server-side: asking the node to validate the reference itself, for comparison")

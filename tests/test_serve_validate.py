@@ -252,7 +252,7 @@ def test_api_shapes_and_status_codes(engine, serving):
     assert _call(s.url, "/api/v1/pow/generate/00000000-0000-0000-0000-000000000000")[0] == 404
 
 
-def test_init_generate_status_stop_and_nonce_iterator(engine, serving):
+def test_init_generate_status_stop_and_nonce_iterator(engine, serving, monkeypatch):
     received, done = [], threading.Event()
 
     class Callback(BaseHTTPRequestHandler):
@@ -271,7 +271,7 @@ def test_init_generate_status_stop_and_nonce_iterator(engine, serving):
     threading.Thread(target=cb.serve_forever, daemon=True).start()
     import mlvalidate.server as srv
 
-    srv.CALLBACK_INTERVAL_SEC = 0.0  # post each chunk's artifacts at once
+    monkeypatch.setattr(srv, "CALLBACK_INTERVAL_SEC", 0.0)  # post each chunk's artifacts at once
     try:
         s = serving(engine)
         body = {**BODY, "group_id": 1, "n_groups": 2, "batch_size": 4, "url": f"http://127.0.0.1:{cb.server_port}"}
@@ -286,7 +286,6 @@ def test_init_generate_status_stop_and_nonce_iterator(engine, serving):
         assert r == {"status": "OK", "pow_status": {"status": "STOPPED"}}
         assert _call(s.url, "/api/v1/pow/status")[1] == {"status": "IDLE", "config": None, "stats": None}
     finally:
-        srv.CALLBACK_INTERVAL_SEC = 5.0
         cb.shutdown()
     path, first = received[0]
     assert path == "/generated"
@@ -331,6 +330,7 @@ def test_throughput_phase_and_spot_check_on_an_honest_node(engine, reference, se
     t = _report(tmp_path)["throughput_phase"]
     assert t["stopped"] and t["summary"]["n_samples"] >= 3 and t["summary"]["steady_nonces_per_second"] > 0
     assert t["spot_verdict"] == "PASS" and t["summary"]["spot_check_received"] > 0
+    assert [(p["name"], p["status"]) for p in _report(tmp_path)["phases"]] == [("throughput", "OK"), ("validate", "PASS")]
     assert "of the published 2368 nonces/min for h100x4" in t["reference"] and "roofline" in t["reference"]
     assert _call(s.url, "/api/v1/pow/status")[1]["status"] == "IDLE"  # generation was stopped
 
