@@ -114,12 +114,14 @@ def test_missing_nonce_fails_closed():
     assert c.verdict is Verdict.INCOMPLETE and c.verdict.exit_code == 2  # ... but not every vector was checked
 
 
-def test_many_missing_is_counted_as_fraud_but_the_verdict_is_incomplete():
+def test_many_missing_is_counted_as_mismatches_but_never_called_fraud():
     """A node that returned nothing (it went down) is not proven to cheat: INCOMPLETE, exit 2.
-    The fail-closed count still says fraud_detected, and it is never a PASS."""
+    Missing vectors count as mismatches (never a PASS), but the report's p_value and
+    fraud_detected are those of the proven mismatches, so they never contradict the verdict."""
     rn, rv, gn, gv = honest()
     c = compare_vectors(rn, rv, gn[28:], gv[28:], MINIMAX)
-    assert c.n_mismatch == 28 and c.fraud_detected and not c.fraud_proven
+    assert c.n_mismatch == 28 and not c.fraud_detected and not c.fraud_proven
+    assert c.p_value == pytest.approx(1.0) and c.summary()["n_unchecked"] == 28
     assert c.verdict is Verdict.INCOMPLETE and c.verdict.exit_code == 2
     c = compare_vectors(rn, rv, [], np.zeros((0, 12), np.float32), MINIMAX)
     assert c.n_mismatch == 200 and c.verdict is Verdict.INCOMPLETE

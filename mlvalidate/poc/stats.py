@@ -2,13 +2,16 @@
 
 The node's own rule skips nonces it has no vector for. The harness fails closed instead:
 a reference nonce with no usable computed vector (not returned, dropped as NaN, empty,
-undecodable, wrong length, non-finite) is counted as a mismatch, and because it could not
-be checked the verdict can never be PASS while any such nonce exists.
+undecodable, wrong length, non-finite, or answered twice with different vectors) is counted
+as a mismatch, and because it could not be checked the verdict can never be PASS while any
+such nonce exists. Malformed entries (no valid nonce) also block a PASS.
 
 Verdict: FAIL when the vectors that did come back prove fraud (distance past the gate, or
-unusable); INCOMPLETE when the rest is missing — a node that went down is not proven to
-cheat, but it has not passed either; otherwise PASS / PASS-with-mismatches. The reported
-p_value and fraud_detected count every mismatch, missing ones included.
+unusable); INCOMPLETE when the rest is missing or the answer was malformed — a node that went
+down is not proven to cheat, but it has not passed either; otherwise PASS /
+PASS-with-mismatches. The reported p_value and fraud_detected are those of the proven
+mismatches (past the gate or unusable), so a report never says "fraud" next to a verdict
+that is not FAIL; n_mismatch counts every mismatch, missing ones included.
 """
 
 from __future__ import annotations
@@ -105,7 +108,10 @@ class Comparison:
     distances: np.ndarray  # [N] float32 L2, NaN where no usable computed vector
     missing: np.ndarray  # [N] bool: no computed vector for this nonce
     invalid: np.ndarray  # [N] bool: a computed vector exists but is unusable (non-finite)
-    extra_nonces: list[int] = field(default_factory=list)  # computed, not in the reference
+    extra_nonces: list[int] = field(default_factory=list)  # answered without being asked (or not in the reference)
+    conflicting_nonces: list[int] = field(default_factory=list)  # answered with different vectors (invalid too)
+    malformed: list[str] = field(default_factory=list)  # entries naming no valid nonce (first few reasons)
+    n_malformed: int = 0
 
     @property
     def n_total(self) -> int:
@@ -141,18 +147,24 @@ class Comparison:
         return [int(n) for n in self.nonces[self.invalid]]
 
     @property
-    def p_value(self) -> float:
-        return binomial_p_value(self.n_mismatch, self.n_total, self.stat_test.p_mismatch)
+    def proven_mismatch(self) -> np.ndarray:
+        """Mismatches shown by what came back: past the gate, or an unusable vector."""
+        return self.over_threshold | self.invalid
 
     @property
-    def fraud_detected(self) -> bool:
-        return self.p_value < self.stat_test.fraud_threshold
+    def p_value(self) -> float:
+        """Binomial p-value of the proven mismatches (missing vectors prove nothing)."""
+        return binomial_p_value(int(self.proven_mismatch.sum()), self.n_total, self.stat_test.p_mismatch)
 
     @property
     def fraud_proven(self) -> bool:
         """Fraud by the vectors that came back alone (past the gate or unusable), missing ones aside."""
-        n_bad = int((self.over_threshold | self.invalid).sum())
-        return binomial_p_value(n_bad, self.n_total, self.stat_test.p_mismatch) < self.stat_test.fraud_threshold
+        return self.n_total > 0 and self.p_value < self.stat_test.fraud_threshold
+
+    @property
+    def fraud_detected(self) -> bool:
+        """The same as fraud_proven: a report never says fraud unless the verdict is FAIL."""
+        return self.fraud_proven
 
     @property
     def verdict(self) -> Verdict:
@@ -160,7 +172,7 @@ class Comparison:
             return Verdict.INCOMPLETE  # nothing was checked: never a PASS
         if self.fraud_proven:
             return Verdict.FAIL
-        if self.n_unchecked:
+        if self.n_unchecked or self.n_malformed:
             return Verdict.INCOMPLETE
         return Verdict.PASS if self.n_mismatch == 0 else Verdict.PASS_WITH_MISMATCHES
 
@@ -180,13 +192,16 @@ class Comparison:
             "n_invalid": int(self.invalid.sum()),
             "p_value": self.p_value,
             "fraud_detected": self.fraud_detected,
-            "fraud_proven_by_returned_vectors": self.fraud_proven,
+            "n_unchecked": self.n_unchecked,
             "fraud_cutoff": fraud_cutoff(self.n_total, self.stat_test.p_mismatch, self.stat_test.fraud_threshold),
             "stat_test": self.stat_test.as_dict(),
             "mismatch_nonces": self.mismatch_nonces,
             "missing_nonces": self.missing_nonces,
             "invalid_nonces": self.invalid_nonces,
             "extra_nonces": list(self.extra_nonces),
+            "conflicting_nonces": list(self.conflicting_nonces),
+            "n_malformed": self.n_malformed,
+            "malformed": list(self.malformed),
             "distance_percentiles": self.distance_percentiles(),
         }
 
@@ -232,6 +247,17 @@ def compare_vectors(
     dist[~(found & finite)] = np.nan
     extra = np.setdiff1d(gn, rn).tolist()
     return Comparison(stat_test, rn, dist.astype(np.float32), ~found, invalid, [int(x) for x in extra])
+
+
+def compare_intake(ref_nonces, ref_vectors, intake, stat_test: StatTest, device=None) -> Comparison:
+    """compare_vectors over what an `intake.Intake` resolved: its rows, plus the nonces it
+    found conflicting, unrequested or malformed, so the report lists them all."""
+    comp = compare_vectors(ref_nonces, ref_vectors, intake.nonces, intake.vectors, stat_test, device=device)
+    comp.extra_nonces = sorted(set(comp.extra_nonces) | set(intake.unrequested))
+    comp.conflicting_nonces = list(intake.conflicting)
+    comp.malformed = list(intake.malformed)
+    comp.n_malformed = intake.n_malformed
+    return comp
 
 
 def node_side_validation(computed: dict[int, np.ndarray], received_b64: dict[int, str], n_total: int,

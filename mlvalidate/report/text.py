@@ -73,15 +73,22 @@ def comparison_block(comp: Comparison, st: ResolvedStatTest) -> list[str]:
         f"p_value {s['p_value']:.4g}  fraud_detected {str(s['fraud_detected']).lower()}",
         f"L2 distance   {percentiles_line(comp.distances, (0, 50, 90, 99, 100))}",
     ]
-    if s["fraud_detected"] and not s["fraud_proven_by_returned_vectors"]:
-        lines.append("              (fraud only when missing vectors count as mismatches: the vectors that came "
-                     "back do not prove it, so the run is INCOMPLETE, not FAIL)")
+    if s["n_unchecked"]:
+        lines.append(f"              ({s['n_unchecked']} nonce(s) could not be checked: p_value counts only the "
+                     "mismatches the returned vectors prove; the run cannot PASS)")
     if s["mismatch_nonces"]:
         lines.append(f"mismatches    {nonce_list(s['mismatch_nonces'])}")
     if s["missing_nonces"]:
         lines.append(f"missing       {nonce_list(s['missing_nonces'])}  (no vector came back: counted as mismatches)")
     if s["invalid_nonces"]:
         lines.append(f"invalid       {nonce_list(s['invalid_nonces'])}  (unusable vector: counted as mismatches)")
+    if s["conflicting_nonces"]:
+        lines.append(f"conflicting   {nonce_list(s['conflicting_nonces'])}  (answered twice with different vectors: "
+                     "invalid)")
+    if s["n_malformed"]:
+        lines.append(f"malformed     {s['n_malformed']} entr{'y' if s['n_malformed'] == 1 else 'ies'} naming no valid "
+                     f"nonce (the run cannot PASS): {'; '.join(s['malformed'][:3])}")
     if s["extra_nonces"]:
-        lines.append(f"ignored       {len(s['extra_nonces'])} computed nonce(s) not in the reference: {nonce_list(s['extra_nonces'], 10)}")
+        lines.append(f"unrequested   {len(s['extra_nonces'])} nonce(s) answered without being asked (not compared): "
+                     f"{nonce_list(s['extra_nonces'], 10)}")
     return lines
