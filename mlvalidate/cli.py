@@ -8,6 +8,8 @@ Each command's work lives in the module it names; this file only wires arguments
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from . import __version__
@@ -196,7 +198,14 @@ def _add_demo(sub) -> None:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    from .errors import Interrupted
+
+    raise Interrupted("SIGTERM" if signum == signal.SIGTERM else signal.Signals(signum).name)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends a run like Ctrl-C: the node's generation is stopped and the bundle written."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _add_serve(sub) -> None:
@@ -216,8 +225,6 @@ def _add_serve(sub) -> None:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
 
     def run(args) -> int:
-        import signal
-
         from .engines.reference import ReferenceEngine
         from .server import make_server
 
@@ -266,7 +273,11 @@ def _add_validate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32,
                    help="nonces per request; numerics depend on it (the MiniMax reference's is unrecorded, 32 is the node default)")
     p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds to keep retrying a failing request (502/503/504, connection errors)")
+                   help="bound of every phase: the validation's requests and retries together (502/503/504, "
+                   "broken or stalled answers) end within it; the throughput phase gets its warm-up and measuring "
+                   "window plus this")
+    p.add_argument("--connect-grace", type=float, default=30.0, metavar="S",
+                   help="a node that refuses connections (or does not resolve) for this long ends the run at once")
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
@@ -297,15 +308,27 @@ def _add_validate(sub) -> None:
     def run(args) -> int:
         from .validate import validate_mlnode, validate_node
 
+        from .engines.http import check_url
+
         if not (args.model or args.reference):
             raise MlvalidateError("give --model ID or --reference FILE", "e.g. --model MiniMaxAI/MiniMax-M2.7")
-        if args.batch_size < 1:
-            raise MlvalidateError("--batch-size must be >= 1")
+        check_url(args.url, "--url")
+        if args.chain_node:
+            check_url(args.chain_node, "--chain-node")
+        positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
+                    "--sample-interval": args.sample_interval, "--throughput-batch-size": args.throughput_batch_size or 1}
+        for flag, v in positive.items():
+            if not v > 0 or v == float("inf"):
+                raise MlvalidateError(f"{flag} must be a positive number, got {v}")
+        for flag, v in {"--warmup-seconds": args.warmup_seconds, "--measure-seconds": args.measure_seconds}.items():
+            if not 0 <= v < float("inf"):
+                raise MlvalidateError(f"{flag} must be >= 0, got {v}")
+        _stop_on_sigterm()
         common = dict(
             reference=args.reference or args.model, model=args.model, batch_size=args.batch_size, junit=args.junit,
             overrides={"dist_threshold": args.dist_threshold, "p_mismatch": args.p_mismatch,
                        "fraud_threshold": args.fraud_threshold},
-            out_dir=args.out, deadline_s=args.timeout, profile=args.profile,
+            out_dir=args.out, deadline_s=args.timeout, profile=args.profile, connect_grace_s=args.connect_grace,
             throughput=None if args.skip_throughput else {
                 "batch_size": args.throughput_batch_size or args.batch_size, "warmup_s": args.warmup_seconds,
                 "measure_s": args.measure_seconds, "sample_interval_s": args.sample_interval,
@@ -602,6 +625,18 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted — nothing was reported as passed", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a bug: still one line and exit 2 (exit 1 means fraud and nothing else)
+        if os.environ.get("MLVALIDATE_DEBUG"):
+            raise
+        where = ""
+        tb = e.__traceback__
+        while tb is not None:
+            where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        print(f"error: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}{where} — this is a bug "
+              "in mlvalidate; please report it with the command line (MLVALIDATE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -34,3 +34,12 @@ class PullError(MlvalidateError):
 
 class LaunchError(MlvalidateError):
     """A vLLM server could not be launched, became unready, or could not be stopped."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the run stops like on Ctrl-C (the node's generation is stopped, the
+    bundle written, exit 2); `signal_name` says which."""
+
+    def __init__(self, signal_name: str = "SIGINT (Ctrl-C)"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name

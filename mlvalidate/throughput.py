@@ -26,10 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from .engines.http import HttpClient
+from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
 from .engines.poc_http import VLLM, PocApi, explain, replica_stats
 from .errors import EngineError
-from .poc.codec import VectorDecodeError, decode_vectors
+from .poc.intake import Intake, IntakeResult, nonce_problem
 
 
 def _rate(a: dict, b: dict) -> float | None:
@@ -47,8 +47,8 @@ class ThroughputResult:
     warmup_s: float = 0.0
     batch_size: int = 0
     api: str = "vllm"
-    spot_nonces: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    spot_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 12), np.float32))
+    spot: IntakeResult | None = None  # the golden nonces that arrived by callback (the intake rule)
+    callbacks: dict = field(default_factory=dict)  # {"received", "malformed"}: callback POSTs
     callback_url: str | None = None
     stopped: bool = False
     start_answer: dict | None = None  # what init/generate answered (the MLNode: backends, n_groups, errors)
@@ -109,24 +109,32 @@ class ThroughputResult:
             "max_nonces_per_second": max(r) if r else None,
             "node_cumulative_nonces_per_second": s[-1]["node_nonces_per_second"] if s else None,
             "replicas": replicas,
-            "spot_check_received": int(self.spot_nonces.size),
+            "spot_check_received": self.spot.n if self.spot is not None else 0,
         }
 
 
 class _CallbackSink:
-    """A loopback receiver for the node's `{url}/generated` callbacks."""
+    """A loopback receiver for the node's `{url}/generated` callbacks. Entries for golden
+    nonces go through the intake rule; an entry or a whole callback that is malformed is
+    recorded as such (it blocks a PASS of the spot-check), never dropped, never a traceback."""
 
     def __init__(self, host: str, keep: set[int], k: int):
         sink = self
         self.lock = threading.Lock()
-        self.vectors: dict[int, np.ndarray] = {}
-        self.keep, self.k = keep, k
+        self.intake = Intake(k)
+        self.keep = keep
+        self.received = 0
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                    sink.add(body.get("artifacts") or [])
+                    length = int(self.headers.get("Content-Length") or 0)
+                    if not 0 <= length <= MAX_BODY_BYTES:
+                        raise ValueError(f"Content-Length {length}")
+                    sink.add(parse_json(self.rfile.read(length)))
+                except Exception as e:  # a callback that cannot even be read
+                    with sink.lock:
+                        sink.intake.malformed(f"callback: unreadable ({type(e).__name__}: {e})")
                 finally:
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
@@ -140,20 +148,28 @@ class _CallbackSink:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://{host}:{self.server.server_port}"
 
-    def add(self, artifacts: list) -> None:
-        for a in artifacts:
-            n = a.get("nonce") if isinstance(a, dict) else None
-            if n in self.keep:
-                try:
-                    v = decode_vectors([a.get("vector_b64")], self.k)[0]
-                except VectorDecodeError:
-                    v = np.full(self.k, np.nan, np.float32)
-                with self.lock:
-                    self.vectors.setdefault(int(n), v)  # the first vector the node sent counts
+    def add(self, body) -> None:
+        with self.lock:
+            self.received += 1
+            where = f"callback {self.received}"
+            arts = body.get("artifacts") if isinstance(body, dict) else None
+            if not isinstance(arts, list):
+                self.intake.malformed(f"{where}: not a JSON object with an 'artifacts' list: {str(body)[:120]}")
+                return
+            golden = []
+            for i, a in enumerate(arts):
+                n = a.get("nonce") if isinstance(a, dict) else None
+                if not isinstance(a, dict) or nonce_problem(n):
+                    self.intake.add([a], where=f"{where}, entry #{i}")  # records why it is malformed
+                elif n in self.keep:
+                    golden.append(a)
+            self.intake.add(golden, where=where)
 
-    def close(self) -> None:
+    def close(self) -> IntakeResult:
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            return self.intake.result()
 
 
 def measure_throughput(
@@ -175,6 +191,7 @@ def measure_throughput(
     (block_hash, block_height, public_key, node_id, node_count, params); `api` says where they
     go (a vLLM node: one group of one; an MLNode assigns a group per replica itself)."""
     http = HttpClient(url, request_timeout=60, deadline_s=deadline_s, log=log)
+    http.until = time.monotonic() + warmup_s + measure_s + deadline_s  # the phase's own deadline
     sink = _CallbackSink(callback_host, set(spot_nonces or ()), k_dim) if callback_host and spot_nonces else None
     res = ThroughputResult(warmup_s=warmup_s, batch_size=batch_size, api=api.name,
                            callback_url=sink.url if sink else None)
@@ -224,17 +241,16 @@ def measure_throughput(
                 break
             time.sleep(sample_interval_s)
     finally:
+        http.until = None  # stopping the node's loop gets its own short deadline, also after the phase's
         try:
-            http.request("POST", api.path("/stop"), {}, deadline_s=30)
-            res.stopped = True
+            r = http.request("POST", api.path("/stop"), {}, deadline_s=min(30.0, deadline_s))
+            res.stopped = r.status == 200
+            if not res.stopped:
+                log(f"    could not stop generation: {explain(r, model, api)}")
         except EngineError as e:
             log(f"    could not stop generation: {e.one_line()}")
         if sink:
             time.sleep(0.5)  # a callback posted just before the stop
-            sink.close()
-            with sink.lock:
-                got = sorted(sink.vectors)
-                res.spot_nonces = np.asarray(got, dtype=np.int64)
-                res.spot_vectors = (np.stack([sink.vectors[n] for n in got]) if got
-                                    else np.zeros((0, k_dim), np.float32))
+            res.spot = sink.close()
+            res.callbacks = {"received": sink.received, "malformed": res.spot.n_malformed}
     return res

@@ -1,18 +1,27 @@
 """Validation of one system under test against one golden reference.
 
 The engine is asked for every reference nonce (in the reference's order, in chunks of the
-batch size); what comes back is compared in one batched operation. The harness never
-trusts an engine's own verdict, and a nonce with no usable vector is a mismatch.
+batch size); what comes back goes through the intake rule (poc/intake.py) and is compared in
+one batched operation. The harness never trusts an engine's own verdict, and a nonce with no
+usable vector is a mismatch.
+
+A live run is a list of phases run by one `_Runner`: a phase that fails ends the run (the
+rest is "not run"), Ctrl-C and SIGTERM end it the same way (the node's generation is stopped
+on the way out), and the bundle — with its verdict and the reason — is written however the
+run ends. `--timeout` bounds every phase: the validation's fetches and retries together, the
+throughput phase beyond its warm-up and measuring window, each request within them.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from .artifacts import Reference, ResolvedStatTest
 from .engines.base import Engine, PocParams
-from .errors import EngineError
-from .poc.stats import compare_vectors
+from .errors import EngineError, Interrupted, MlvalidateError
+from .poc.stats import compare_intake, compare_vectors
 from .progress import Progress
 from .report.bundle import RunRecord, nvml_sample
 
@@ -34,7 +43,10 @@ def run_validation(
                          progress=Progress(name) if progress else None)
     compute_s = time.perf_counter() - t0
     end = nvml_sample("validate end")
-    comp = compare_vectors(ref.nonces, ref.vectors, res.nonces, res.vectors, stat_test.values)
+    if res.intake is not None:  # answers of a system under test: conflicts, malformed entries, unrequested nonces
+        comp = compare_intake(ref.nonces, ref.vectors, res.intake, stat_test.values)
+    else:
+        comp = compare_vectors(ref.nonces, ref.vectors, res.nonces, res.vectors, stat_test.values)
     timing = {k: v for k, v in res.info.items() if k.endswith("_s")}
     return RunRecord(
         name=name,
@@ -55,6 +67,139 @@ def run_validation(
 
 
 # ----------------------------------------------------------------------------------------
+# the phase runner
+# ----------------------------------------------------------------------------------------
+class _Runner:
+    """Runs the phases of one live run in order. A phase is a callable returning its bundle
+    entry ({"status", "detail", ...}); MlvalidateError or an interrupt ends the run with a
+    one-line reason in `run.error`, and later phases are recorded as not run."""
+
+    def __init__(self, run: RunRecord, order: tuple[str, ...]):
+        self.run, self.order = run, order
+        self.stopped: str | None = None
+
+    def header(self, name: str, text: str) -> None:
+        print(f"[{self.order.index(name) + 1}/{len(self.order)}] {name}: {text}", flush=True)
+
+    def skip(self, name: str, why: str) -> None:
+        if self.stopped:
+            return self._not_run(name)
+        self.header(name, f"skipped ({why})")
+        self.run.phases.append({"name": name, "status": "skipped", "elapsed_s": None, "detail": why})
+
+    def _not_run(self, name: str) -> None:
+        self.run.phases.append({"name": name, "status": "not run", "elapsed_s": None, "detail": self.stopped})
+
+    def phase(self, name: str, text: str, fn) -> bool:
+        """Run one phase; True if it ran to the end (whatever its verdict)."""
+        if self.stopped:
+            self._not_run(name)
+            return False
+        self.header(name, text)
+        t0 = time.perf_counter()
+        try:
+            entry = fn()
+        except MlvalidateError as e:
+            entry = {"status": "error", "detail": e.one_line()}
+            print(f"      {name} failed: {e.one_line()}", flush=True)
+            self.fail(f"{name}: {e.one_line()}", "an earlier phase failed")
+        except KeyboardInterrupt as e:
+            what = interrupt_text(e)
+            entry = {"status": "error", "detail": what}
+            print(f"\n      {name}: {what}", flush=True)
+            self.fail(f"{name}: {what}", what)
+        self.run.phases.append({"name": name, "elapsed_s": round(time.perf_counter() - t0, 3), **entry})
+        return entry["status"] != "error"
+
+    def step(self, what: str, fn) -> None:
+        """A step that is not a phase (the node's own verdict, readiness): only an interrupt ends the run."""
+        if self.stopped:
+            return
+        try:
+            fn()
+        except KeyboardInterrupt as e:
+            self.fail(f"{what}: {interrupt_text(e)}", interrupt_text(e))
+
+    def fail(self, reason: str, later: str) -> None:
+        self.run.error = self.run.error or reason
+        self.stopped = self.stopped or later
+
+
+def interrupt_text(e: BaseException) -> str:
+    sig = e.signal_name if isinstance(e, Interrupted) else "SIGINT (Ctrl-C)"
+    return f"interrupted by {sig}: the run is incomplete"
+
+
+def _empty_run(ref: Reference, st: ResolvedStatTest, engine, batch_size: int, inputs: dict, prof) -> RunRecord:
+    return RunRecord(name="validate", reference=ref, stat_test=st, comparison=None, engine=engine.describe(),
+                     computed_nonces=np.zeros(0, np.int64), computed_vectors=np.zeros((0, ref.k_dim), np.float16),
+                     batch_size=batch_size, elapsed_s=0.0, inputs=inputs, profile=prof)
+
+
+def _validate_phase(run: RunRecord, engine, ref, st, batch_size: int, deadline_s: float, progress: bool) -> dict:
+    """Fetch and compare every reference nonce within deadline_s; fold the result into `run`."""
+    engine.http.until = time.monotonic() + deadline_s
+    try:
+        got = run_validation(engine, ref, st, batch_size=batch_size, name="validate", progress=progress,
+                             inputs=run.inputs)
+    finally:
+        engine.http.until = None
+    run.comparison, run.engine = got.comparison, got.engine
+    run.computed_nonces, run.computed_vectors = got.computed_nonces, got.computed_vectors
+    run.elapsed_s, run.timing = got.elapsed_s, got.timing
+    run.nvml_samples += got.nvml_samples
+    entry = got.phases[-1]
+    if got.engine.get("error"):
+        entry["detail"] += f"; node error: {got.engine['error']}"
+    if got.engine.get("interrupted"):  # the vectors that came back are kept; the run ends here
+        raise Interrupted(got.engine["interrupted"])
+    return {k: v for k, v in entry.items() if k != "name"}
+
+
+def _throughput_entry(tp: dict) -> dict:
+    s = tp["summary"]
+    rate = s["steady_nonces_per_second"]
+    spot = tp["spot_verdict"]
+    return {"status": "FAIL" if spot == "FAIL" else ("INCOMPLETE" if spot == "INCOMPLETE" else "OK"),
+            "detail": (f"{rate:.2f} nonces/s" if rate is not None else "no steady rate")
+            + (f" summed over {s['n_replicas']} replica(s)" if s.get("api") == "mlnode" else "")
+            + f"; {tp['spot_check']}"}
+
+
+def _finish(run: RunRecord, out_dir, junit=None) -> int:
+    """Write the bundle (and JUnit XML if asked), print the report (its first line is the
+    verdict), return the exit code."""
+    import datetime as _dt
+    import sys
+    from pathlib import Path
+
+    from .report.bundle import overall_verdict, report_text, write_bundle
+
+    verdict, _text, code = overall_verdict(run)
+    out = Path(out_dir) if out_dir else Path("mlvalidate-runs") / f"validate-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        write_bundle(out, run)
+    except OSError as e:
+        print(f"error: could not write the run bundle to {out}: {e.strerror or e} — pass --out a writable folder",
+              file=sys.stderr)
+        return 2
+    if junit:
+        from .report.junit import write_junit
+
+        write_junit(junit, "validate", run.phases, {"model": run.reference.model, "verdict": verdict,
+                                                    "bundle": str(out)})
+    print()
+    print(report_text(run), end="")
+    error = run.engine.get("error")
+    if error:
+        print(f"node error    {error}")
+    print(f"bundle        {out}", flush=True)
+    if run.error:
+        print(f"error: {run.error}", file=sys.stderr)
+    return code
+
+
+# ----------------------------------------------------------------------------------------
 # a live node over HTTP
 # ----------------------------------------------------------------------------------------
 def _load_inputs(reference: str, model: str | None, overrides: dict | None, profile: str | None):
@@ -68,34 +213,6 @@ def _load_inputs(reference: str, model: str | None, overrides: dict | None, prof
 
         prof = load_profile(profile)
     return ref, st, prof
-
-
-def _finish(run: RunRecord, out_dir, junit=None) -> int:
-    """Write the bundle (and JUnit XML if asked), print the report (its first line is the
-    verdict), return the exit code."""
-    import datetime as _dt
-    import sys
-    from pathlib import Path
-
-    from .report.bundle import overall_verdict, report_text, write_bundle
-
-    code = overall_verdict(run)[2]
-    out = Path(out_dir) if out_dir else Path("mlvalidate-runs") / f"validate-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    write_bundle(out, run)
-    if junit:
-        from .report.junit import write_junit
-
-        write_junit(junit, "validate", run.phases, {"model": run.reference.model, "verdict": overall_verdict(run)[0],
-                                                    "bundle": str(out)})
-    print()
-    print(report_text(run), end="")
-    error = run.engine.get("error")
-    if error:
-        print(f"node error    {error}")
-    print(f"bundle        {out}", flush=True)
-    if run.error:
-        print(f"error: {run.error}", file=sys.stderr)
-    return code
 
 
 def validate_node(
@@ -113,52 +230,72 @@ def validate_node(
     server_side: bool = False,
     progress: bool = True,
     chain_node: str | None = None,
+    connect_grace_s: float | None = None,
 ) -> int:
-    """`mlvalidate validate --api vllm`: an optional throughput phase (steady-state rate and a
-    spot-check of golden nonces computed at full speed), then every reference nonce's vector
-    fetched from the node and compared locally. Prints phases while running and the verdict
-    first when done; writes a run bundle. Returns the exit code (0 PASS, 1 FAIL, 2 error)."""
+    """`mlvalidate validate --api vllm`: the served model checked against the reference's, an
+    optional throughput phase (steady-state rate and a spot-check of golden nonces computed at
+    full speed), then every reference nonce's vector fetched from the node and compared
+    locally. Prints phases while running and the verdict first when done; writes a run bundle
+    however the run ends. Returns the exit code (0 PASS, 1 FAIL, 2 error or incomplete)."""
     from .engines.vllm_api import VllmPocApiEngine
     from .report.text import stat_test_line
 
     ref, st, prof = _load_inputs(reference, model, overrides, profile)
-    n_phases = 3 if throughput is not None else 2
-    print(f"[1/{n_phases}] plan: {ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {batch_size}"
-          + (f", profile {prof.name}" if prof else ""))
-    print(f"      stat test {stat_test_line(st)}")
     engine = VllmPocApiEngine(url, ref.model, deadline_s=deadline_s)
-    tp = None
+    if connect_grace_s is not None:
+        engine.http.connect_grace_s = connect_grace_s
+    inputs = {"url": {"value": url, "source": "cli"},
+              "reference": {"value": str(ref.path), "source": "cli"},
+              "batch_size": {"value": batch_size, "source": "cli"},
+              "profile": {"value": prof.name if prof else None, "source": "cli"},
+              "timeout_s": {"value": deadline_s, "source": "cli"},
+              "stat_test": st.as_dict()}
+    run = _empty_run(ref, st, engine, batch_size, inputs, prof)
+    order = ("plan", *(("throughput",) if throughput is not None else ()), "validate")
+    r = _Runner(run, order)
+    r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {batch_size}"
+             + (f", profile {prof.name}" if prof else ""))
+    print(f"      stat test {stat_test_line(st)}")
+    model_checked = []
+
+    def check_model() -> None:
+        if not model_checked:
+            served = engine.check_model()
+            print(f"      the node serves {', '.join(served)}" if served else
+                  "      the node does not list its models: not checked before the run", flush=True)
+            model_checked.append(True)
+
     if throughput is not None:
-        print(f"[2/{n_phases}] throughput: the node's generation loop at batch {throughput.get('batch_size', batch_size)}")
-        tp_sample = nvml_sample("throughput start")
-        tp = _throughput_phase(url, ref, st, engine, prof, deadline_s=deadline_s, **throughput)
-    print(f"[{n_phases}/{n_phases}] validate: fetching vectors from {url} (wait=true, chunks of {batch_size}); comparing locally")
-    run = run_validation(engine, ref, st, batch_size=batch_size, name="validate", progress=progress,
-                         inputs={"url": {"value": url, "source": "cli"},
-                                 "reference": {"value": str(ref.path), "source": "cli"},
-                                 "batch_size": {"value": batch_size, "source": "cli"},
-                                 "profile": {"value": prof.name if prof else None, "source": "cli"},
-                                 "stat_test": st.as_dict()})
-    error = run.engine.get("error")
-    if error:
-        run.phases[-1]["detail"] += f"; node error: {error}"
-    if tp is not None:
-        run.throughput = tp  # a spot-check FAIL outranks anything the slow validation found
-        run.nvml_samples.insert(0, tp_sample)
-        # the same phase statuses as the MLNode path: the phase ran (OK) unless the spot-check proved fraud
-        run.phases.insert(0, {"name": "throughput", "status": "FAIL" if tp["spot_verdict"] == "FAIL" else "OK",
-                              "elapsed_s": None,
-                              "detail": tp.get("spot_check", "")})
+        def tp_phase() -> dict:
+            check_model()
+            run.nvml_samples.append(nvml_sample("throughput start"))
+            run.throughput = _throughput_phase(url, ref, st, engine, prof, deadline_s=deadline_s, **throughput)
+            return _throughput_entry(run.throughput)
+
+        r.phase("throughput", f"the node's generation loop at batch {throughput.get('batch_size', batch_size)}",
+                tp_phase)
+
+    def validate_phase() -> dict:
+        check_model()
+        return _validate_phase(run, engine, ref, st, batch_size, deadline_s, progress)
+
+    r.phase("validate", f"fetching vectors from {url} (wait=true, chunks of {batch_size}); comparing locally",
+            validate_phase)
     if server_side:
-        print("      --server-side: asking the node to validate the reference itself, for comparison")
-        try:
-            run.node_verdict = engine.node_verdict(ref.nonces.tolist(), ref.vectors_b64, PocParams.from_reference(ref),
-                                                   batch_size, st.values.as_dict())
-        except EngineError as e:
-            run.node_verdict = {"error": e.one_line()}
-    run.profile = prof
+        def ask_node() -> None:
+            print("      --server-side: asking the node to validate the reference itself, for comparison")
+            engine.http.until = time.monotonic() + deadline_s
+            try:
+                run.node_verdict = engine.node_verdict(ref.nonces.tolist(), ref.vectors_b64,
+                                                       PocParams.from_reference(ref), batch_size, st.values.as_dict())
+            except EngineError as e:
+                run.node_verdict = {"error": e.one_line()}
+            finally:
+                engine.http.until = None
+
+        r.step("--server-side", ask_node)
     if chain_node:
-        run.readiness = chain_readiness(chain_node, ref.model)
+        r.step("readiness", lambda: setattr(run, "readiness", chain_readiness(chain_node, ref.model)))
     return _finish(run, out_dir, junit)
 
 
@@ -167,7 +304,6 @@ def chain_readiness(chain_node: str, model: str) -> list[str]:
     one lookup per participant is `mlvalidate chain status`'s job). A chain that cannot answer is
     one line in the report, never the verdict."""
     from .chain import chain_status, readiness_lines
-    from .errors import MlvalidateError
 
     print(f"      readiness: asking {chain_node} where the bootstrap stands")
     try:
@@ -229,6 +365,7 @@ def validate_mlnode(
     dtype: str = "auto",
     chain_node: str | None = None,
     progress: bool = True,
+    connect_grace_s: float | None = None,
 ) -> int:
     """`mlvalidate validate --api mlnode`: the host's full stack at `url` (MLNode API, port 8080).
 
@@ -238,10 +375,7 @@ def validate_mlnode(
     reference nonce's vector through the MLNode's /generate proxy, compared locally). A phase
     that fails ends the run: the rest is not run, the bundle is written, exit 2. Returns the
     exit code (0 PASS or validation skipped, 1 FAIL, 2 error or incomplete)."""
-    import numpy as np
-
     from .engines.mlnode_api import MlnodeApiEngine
-    from .errors import MlvalidateError
     from .mlnode import ensure_deployed, ensure_downloaded
     from .report.text import stat_test_line
 
@@ -249,20 +383,10 @@ def validate_mlnode(
     hf_repo, hf_commit, repo_source = _model_source(ref, prof)
     args, args_source = _deploy_args(ref, prof, hf_commit)
     engine = MlnodeApiEngine(url, ref.model, deadline_s=deadline_s)
-    n = len(MLNODE_PHASES)
+    if connect_grace_s is not None:
+        engine.http.connect_grace_s = connect_grace_s
     skip = {"download": skip_download, "deploy": skip_deploy, "throughput": throughput is None,
             "validate": skip_validate}
-
-    def header(name: str, text: str) -> None:
-        print(f"[{MLNODE_PHASES.index(name) + 1}/{n}] {name}: {text}", flush=True)
-
-    header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {batch_size}, "
-                   f"MLNode API at {url}" + (f", profile {prof.name}" if prof else ""))
-    print(f"      stat test {stat_test_line(st)}")
-    print(f"      weights {hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + f" [{repo_source}]")
-    print(f"      deploy args [{args_source}]: {' '.join(args) or '(none)'}", flush=True)
-    if prof is not None and prof.model_id and prof.model_id != ref.model:
-        print(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
     inputs = {
         "url": {"value": url, "source": "cli"}, "api": {"value": "mlnode", "source": "cli"},
         "reference": {"value": str(ref.path), "source": "cli"},
@@ -273,69 +397,57 @@ def validate_mlnode(
         "skipped": {"value": [k for k, v in skip.items() if v], "source": "cli"},
         "download_timeout_s": {"value": download_timeout, "source": "cli"},
         "deploy_timeout_s": {"value": deploy_timeout, "source": "cli"},
+        "timeout_s": {"value": deadline_s, "source": "cli"},
         "stat_test": st.as_dict(),
     }
-    phases: list[dict] = []
-    tp, error = None, None
-    for name in ("download", "deploy", "throughput"):
-        if error is not None:
-            phases.append({"name": name, "status": "not run", "elapsed_s": None, "detail": "an earlier phase failed"})
-            continue
-        if skip[name]:
-            header(name, f"skipped (--skip-{name})")
-            phases.append({"name": name, "status": "skipped", "elapsed_s": None, "detail": f"--skip-{name}"})
-            continue
-        t0 = time.perf_counter()
-        try:
-            if name == "download":
-                header(name, f"{hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + " on the node")
-                d = ensure_downloaded(engine.http, hf_repo, hf_commit, timeout_s=download_timeout)
-                entry = {**d, "status": "OK", "detail": d["action"], "hf_repo": hf_repo, "hf_commit": hf_commit}
-            elif name == "deploy":
-                header(name, f"{ref.model} (dtype {dtype})")
-                d = ensure_deployed(engine.http, ref.model, dtype=dtype, additional_args=args, timeout_s=deploy_timeout)
-                detail = d["action"] + ("" if d["args_applied"] else " (deploy args NOT applied)")
-                entry = {**d, "status": "OK", "detail": detail, "dtype": dtype, "additional_args": args,
-                         "args_source": args_source}
-            else:
-                header(name, f"every replica's generation loop at batch {throughput.get('batch_size', batch_size)}")
-                tp = _throughput_phase(url, ref, st, engine, prof, deadline_s=deadline_s, **throughput)
-                s = tp["summary"]
-                rate = s["steady_nonces_per_second"]
-                entry = {"status": "FAIL" if tp["spot_verdict"] == "FAIL" else "OK",
-                         "detail": (f"{rate:.2f} nonces/s" if rate is not None else "no steady rate")
-                         + f" summed over {s['n_replicas']} replica(s); {tp['spot_check']}"}
-        except MlvalidateError as e:
-            error = f"{name}: {e.one_line()}"
-            entry = {"status": "error", "detail": e.one_line()}
-            print(f"      {name} failed: {e.one_line()}", flush=True)
-        phases.append({"name": name, "elapsed_s": round(time.perf_counter() - t0, 3), **entry})
+    run = _empty_run(ref, st, engine, batch_size, inputs, prof)
+    r = _Runner(run, MLNODE_PHASES)
+    r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {batch_size}, "
+                     f"MLNode API at {url}" + (f", profile {prof.name}" if prof else ""))
+    print(f"      stat test {stat_test_line(st)}")
+    print(f"      weights {hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + f" [{repo_source}]")
+    print(f"      deploy args [{args_source}]: {' '.join(args) or '(none)'}", flush=True)
+    if prof is not None and prof.model_id and prof.model_id != ref.model:
+        print(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
 
-    if error is None and not skip_validate:
-        header("validate", f"fetching vectors through {url} (wait=true, requests of {batch_size}); comparing locally")
-        run = run_validation(engine, ref, st, batch_size=batch_size, name="validate", progress=progress, inputs=inputs)
-        if run.engine.get("error"):
-            run.phases[-1]["detail"] += f"; node error: {run.engine['error']}"
-        run.phases = phases + run.phases
+    def download() -> dict:
+        d = ensure_downloaded(engine.http, hf_repo, hf_commit, timeout_s=download_timeout)
+        return {**d, "status": "OK", "detail": d["action"], "hf_repo": hf_repo, "hf_commit": hf_commit}
+
+    def deploy() -> dict:
+        d = ensure_deployed(engine.http, ref.model, dtype=dtype, additional_args=args, timeout_s=deploy_timeout)
+        detail = d["action"] + ("" if d["args_applied"] else " (deploy args NOT applied)")
+        return {**d, "status": "OK", "detail": detail, "dtype": dtype, "additional_args": args,
+                "args_source": args_source}
+
+    def tp_phase() -> dict:
+        run.throughput = _throughput_phase(url, ref, st, engine, prof, deadline_s=deadline_s, **throughput)
+        return _throughput_entry(run.throughput)
+
+    for name, text, fn in (
+        ("download", f"{hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + " on the node", download),
+        ("deploy", f"{ref.model} (dtype {dtype})", deploy),
+        ("throughput", f"every replica's generation loop at batch {(throughput or {}).get('batch_size', batch_size)}",
+         tp_phase),
+    ):
+        if skip[name]:
+            r.skip(name, f"--skip-{name}")
+        else:
+            r.phase(name, text, fn)
+    if skip_validate:
+        if not r.stopped:
+            print("      (--skip-validate: no vector is compared, so there is no verdict)")
+        r.skip("validate", "--skip-validate")
     else:
-        if error is None:
-            header("validate", "skipped (--skip-validate): no vector is compared, so there is no verdict")
-        phases.append({"name": "validate", "status": "not run" if error else "skipped", "elapsed_s": None,
-                       "detail": "an earlier phase failed" if error else "--skip-validate"})
-        run = RunRecord(name="validate", reference=ref, stat_test=st, comparison=None, engine=engine.describe(),
-                        computed_nonces=np.zeros(0, np.int64), computed_vectors=np.zeros((0, ref.k_dim), np.float16),
-                        batch_size=batch_size, elapsed_s=0.0, inputs=inputs, phases=phases, error=error)
-    run.throughput = tp
-    run.profile = prof
+        r.phase("validate", f"fetching vectors through {url} (wait=true, requests of {batch_size}); comparing locally",
+                lambda: _validate_phase(run, engine, ref, st, batch_size, deadline_s, progress))
     if chain_node:
-        run.readiness = chain_readiness(chain_node, ref.model)
+        r.step("readiness", lambda: setattr(run, "readiness", chain_readiness(chain_node, ref.model)))
     return _finish(run, out_dir, junit)
 
 
 def _throughput_phase(url, ref, st, engine, prof, *, deadline_s, batch_size=32, warmup_s=30.0, measure_s=60.0,
                       sample_interval_s=10.0, callback_host="127.0.0.1") -> dict:
-    import numpy as np
-
     from .throughput import measure_throughput
 
     body = {k: v for k, v in engine.body(PocParams.from_reference(ref)).items() if k != "poc_stronger_rng"}
@@ -343,7 +455,8 @@ def _throughput_phase(url, ref, st, engine, prof, *, deadline_s, batch_size=32, 
                              sample_interval_s=sample_interval_s, spot_nonces=set(ref.nonces.tolist()),
                              k_dim=ref.k_dim, callback_host=callback_host, deadline_s=deadline_s, api=engine.api)
     summary = res.summary()
-    out = {"summary": summary, "samples": res.samples, "callback_url": res.callback_url, "stopped": res.stopped}
+    out = {"summary": summary, "samples": res.samples, "callback_url": res.callback_url, "stopped": res.stopped,
+           "callbacks": res.callbacks}
     if res.start_answer is not None:
         out["start_answer"] = res.start_answer
     per_min = summary["steady_nonces_per_min"]
@@ -359,14 +472,24 @@ def _throughput_phase(url, ref, st, engine, prof, *, deadline_s, batch_size=32, 
                         f"({roof * prof.gpu_count:,.0f} nonces/min)")
         out["reference"] = "; ".join(bits)
         out["profile"] = prof.name
-    if res.spot_nonces.size:
-        idx = np.isin(ref.nonces, res.spot_nonces)
-        spot = compare_vectors(ref.nonces[idx], ref.vectors[idx], res.spot_nonces, res.spot_vectors, st.values)
-        out["spot_verdict"] = "FAIL" if spot.fraud_proven else "PASS"
-        out["spot_check"] = (f"{spot.n_total} golden nonces computed at full speed: {spot.n_mismatch} mismatches, "
-                             f"p_value {spot.p_value:.3g} -> "
-                             + ("FAIL (fraud proven at full speed)" if spot.fraud_proven else "no fraud seen"))
-        out["spot_mismatch_nonces"] = spot.mismatch_nonces
+    spot = res.spot
+    if spot is not None and (spot.n or spot.n_malformed):
+        idx = np.isin(ref.nonces, spot.nonces)
+        comp = compare_intake(ref.nonces[idx], ref.vectors[idx], spot, st.values)
+        v = comp.verdict.value if comp.n_total else "INCOMPLETE"
+        out["spot_verdict"] = {"PASS-with-mismatches": "PASS"}.get(v, v)
+        bits = [f"{comp.n_total} golden nonces computed at full speed: {comp.n_mismatch} mismatches"]
+        if comp.conflicting_nonces:
+            bits.append(f"{len(comp.conflicting_nonces)} answered twice differently")
+        if comp.n_malformed:
+            bits.append(f"{comp.n_malformed} malformed callback entr{'y' if comp.n_malformed == 1 else 'ies'}: "
+                        f"{'; '.join(comp.malformed[:2])}")
+        verdict_text = {"FAIL": "FAIL (fraud proven at full speed)",
+                        "INCOMPLETE": "INCOMPLETE (unusable or malformed callbacks: the run cannot PASS)"}
+        out["spot_check"] = (", ".join(bits) + f", p_value {comp.p_value:.3g} -> "
+                             + verdict_text.get(out["spot_verdict"], "no fraud seen"))
+        out["spot_mismatch_nonces"] = comp.mismatch_nonces
+        out["spot_malformed"] = comp.malformed
     else:
         out["spot_verdict"] = "not run"
         out["spot_check"] = ("no golden nonce arrived by callback (can the node reach "

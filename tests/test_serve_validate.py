@@ -170,8 +170,10 @@ def test_503_longer_than_the_timeout_is_an_error(engine, reference, serving, tmp
 def test_model_mismatch_is_explained_in_one_line(engine, reference, serving, tmp_path, capsys):
     s = serving(engine, model_id="other/model")
     assert _validate(s.url, reference, tmp_path, "--timeout", "3") == 2
-    out = capsys.readouterr().out
-    assert f"the node serves model ['other/model'], the reference is for '{MODEL}'" in out
+    cap = capsys.readouterr()
+    # checked against GET /v1/models before the first PoC request
+    assert f"the node serves 'other/model', the reference is for '{MODEL}' (GET /v1/models)" in cap.err
+    assert _report(tmp_path)["verdict"] == "ERROR" and "Traceback" not in cap.err + cap.out
 
 
 def test_unreachable_node_is_an_error(reference, tmp_path, capsys):

@@ -53,6 +53,7 @@ class EngineResult:
     elapsed_s: float  # wall time of compute(), end to end
     batch_seconds: list[float] = field(default_factory=list)  # per chunk
     info: dict = field(default_factory=dict)  # engine, device, dtype, versions...
+    intake: object = None  # poc.intake.IntakeResult for answers from a system under test (conflicts, malformed...)
 
     @property
     def nonces_per_second(self) -> float:

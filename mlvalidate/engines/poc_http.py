@@ -12,6 +12,7 @@ info['error'] set, so the comparison counts the rest as missing (fail closed).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EngineError
-from ..poc.codec import VectorDecodeError, decode_vectors
+from ..poc.intake import Intake
 from .base import EngineResult, PocParams
 from .http import HttpClient, Response
 
@@ -44,7 +45,8 @@ MLNODE = PocApi("mlnode", "/api/v1/inference/pow", frozenset({"GENERATING", "MIX
 def replica_stats(status_body) -> dict[str, dict]:
     """Per-replica `{status, total_processed, nonces_per_second}` of a status answer, for the
     replicas that report stats. A vLLM answer is one replica ("node"); an MLNode answer lists
-    `backends`, keyed here by port."""
+    `backends`, keyed here by port. Stats of the wrong type (`total_processed: "lots"`) raise
+    EngineError: a rate cannot be measured from them."""
     if not isinstance(status_body, dict):
         return {}
     if isinstance(status_body.get("backends"), list):
@@ -54,26 +56,53 @@ def replica_stats(status_body) -> dict[str, dict]:
     out = {}
     for key, b in entries:
         stats = b.get("stats")
-        if isinstance(stats, dict) and stats.get("total_processed") is not None:
-            out[key] = {"status": b.get("status"), "total_processed": int(stats["total_processed"]),
-                        "nonces_per_second": float(stats.get("nonces_per_second") or 0.0)}
+        if not isinstance(stats, dict) or stats.get("total_processed") is None:
+            continue
+        total, rate = stats.get("total_processed"), stats.get("nonces_per_second", 0.0)
+        if type(total) is not int or total < 0:
+            raise EngineError(f"the node's status is malformed: total_processed {total!r} (replica {key}) is not a "
+                              "non-negative integer", "is it a Gonka PoC node?")
+        if rate is None:
+            rate = 0.0
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+            raise EngineError(f"the node's status is malformed: nonces_per_second {rate!r} (replica {key}) is not a "
+                              "number", "is it a Gonka PoC node?")
+        out[key] = {"status": b.get("status"), "total_processed": total, "nonces_per_second": float(rate)}
     return out
 
 
+GONKA_MODEL_MISMATCH = "a bytes-like object is required"  # Gonka's 0.23 fork: its 409 breaks its error handler
+ENGINE_TIMEOUT = "Timeout after"  # Gonka's fork: an engine failure under wait=true, retried for 60 s, then 503
+
+
 def explain(resp: Response, model: str, api: PocApi = VLLM) -> str:
-    """One line for a status a retry cannot fix."""
+    """One line for a status a retry cannot fix: what the node sent, and what it means."""
     d = resp.detail_obj()
+    said = f"HTTP {resp.status}: {resp.detail()}"
     if resp.status == 409 and isinstance(d, dict) and d.get("error") == "params mismatch":
         served = (d.get("deployed") or {}).get("model")
-        return f"the node serves model {served}, the reference is for {model!r} (HTTP 409 params mismatch)"
+        return f"the node serves model {served}, the reference is for {model!r} ({said})"
+    if resp.status == 400 and GONKA_MODEL_MISMATCH in resp.detail():
+        return (f"the node refused the request ({said}); Gonka's PoC vLLM answers a model mismatch this way: "
+                f"does it serve {model!r}? (GET /v1/models lists what it serves)")
+    if resp.status in (400, 422):
+        return (f"the node rejected the request as malformed ({said}); is it {api.what} serving PoC v2 prefill "
+                f"for {model!r}?")
     if resp.status == 409:
-        return f"the node refused: {resp.detail()} (HTTP 409)"
-    if resp.status == 422:
-        return (f"the node rejected the request as malformed (HTTP 422: {resp.detail()}); "
-                f"is it {api.what} serving PoC v2 prefill?")
+        return f"the node refused: {said}"
     if resp.status == 404:
-        return f"no PoC API at this URL (HTTP 404: {resp.detail()}); is it {api.what}?"
-    return f"HTTP {resp.status}: {resp.detail()}"
+        return f"no PoC API at this URL ({said}); is it {api.what}?"
+    if 400 <= resp.status < 500:
+        return f"the node refused the request ({said})"
+    return f"the node answered {said}"
+
+
+def explain_failure(message: str) -> str:
+    """A hint for a request that failed after its retries (EngineError text)."""
+    if ENGINE_TIMEOUT in message:
+        return ("the node's engine could not compute a chunk: Gonka's PoC vLLM retries an engine failure for 60 s, "
+                "then answers 503 'Timeout after 60.0s' — read the node's log")
+    return ""
 
 
 def request_body(model: str, params: PocParams) -> dict:
@@ -86,23 +115,18 @@ def request_body(model: str, params: PocParams) -> dict:
     }
 
 
-def parse_artifacts(body, asked: list[int], k: int) -> tuple[list[int], np.ndarray]:
-    """Nonces and float32 vectors of a /generate answer. A vector that does not decode is
-    kept as NaN (the comparison calls it invalid); nonces that were not asked are dropped."""
-    if not isinstance(body, dict) or not isinstance(body.get("artifacts"), list):
-        raise EngineError(f"unexpected /generate answer: {str(body)[:200]}")
-    asked_set = set(asked)
-    nonces, vecs = [], []
-    for a in body["artifacts"]:
-        if not isinstance(a, dict) or a.get("nonce") not in asked_set or a["nonce"] in nonces:
-            continue
-        try:
-            v = decode_vectors([a.get("vector_b64")], k)[0]
-        except VectorDecodeError:
-            v = np.full(k, np.nan, np.float32)
-        nonces.append(int(a["nonce"]))
-        vecs.append(v)
-    return nonces, (np.stack(vecs) if vecs else np.zeros((0, k), np.float32))
+def artifacts_of(body, where: str):
+    """The `artifacts` of a /generate answer (whatever JSON value it is: the intake judges it);
+    an answer that is not a JSON object with that key is an error."""
+    if not isinstance(body, dict) or "artifacts" not in body:
+        raise EngineError(f"{where}: unexpected /generate answer: {_clip(body)}",
+                          "is the URL a Gonka PoC node? (expected a JSON object with 'artifacts')")
+    return body["artifacts"]
+
+
+def _clip(x, n: int = 200) -> str:
+    text = " ".join(str(x).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 class PocHttpEngine:
@@ -167,15 +191,15 @@ class PocHttpEngine:
         """Called after each chunk that came back (subclasses warn about slow ones)."""
 
     def compute(self, nonces: Sequence[int], params: PocParams, batch_size: int = 32, progress=None) -> EngineResult:
-        """Fetch vectors chunk by chunk. A chunk that cannot be fetched ends the run: what came
-        back so far is returned with info['error'] set, so the report can list what is missing."""
+        """Fetch vectors chunk by chunk; every answer goes through one `Intake`. A chunk that
+        cannot be fetched ends the run: what came back so far is returned with info['error']
+        set, so the report can list what is missing."""
         nonces = [int(n) for n in nonces]
         base = self.body(params)
         size = self.chunk_size(batch_size)
-        got_n: list[int] = []
-        got_v: list[np.ndarray] = []
+        intake = Intake(params.k_dim)
         chunk_s: list[float] = []
-        error, stopped = None, False
+        error, stopped, interrupted = None, False, None
         t0 = time.perf_counter()
         try:
             stopped = self.stop_generation_if_running()
@@ -184,24 +208,56 @@ class PocHttpEngine:
         for a in range(0, len(nonces) if error is None else 0, size):
             chunk = nonces[a : a + size]
             tc = time.perf_counter()
+            where = f"request {a // size + 1} (nonces {chunk[0]}..{chunk[-1]})"
             try:
                 r = self.fetch_chunk({**base, "nonces": chunk, "batch_size": batch_size, "wait": True})
                 if r.status != 200:
                     raise EngineError(self.explain_chunk(r, len(chunk), batch_size, time.perf_counter() - tc))
-                n, v = parse_artifacts(r.body, chunk, params.k_dim)
+                intake.add(artifacts_of(r.body, where), asked=set(chunk), where=where)
             except EngineError as e:
-                error = e.one_line()
+                hint = explain_failure(str(e))
+                error = e.one_line() + (f" — {hint}" if hint else "")
                 break
-            got_n += n
-            got_v.append(v)
+            except KeyboardInterrupt as e:  # keep what came back; the caller ends the run
+                interrupted = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
+                error = f"interrupted by {interrupted} after {a} of {len(nonces)} nonces were asked"
+                break
             chunk_s.append(time.perf_counter() - tc)
             self.on_chunk(len(chunk), batch_size, chunk_s[-1])
             if progress is not None:
                 progress(min(a + size, len(nonces)), len(nonces))
-        vecs = np.concatenate(got_v) if got_v else np.zeros((0, params.k_dim), np.float32)
+        got = intake.result()
         info = {**self.describe(), "chunk_size": size, "stopped_generation_loop": stopped}
         if error:
             info["error"] = error
-        return EngineResult(nonces=np.asarray(got_n, dtype=np.int64), vectors=vecs, requested=nonces,
-                            batch_size=batch_size, elapsed_s=time.perf_counter() - t0,
-                            batch_seconds=chunk_s, info=info)
+        if interrupted:
+            info["interrupted"] = interrupted
+        return EngineResult(nonces=got.nonces, vectors=got.vectors, requested=nonces, batch_size=batch_size,
+                            elapsed_s=time.perf_counter() - t0, batch_seconds=chunk_s, info=info, intake=got)
+
+    def served_models(self) -> list[str] | None:
+        """The ids (and roots) /v1/models lists; None when the node has no such route."""
+        r = self.http.request("GET", "/v1/models", deadline_s=min(60.0, self.http.deadline_s))
+        if r.status != 200:
+            self.log(f"    note: GET /v1/models answered HTTP {r.status}: {r.detail()}; the served model is not "
+                     "checked before the run")
+            return None
+        data = r.body.get("data") if isinstance(r.body, dict) else None
+        if not isinstance(data, list):
+            raise EngineError(f"GET /v1/models: unexpected answer: {_clip(r.body)}", "is the URL a vLLM node?")
+        names = []
+        for m in data:
+            if isinstance(m, dict):
+                names += [str(m[k]) for k in ("id", "root") if isinstance(m.get(k), str)]
+        return list(dict.fromkeys(names))
+
+    def check_model(self) -> list[str] | None:
+        """Before the run: the node must serve the reference's model (Gonka's server answers a
+        mismatch with an unhelpful 400 later). Returns what it serves (None: not listed)."""
+        served = self.served_models()
+        if served is not None and self.model not in served:
+            raise EngineError(f"the node serves {', '.join(map(repr, served)) or 'no model'}, the reference is for "
+                              f"{self.model!r} (GET /v1/models)",
+                              "serve the reference's model (the served model name must equal it), or pick the "
+                              "reference of the model the node serves")
+        return served

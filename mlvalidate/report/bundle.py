@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import Reference, ResolvedStatTest, reference_document, write_json
-from ..poc.stats import Comparison
+from ..poc.stats import Comparison, Verdict
 from .text import comparison_block
 
 REPORT_SCHEMA = "mlvalidate.report/1"
@@ -57,14 +57,20 @@ SKIPPED_TEXT = "validation skipped (no vector was compared with the reference)"
 
 
 def overall_verdict(run: RunRecord) -> tuple[str, str, int]:
-    """(verdict, text, exit code): the validation's, unless the full-speed spot-check proved fraud."""
-    if run.throughput and run.throughput.get("spot_verdict") == "FAIL":
+    """(verdict, text, exit code): the validation's, unless the full-speed spot-check proved
+    fraud (FAIL) or could not be checked (a PASS becomes INCOMPLETE)."""
+    spot = (run.throughput or {}).get("spot_verdict")
+    if spot == "FAIL":
         return "FAIL", "FAIL (the spot-check during throughput proves fraud)", 1
+    if run.comparison is not None and run.comparison.verdict is Verdict.FAIL:
+        return Verdict.FAIL.value, Verdict.FAIL.description, 1  # proven by the vectors that came back
     if run.error:
         return "ERROR", f"ERROR ({run.error})", 2
     if run.comparison is None:
         return "SKIPPED", SKIPPED_TEXT, 0
     v = run.comparison.verdict
+    if spot == "INCOMPLETE" and v.exit_code == 0:
+        return "INCOMPLETE", "INCOMPLETE (the spot-check during throughput received unusable or malformed vectors)", 2
     return v.value, v.description, v.exit_code
 
 
@@ -197,6 +203,12 @@ def _json_float(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
+def returned_nonces(run: RunRecord) -> int:
+    """Reference nonces the system under test answered (usable or not): what a rate may count."""
+    comp = run.comparison
+    return 0 if comp is None else int(comp.n_total - comp.missing.sum())
+
+
 def report_document(run: RunRecord) -> dict:
     comp = run.comparison
     s = comp.summary() if comp is not None else {}
@@ -209,10 +221,12 @@ def report_document(run: RunRecord) -> dict:
         "validation_verdict": s.get("verdict", "SKIPPED" if not run.error else None),
         "model": run.reference.model,
         "reference": str(run.reference.path) if run.reference.path else None,
+        "error": run.error,
         "phases": run.phases,
         **{k: s.get(k) for k in ("n_total", "n_mismatch", "n_over_threshold", "n_missing", "n_invalid",
                               "p_value", "fraud_detected", "fraud_cutoff", "mismatch_nonces",
-                              "missing_nonces", "invalid_nonces", "extra_nonces", "distance_percentiles")},
+                              "missing_nonces", "invalid_nonces", "extra_nonces", "conflicting_nonces",
+                              "n_unchecked", "n_malformed", "malformed", "distance_percentiles")},
         "stat_test": run.stat_test.as_dict(),
         "batch_size": run.batch_size,
         "distances": ({str(int(n)): _json_float(d) for n, d in zip(comp.nonces, comp.distances)}
@@ -221,8 +235,9 @@ def report_document(run: RunRecord) -> dict:
         "node_verdict": run.node_verdict,
         "throughput": {
             "elapsed_s": run.elapsed_s,
-            "nonces": int(comp.n_total) if comp is not None else 0,
-            "nonces_per_second": comp.n_total / run.elapsed_s if comp is not None and run.elapsed_s > 0 else None,
+            "nonces": returned_nonces(run),
+            "nonces_per_second": returned_nonces(run) / run.elapsed_s if returned_nonces(run) and run.elapsed_s > 0
+            else None,
             **run.timing,
         },
     }
@@ -238,9 +253,10 @@ def report_text(run: RunRecord) -> str:
         f"batch size    {run.batch_size}",
     ]
     if comp is not None:
+        n = returned_nonces(run)
         lines += [*comparison_block(comp, run.stat_test),
-                  f"time          {run.elapsed_s:.2f} s for {comp.n_total} nonces"
-                  + (f" ({comp.n_total / run.elapsed_s:.2f} nonces/s)" if run.elapsed_s > 0 else "")]
+                  f"time          {run.elapsed_s:.2f} s; {n} of {comp.n_total} reference nonces came back"
+                  + (f" ({n / run.elapsed_s:.2f} nonces/s)" if n and run.elapsed_s > 0 else "")]
     else:
         lines.append("validation    " + ("not reached" if run.error else "skipped") + ": no vector was compared")
     if run.throughput:
