@@ -203,9 +203,10 @@ def _interrupt(signum, frame):
     raise Interrupted("SIGTERM" if signum == signal.SIGTERM else signal.Signals(signum).name)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM ends a run like Ctrl-C: the node's generation is stopped and the bundle written."""
-    signal.signal(signal.SIGTERM, _interrupt)
+def _stop_on_sigterm():
+    """SIGTERM ends a run like Ctrl-C: the node's generation is stopped and the bundle written.
+    Returns the handler it replaced."""
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _add_serve(sub) -> None:
@@ -306,8 +307,6 @@ def _add_validate(sub) -> None:
     _add_stat_test_args(p)
 
     def run(args) -> int:
-        from .validate import validate_mlnode, validate_node
-
         from .engines.http import check_url
 
         if not (args.model or args.reference):
@@ -323,7 +322,15 @@ def _add_validate(sub) -> None:
         for flag, v in {"--warmup-seconds": args.warmup_seconds, "--measure-seconds": args.measure_seconds}.items():
             if not 0 <= v < float("inf"):
                 raise MlvalidateError(f"{flag} must be >= 0, got {v}")
-        _stop_on_sigterm()
+        previous = _stop_on_sigterm()
+        try:
+            return _run_validate(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run_validate(args) -> int:
+        from .validate import validate_mlnode, validate_node
+
         common = dict(
             reference=args.reference or args.model, model=args.model, batch_size=args.batch_size, junit=args.junit,
             overrides={"dist_threshold": args.dist_threshold, "p_mismatch": args.p_mismatch,
