@@ -555,6 +555,9 @@ class VllmServer:
                 f"cannot start {self.command[0]!r}: {e.strerror or e}",
                 "check --server-cmd (e.g. 'python -m vllm.entrypoints.openai.api_server' where `vllm` is broken)",
             ) from e
+        with contextlib.suppress(psutil.Error):  # the server itself, by (pid, create time)
+            leader = psutil.Process(self._proc.pid)
+            self._tracked[(leader.pid, leader.create_time())] = leader
         atexit.register(self.stop)
         try:
             self.wait_ready()
@@ -664,7 +667,8 @@ class VllmServer:
         process's descendants (with a subreaper, orphans of the server's tree among them) or,
         with `everywhere`, all processes. A candidate is the server's if it is the server,
         was seen before, descends from one of the server's, or carries the server's token in
-        its environment; other children of this process are left alone."""
+        its environment; other children of this process are left alone (the server itself is
+        tracked from start())."""
         if self._proc is None:
             return
         try:
@@ -683,7 +687,7 @@ class VllmServer:
             proc = by_pid[pid]
             try:
                 key = (pid, proc.create_time())
-                ours = (pid == self._proc.pid or key in self._tracked or is_ours(proc.ppid())
+                ours = (key in self._tracked or is_ours(proc.ppid())
                         or proc.environ().get(LAUNCH_TOKEN_ENV) == self._token)  # fmt: skip
             except psutil.Error:  # gone, a zombie whose environment is unreadable, or not ours to read
                 return False
