@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -265,7 +266,8 @@ def test_library_stop_of_sigterm_ignoring_server_records_our_kill(setup, tmp_pat
     assert server.returncode == -signal.SIGKILL
     assert server.sigkill_after_s is not None and 0.4 < server.sigkill_after_s < 5
     advice = _exit_status_advice(server.returncode, server.sigkill_after_s)
-    assert "ignored SIGTERM for 0.5 s" in advice and "killed by mlvalidate" in advice
+    # the grace is 0.5 s; the measured time can read 0.6 s on a loaded machine
+    assert re.search(r"ignored SIGTERM for \d+\.\d s", advice) and "killed by mlvalidate" in advice
     assert "out-of-memory" not in advice
     assert server.alive_pids() == [] and wait_gone(watched) == []
 

@@ -174,7 +174,12 @@ class PocHttpEngine:
         r = self.http.request("POST", self.api.path("/generate"), body)
         if r.status != 200 or not isinstance(r.body, dict):
             raise EngineError(f"the node's own validation failed: {self.explain(r)}")
-        return {k: r.body.get(k) for k in ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")}
+        out = {k: r.body.get(k) for k in ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")}
+        ints = all(type(out[k]) is int for k in ("n_total", "n_mismatch"))
+        p = out["p_value"]
+        if not ints or isinstance(p, bool) or not isinstance(p, (int, float)) or not isinstance(out["fraud_detected"], bool):
+            raise EngineError(f"the node's own validation answer is malformed: {_clip(r.body)}")
+        return out
 
     def chunk_size(self, batch_size: int) -> int:
         """Nonces per /generate request: one batch (the node computes a request in chunks of the
