@@ -201,11 +201,10 @@ def measure_throughput(
     if sink:
         start["url"] = sink.url
     model = body["params"]["model"]
-    st = http.request("GET", api.path("/status"))
-    if st.status == 200 and isinstance(st.body, dict) and st.body.get("status") in api.running:
-        log("    a generation loop is already running on the node: stopping it first")
-        http.request("POST", api.path("/stop"))
     try:
+        if api.is_running(http.request("GET", api.path("/status"))):
+            log("    a generation loop is already running on the node: stopping it first")
+            http.request("POST", api.path("/stop"))
         r = http.request("POST", api.path("/init/generate"), start)
         if r.status != 200:
             raise EngineError(f"could not start generation: {explain(r, model, api)}")
@@ -227,7 +226,8 @@ def measure_throughput(
             agg = r.body.get("status") if isinstance(r.body, dict) else None
             if agg == "MIXED" and not said_mixed:
                 log("    warning: not every replica is generating (status MIXED): "
-                    + ", ".join(f"{b.get('port')} {b.get('status')}" for b in r.body.get("backends") or []))
+                    + ", ".join(f"{b.get('port')} {b.get('status')}" for b in r.body.get("backends") or []
+                            if isinstance(b, dict)))
                 said_mixed = True
             res.samples.append({"elapsed_s": round(time.monotonic() - t0, 3), "status": agg,
                                 "total_processed": sum(v["total_processed"] for v in reps.values()),

@@ -156,6 +156,21 @@ def _validate_phase(run: RunRecord, engine, ref, st, batch_size: int, deadline_s
     return {k: v for k, v in entry.items() if k != "name"}
 
 
+def _model_check(engine):
+    """A callable that checks the served model against the reference's once, before the first
+    PoC request (GET /v1/models; a node that does not list its models is let through)."""
+    done = []
+
+    def check() -> None:
+        if not done:
+            served = engine.check_model()
+            print(f"      the node serves {', '.join(served)}" if served else
+                  "      the node does not list its models: not checked before the run", flush=True)
+            done.append(True)
+
+    return check
+
+
 def _throughput_entry(tp: dict) -> dict:
     s = tp["summary"]
     rate = s["steady_nonces_per_second"]
@@ -256,14 +271,7 @@ def validate_node(
     r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {batch_size}"
              + (f", profile {prof.name}" if prof else ""))
     print(f"      stat test {stat_test_line(st)}")
-    model_checked = []
-
-    def check_model() -> None:
-        if not model_checked:
-            served = engine.check_model()
-            print(f"      the node serves {', '.join(served)}" if served else
-                  "      the node does not list its models: not checked before the run", flush=True)
-            model_checked.append(True)
+    check_model = _model_check(engine)
 
     if throughput is not None:
         def tp_phase() -> dict:
@@ -420,9 +428,16 @@ def validate_mlnode(
         return {**d, "status": "OK", "detail": detail, "dtype": dtype, "additional_args": args,
                 "args_source": args_source}
 
+    check_model = _model_check(engine)  # after the deploy phase: the MLNode proxies /v1/* to its vLLM
+
     def tp_phase() -> dict:
+        check_model()
         run.throughput = _throughput_phase(url, ref, st, engine, prof, deadline_s=deadline_s, **throughput)
         return _throughput_entry(run.throughput)
+
+    def validate_phase() -> dict:
+        check_model()
+        return _validate_phase(run, engine, ref, st, batch_size, deadline_s, progress)
 
     for name, text, fn in (
         ("download", f"{hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + " on the node", download),
@@ -440,7 +455,7 @@ def validate_mlnode(
         r.skip("validate", "--skip-validate")
     else:
         r.phase("validate", f"fetching vectors through {url} (wait=true, requests of {batch_size}); comparing locally",
-                lambda: _validate_phase(run, engine, ref, st, batch_size, deadline_s, progress))
+                validate_phase)
     if chain_node:
         r.step("readiness", lambda: setattr(run, "readiness", chain_readiness(chain_node, ref.model)))
     return _finish(run, out_dir, junit)

@@ -415,7 +415,7 @@ def _wait_for(proxy, call, limit=60):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_validation_writes_the_bundle(sig, hostile, reference, tmp_path):
     proxy = hostile(Take("hang"))
-    p = _spawn(proxy.url, reference, tmp_path / "b", "--skip-throughput")
+    p = _spawn(proxy.url, reference, tmp_path / "b", "--skip-throughput", "--junit", str(tmp_path / "j.xml"))
     _wait_for(proxy, ("POST", GENERATE))
     time.sleep(0.3)
     p.send_signal(sig)
@@ -425,6 +425,8 @@ def test_a_signal_during_validation_writes_the_bundle(sig, hostile, reference, t
     name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
     assert r["verdict"] == "ERROR" and name in r["error"] and r["missing_nonces"] == list(range(N))
     assert out.startswith("[1/2]") and "VERDICT: ERROR" in out
+    junit = (tmp_path / "j.xml").read_text()
+    assert 'errors="1"' in junit and name in junit  # the validate case is an error naming the signal
 
 
 @pytest.mark.slow

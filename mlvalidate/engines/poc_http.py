@@ -36,6 +36,11 @@ class PocApi:
     def path(self, route: str) -> str:
         return self.prefix + route
 
+    def is_running(self, resp: Response) -> bool:
+        """A status answer that says a generation loop runs (whatever JSON the node sent)."""
+        st = resp.body.get("status") if resp.status == 200 and isinstance(resp.body, dict) else None
+        return isinstance(st, str) and st in self.running
+
 
 VLLM = PocApi("vllm", "/api/v1/pow", frozenset({"GENERATING"}), True, "a Gonka vLLM build")
 MLNODE = PocApi("mlnode", "/api/v1/inference/pow", frozenset({"GENERATING", "MIXED"}), False,
@@ -154,7 +159,7 @@ class PocHttpEngine:
     def stop_generation_if_running(self) -> bool:
         """Stop a running init/generate loop (wait=true would block behind it); True if one ran."""
         st = self.http.request("GET", self.api.path("/status"))
-        if st.status == 200 and isinstance(st.body, dict) and st.body.get("status") in self.api.running:
+        if self.api.is_running(st):
             self.log(f"    a PoC generation loop is running on the node (status {st.body.get('status')}): "
                      "stopping it first (wait=true would block)")
             r = self.http.request("POST", self.api.path("/stop"))
