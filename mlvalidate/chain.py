@@ -375,3 +375,14 @@ def run_chain_status(node: str, model: str | None, epoch: int | None, *, as_json
         print(f"chain status of {node} for {s.model}")
         print("\n".join(readiness_lines(s)))
     return 0
+
+
+def chain_readiness(chain_node: str, model: str, log=print) -> list[str]:
+    """--chain-node: the snapshot countdown, thresholds and pre-eligibility (no intent coverage:
+    one lookup per participant is `mlvalidate chain status`'s job). A chain that cannot answer is
+    one line in the report, never the verdict."""
+    log(f"      readiness: asking {chain_node} where the bootstrap stands")
+    try:
+        return readiness_lines(chain_status(chain_node, model, intents=False))
+    except MlvalidateError as e:
+        return [f"readiness     unavailable: {e.one_line()}"]

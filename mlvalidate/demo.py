@@ -31,8 +31,11 @@ from .deploy.quantize import write_quantized_copy
 from .deploy.tiny import make_tiny
 from .engines.base import PocParams
 from .engines.reference import ReferenceEngine
-from .report.bundle import RunRecord, write_bundle
+from .deploy.environment import environment
+from .pipeline import Runner, new_run, validate_phase
+from .report.bundle import write_bundle
 from .report.text import percentiles_line
+from .results import Phase, PhaseStatus, RunRecord
 
 DEMO_MODEL_ID = "mlvalidate/tiny-minimax-m2-fp8"
 DEMO_SEQ_LEN = 256
@@ -54,8 +57,6 @@ def _step(i: int, n: int, text: str) -> float:
 
 def run_demo(out_dir: str | Path | None = None, *, seq_len: int = DEMO_SEQ_LEN, n_nonces: int = DEMO_NONCES,
              seed: int = 0, progress: bool = True, junit: str | Path | None = None) -> int:
-    from .validate import run_validation
-
     out = Path(out_dir) if out_dir else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -90,15 +91,18 @@ def run_demo(out_dir: str | Path | None = None, *, seq_len: int = DEMO_SEQ_LEN, 
     ):
         _step(i, N, f"validate the {what}")
         engine = ReferenceEngine(model_dir, dtype=cfg["dtype"], model_id=DEMO_MODEL_ID)
-        run = run_validation(
-            engine, ref, st, batch_size=cfg["batch_size"], name=name, progress=progress,
-            inputs={
-                "reference": {"value": str(ref_path), "source": "demo bake"},
-                "model_dir": {"value": str(model_dir), "source": "demo"},
-                "dtype": {"value": cfg["dtype"], "source": "demo"},
-                "batch_size": {"value": cfg["batch_size"], "source": "demo"},
-            },
-        )
+        run = new_run(name, ref, st, engine, cfg["batch_size"], inputs={
+            "reference": {"value": str(ref_path), "source": "demo bake"},
+            "model_dir": {"value": str(model_dir), "source": "demo"},
+            "dtype": {"value": cfg["dtype"], "source": "demo"},
+            "batch_size": {"value": cfg["batch_size"], "source": "demo"},
+        })
+        Runner(run, ("validate",), log=None).phase(
+            "validate", what, lambda: validate_phase(run, engine, progress=progress))  # fmt: skip
+        if run.error:  # interrupted (the runner caught it): still write what there is, then stop
+            write_bundle(out / name, run)
+            raise KeyboardInterrupt
+        run.environment = environment(run)
         bundle = write_bundle(out / name, run)
         runs[name] = run
         print(f"      {run.comparison.verdict.value}: {run.comparison.n_mismatch}/{run.comparison.n_total} "
@@ -111,12 +115,14 @@ def run_demo(out_dir: str | Path | None = None, *, seq_len: int = DEMO_SEQ_LEN, 
         from .report.junit import write_junit
 
         h, c = runs["honest"], runs["cheater"]
-        write_junit(junit, "demo", [
-            {"name": "honest node passes", "status": "PASS" if h.comparison.verdict.exit_code == 0 else "FAIL",
-             "elapsed_s": h.elapsed_s, "detail": f"{h.comparison.verdict.value}: {h.comparison.n_mismatch}/{h.comparison.n_total} mismatches"},
-            {"name": "4-bit cheater fails", "status": "PASS" if c.comparison.verdict.value == "FAIL" else "FAIL",
-             "elapsed_s": c.elapsed_s, "detail": f"{c.comparison.verdict.value}: {c.comparison.n_mismatch}/{c.comparison.n_total} mismatches"},
-        ], {"reference": str(ref_path)})
+        def expect(name: str, run: RunRecord, ok: bool) -> Phase:
+            c = run.comparison
+            return Phase(name, PhaseStatus.PASS if ok else PhaseStatus.FAIL, run.elapsed_s,
+                         f"{c.verdict.value}: {c.n_mismatch}/{c.n_total} mismatches")
+
+        write_junit(junit, "demo", [expect("honest node passes", h, h.comparison.verdict.exit_code == 0),
+                                    expect("4-bit cheater fails", c, c.comparison.verdict.value == "FAIL")],
+                    {"reference": str(ref_path)})
     print(f"\n{'DEMO OK' if ok else 'DEMO FAILED'}: honest node {runs['honest'].comparison.verdict.value}, "
           f"cheating node {runs['cheater'].comparison.verdict.value} "
           f"({time.perf_counter() - t_start:.0f} s in all; everything is under {out})")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 
 from .engines.http import HttpClient, Response
-from .errors import EngineError
+from .errors import EngineError, MlvalidateError
 
 API = "/api/v1"
 POLL_S = 5.0  # spec: poll every <= 5 s
@@ -144,3 +144,32 @@ def ensure_deployed(http: HttpClient, model: str, *, dtype: str, additional_args
                                    if isinstance(st.get("elapsed_seconds"), (int, float)) else ""))
             last = status
         time.sleep(POLL_S)
+
+
+# ----------------------------------------------------------------------------------------
+# what the download and deploy phases ask for
+# ----------------------------------------------------------------------------------------
+def model_source(ref, prof) -> tuple[str, str | None, str]:
+    """hf_repo, hf_commit and where they came from: the chain definition of the reference's
+    model (the profile's, or configs/chain/), else the model id itself with no commit."""
+    from .deploy.profiles import load_chain
+
+    chains = [prof.chain] if prof is not None and prof.chain is not None else []
+    try:
+        chains.append(load_chain(ref.model))
+    except MlvalidateError:
+        pass
+    for chain in chains:
+        if chain.model_id == ref.model:
+            return chain.hf_repo, chain.hf_commit, f"chain {chain.id}"
+    return ref.model, None, "the reference's model id (no chain definition, so no commit)"
+
+
+def deploy_args(ref, prof, commit: str | None) -> tuple[list[str], str]:
+    if prof is not None:
+        return prof.vllm_args(), f"profile {prof.name}"
+    args, source = list(ref.additional_args), "the reference's additional_args"
+    if commit and not any(a == "--revision" or a.startswith("--revision=") for a in args):
+        args += ["--revision", commit]  # serve the commit the download phase fetched, not whatever 'main' is
+        source += " + --revision from the chain"
+    return args, source

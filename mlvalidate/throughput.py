@@ -254,3 +254,59 @@ def measure_throughput(
             res.spot = sink.close()
             res.callbacks = {"received": sink.received, "malformed": res.spot.n_malformed}
     return res
+
+
+def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print) -> dict:
+    """The throughput phase of a run: the node's generation loop measured (`opts`: a
+    pipeline.ThroughputOptions), the spot-check of golden nonces that arrived by callback
+    compared with the reference (the intake rule), and the rate set against the profile's
+    published figure and roofline. Returns the bundle's `throughput_phase` section."""
+    from .engines.base import PocParams
+    from .poc.stats import compare_intake
+
+    body = {k: v for k, v in engine.body(PocParams.from_reference(ref)).items() if k != "poc_stronger_rng"}
+    res = measure_throughput(engine.url, body, batch_size=opts.batch_size, warmup_s=opts.warmup_s,
+                             measure_s=opts.measure_s, sample_interval_s=opts.sample_interval_s,
+                             spot_nonces=set(ref.nonces.tolist()), k_dim=ref.k_dim, callback_host=opts.callback_host,
+                             deadline_s=deadline_s, api=engine.api, log=log)
+    summary = res.summary()
+    out = {"summary": summary, "samples": res.samples, "callback_url": res.callback_url, "stopped": res.stopped,
+           "callbacks": res.callbacks}
+    if res.start_answer is not None:
+        out["start_answer"] = res.start_answer
+    per_min = summary["steady_nonces_per_min"]
+    if prof is not None and per_min is not None:
+        bits = []
+        if prof.throughput_reference and prof.throughput_reference.get("nonces_per_min"):
+            want = prof.throughput_reference["nonces_per_min"]
+            bits.append(f"{per_min / want:.0%} of the published {want} nonces/min for {prof.name} "
+                        f"(batch {prof.throughput_reference.get('batch')})")
+        roof = prof.roofline_nonces_per_min_per_gpu()
+        if roof:
+            bits.append(f"{per_min / (roof * prof.gpu_count):.1%} of the {prof.gpu_count}-GPU roofline "
+                        f"({roof * prof.gpu_count:,.0f} nonces/min)")
+        out["reference"] = "; ".join(bits)
+        out["profile"] = prof.name
+    spot = res.spot
+    if spot is not None and (spot.n or spot.n_malformed):
+        idx = np.isin(ref.nonces, spot.nonces)
+        comp = compare_intake(ref.nonces[idx], ref.vectors[idx], spot, st.values)
+        v = comp.verdict.value if comp.n_total else "INCOMPLETE"
+        out["spot_verdict"] = {"PASS-with-mismatches": "PASS"}.get(v, v)
+        bits = [f"{comp.n_total} golden nonces computed at full speed: {comp.n_mismatch} mismatches"]
+        if comp.conflicting_nonces:
+            bits.append(f"{len(comp.conflicting_nonces)} answered twice differently")
+        if comp.n_malformed:
+            bits.append(f"{comp.n_malformed} malformed callback entr{'y' if comp.n_malformed == 1 else 'ies'}: "
+                        f"{'; '.join(comp.malformed[:2])}")
+        verdict_text = {"FAIL": "FAIL (fraud proven at full speed)",
+                        "INCOMPLETE": "INCOMPLETE (unusable or malformed callbacks: the run cannot PASS)"}
+        out["spot_check"] = (", ".join(bits) + f", p_value {comp.p_value:.3g} -> "
+                             + verdict_text.get(out["spot_verdict"], "no fraud seen"))
+        out["spot_mismatch_nonces"] = comp.mismatch_nonces
+        out["spot_malformed"] = comp.malformed
+    else:
+        out["spot_verdict"] = "not run"
+        out["spot_check"] = ("no golden nonce arrived by callback (can the node reach "
+                             f"{res.callback_url}?): not checked at full speed")
+    return out

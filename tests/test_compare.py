@@ -22,7 +22,9 @@ import pytest
 from mlvalidate.artifacts import parse_reference, reference_document, resolve_stat_test
 from mlvalidate.cli import main
 from mlvalidate.poc.stats import compare_vectors
-from mlvalidate.report.bundle import RunRecord, write_bundle
+from mlvalidate.deploy.environment import environment
+from mlvalidate.report.bundle import write_bundle
+from mlvalidate.results import RunRecord
 from mlvalidate.report.compare import NO_PLOTS, distance_matrix, load_bundles, write_compare
 
 N, K = 40, 64
@@ -47,6 +49,7 @@ def _bundle(out: Path, name: str, ref, vectors, *, throughput=None, profile=None
                     computed_nonces=ref.nonces, computed_vectors=vectors.astype(np.float16), batch_size=8,
                     elapsed_s=1.0, throughput=throughput, profile=profile,
                     nvml_samples=[{"label": "t", "time": "now", "available": False, "reason": "test"}])  # fmt: skip
+    run.environment = environment(run)
     return write_bundle(out / name, run)
 
 

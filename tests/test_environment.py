@@ -16,7 +16,9 @@ from mlvalidate.cli import main
 from mlvalidate.deploy.profiles import load_chain, load_profile
 from mlvalidate.engines.base import PocParams
 from mlvalidate.engines.reference import ReferenceEngine
-from mlvalidate.report.bundle import RunRecord, environment, nvml_sample, write_bundle
+from mlvalidate.deploy.environment import environment, nvml_sample
+from mlvalidate.report.bundle import write_bundle
+from mlvalidate.results import RunRecord
 from mlvalidate.server import make_server
 
 MODEL = "test/tiny-minimax"
@@ -115,8 +117,9 @@ def _chain_run(profile=None, samples=()) -> RunRecord:
 
 def test_chain_model_revision_a100_env_backends_and_a_sample_at_write_time(tmp_path):
     chain = load_chain("MiniMaxAI/MiniMax-M2.7")
-    run = _chain_run(load_profile("a100x4"))  # no samples: the bundle takes one when written
-    env = json.loads((write_bundle(tmp_path / "b", run, nvml=h100s()) / "environment.json").read_text())
+    run = _chain_run(load_profile("a100x4"))  # no samples: the capture takes one
+    run.environment = environment(run, nvml=h100s())
+    env = json.loads((write_bundle(tmp_path / "b", run) / "environment.json").read_text())
     assert env["model_revision"] == chain.hf_commit and len(chain.hf_commit) == 40
     assert env["profile"] == "a100x4" and env["moe_backend"] == "marlin"
     assert env["backend_env"] == {"VLLM_USE_FLASHINFER_MOE_FP8": "0"}

@@ -3,14 +3,15 @@
 import xml.etree.ElementTree as ET
 
 from mlvalidate.report.junit import write_junit
+from mlvalidate.results import Phase, PhaseStatus as S
 
 
 def test_one_case_per_phase_with_reasons(tmp_path):
     phases = [
-        {"name": "throughput", "status": "PASS", "elapsed_s": 61.5, "detail": "spot-check 40 nonces"},
-        {"name": "validate", "status": "FAIL", "elapsed_s": 12.0, "detail": "187/200 mismatches, p=2e-168"},
-        {"name": "download", "status": "skipped", "detail": "--skip-download"},
-        {"name": "deploy", "status": "INCOMPLETE", "elapsed_s": 1, "detail": "node error: HTTP 503"},
+        Phase("throughput", S.PASS, 61.5, "spot-check 40 nonces"),
+        Phase("validate", S.FAIL, 12.0, "187/200 mismatches, p=2e-168"),
+        Phase("download", S.SKIPPED, None, "--skip-download"),
+        Phase("deploy", S.INCOMPLETE, 1, "node error: HTTP 503"),
     ]
     path = write_junit(tmp_path / "j.xml", "validate", phases, {"model": "MiniMaxAI/MiniMax-M2.7"})
     root = ET.parse(path).getroot()
@@ -26,7 +27,7 @@ def test_one_case_per_phase_with_reasons(tmp_path):
 
 
 def test_all_passed_has_no_failures(tmp_path):
-    path = write_junit(tmp_path / "j.xml", "demo", [{"name": "honest", "status": "PASS-with-mismatches"}])
+    path = write_junit(tmp_path / "j.xml", "demo", [Phase("honest", S.PASS_WITH_MISMATCHES)])
     suite = ET.parse(path).getroot().find("testsuite")
     assert suite.get("failures") == "0" and suite.get("errors") == "0"
     assert suite.find("testcase/failure") is None and suite.find("testcase/error") is None

@@ -1,0 +1,31 @@
+"""What every command shares: exit codes, the help formatter, signals."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def add_stat_test_args(p) -> None:
+    g = p.add_argument_group("stat test (overrides; default: the reference's values, else the server defaults)")
+    g.add_argument("--threshold", type=float, dest="dist_threshold", default=None, help="L2 distance gate")
+    g.add_argument("--p-mismatch", type=float, default=None, help="expected honest mismatch rate")
+    g.add_argument("--fraud-threshold", type=float, default=None, help="p-value below which fraud is declared")
+
+
+def _interrupt(signum, frame):
+    from ..errors import Interrupted
+
+    raise Interrupted("SIGTERM" if signum == signal.SIGTERM else signal.Signals(signum).name)
+
+
+def stop_on_sigterm():
+    """SIGTERM ends a run like Ctrl-C: the node's generation is stopped and the bundle written.
+    Returns the handler it replaced."""
+    return signal.signal(signal.SIGTERM, _interrupt)

