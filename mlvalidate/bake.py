@@ -10,7 +10,7 @@ from .engines.reference import ReferenceEngine
 from .errors import EngineError
 from .progress import Progress
 
-# The chain's MiniMax-M2.7 stat test (MINIMAX_M2.md §1): the default for baked references.
+# The chain's MiniMax-M2.7 stat test (docs/minimax-m2.md §1): the default for baked references.
 CHAIN_STAT_TEST = {"dist_threshold": 0.75, "p_mismatch": 0.1, "fraud_threshold": 0.05}
 
 

@@ -1,4 +1,4 @@
-"""Chain readiness (issue 7): when is the snapshot block, and where does the bootstrap stand.
+"""Chain readiness: when is the snapshot block, and where does the bootstrap stand.
 
 Reads a Gonka node's chain REST (`/chain-api/...`), its public API (`/v1/epochs/...`) and its
 CometBFT RPC (`/chain-rpc/...`). The exact response shapes are not in our docs: the field paths

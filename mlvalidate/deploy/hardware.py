@@ -9,7 +9,7 @@ Three steps, the last two pure:
   vLLM can claim its share of memory now.
 * `render_report(report)` is the text; `hw --json` prints the report dict.
 
-The fit estimate, per GPU of one vLLM instance (MINIMAX_M2.md §4):
+The fit estimate, per GPU of one vLLM instance (docs/minimax-m2.md §4):
 
     weights   = (FP8 checkpoint - replicated parts) / TP + replicated parts
     KV cache  = max-model-len x layers x 2 x (KV heads / TP) x head_dim x bytes  (fp8: 1 byte;

@@ -7,7 +7,7 @@ Checks that always run (no vLLM needed):
 * revision: --revision is the chain's hf_commit;
 * parallelism: tensor x pipeline parallel size = the layout's GPUs per instance;
 * --max-num-batched-tokens, where set, >= PoC batch x seq_len (below it PoC returns nothing or
-  the engine dies — MINIMAX_M2.md §4); --gpu-memory-utilization within (0, 1].
+  the engine dies — docs/minimax-m2.md §4); --gpu-memory-utilization within (0, 1].
 
 When vLLM is importable, also:
 * vLLM's own CLI parser (the `serve` / api_server parser) accepts the args, and its serve-args
@@ -315,7 +315,7 @@ def check_profile(name_or_path: str, *, use_vllm: bool = True) -> CheckResult:
         else:
             res.passed.append(f"--max-num-batched-tokens {mnbt} >= batch {batch} x seq_len {seq_len} = {need}")
     if batch >= 64 and prof.is_chain:
-        res.warnings.append(f"PoC batch {batch}: batch 64 hung on every MiniMax rig tested (MINIMAX_M2.md §4)")
+        res.warnings.append(f"PoC batch {batch}: batch 64 hung on every MiniMax rig tested (docs/minimax-m2.md §4)")
     gmu = flag_value(args, "--gpu-memory-utilization")
     if gmu is not None:
         try:
@@ -400,7 +400,7 @@ def show_profile(name_or_path: str, fmt: str = "args", *, model: str | None = No
 
 def list_profiles_text() -> str:
     """`config list`: one line per profile, with its throughput reference against the roofline
-    (dense peak FLOP/s x 60 / FLOPs per nonce, MINIMAX_M2.md §5)."""
+    (dense peak FLOP/s x 60 / FLOPs per nonce, docs/minimax-m2.md §5)."""
     rows = [f"{'profile':<10} {'GPUs':<24} {'TP':>2}  {'chain':<24} {'batch':>5} {'nonces/min':>10} "
             f"{'per GPU':>7} {'ceiling/GPU':>11} {'of peak':>7}"]  # fmt: skip
     for name in list_profiles():

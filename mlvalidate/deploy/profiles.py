@@ -301,7 +301,7 @@ class Profile:
         }
 
     def roofline_nonces_per_min_per_gpu(self) -> float | None:
-        """Ceiling at dense peak: peak FLOP/s x 60 / FLOPs per nonce (MINIMAX_M2.md §5)."""
+        """Ceiling at dense peak: peak FLOP/s x 60 / FLOPs per nonce (docs/minimax-m2.md §5)."""
         if not (self.peak_tflops and self.chain and self.chain.flops_per_nonce):
             return None
         return self.peak_tflops * 1e12 * 60 / self.chain.flops_per_nonce

@@ -5,7 +5,7 @@
 Phases, each announced on one line (huggingface_hub draws its own progress bars):
 
 1. revision: only a full 40-hex commit is accepted — a branch, tag or short sha can move or be
-   ambiguous, and the chain pins a commit (MINIMAX_M2.md §1). Refused before any request.
+   ambiguous, and the chain pins a commit (docs/minimax-m2.md §1). Refused before any request.
 2. listing: `HfApi.model_info(files_metadata=True)` at the commit gives every file and its size.
 3. disk: bytes still to fetch (files already complete at this commit count 0; a file of another
    revision at the destination is replaced, so its bytes count as freed) plus 1 GiB headroom,
@@ -48,7 +48,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import PullError
 
 # The chain definition whose hf_repo / hf_commit are the default pin (configs/chain/<id>.yaml,
-# read through deploy/profiles.py: MiniMaxAI/MiniMax-M2.7 @ d494266a..., MINIMAX_M2.md §1).
+# read through deploy/profiles.py: MiniMaxAI/MiniMax-M2.7 @ d494266a..., docs/minimax-m2.md §1).
 CHAIN_ID = "minimaxai-minimax-m2.7"
 
 RECORD_FILE = ".mlvalidate-pull.json"

@@ -49,7 +49,7 @@ DEFAULT_LAYERS = 4
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 FP8_BLOCK = (128, 128)
 
-# MINIMAX_M2.md §3, verbatim in meaning
+# docs/minimax-m2.md §3, verbatim in meaning
 FP8_QUANTIZATION_CONFIG = {
     "quant_method": "fp8",
     "fmt": "float8_e4m3fn",

@@ -1,4 +1,4 @@
-"""PoC v2 math, checkable against POC_V2_SPEC.md line by line.
+"""PoC v2 math, checkable against docs/poc-v2.md line by line.
 
 rng.py        §1, §2.1  seeds, murmur3 variant, uniforms, Box-Muller, input embeddings, Householder vectors
 transform.py  §2.2, §3  the per-layer reflection, k-dim pick, Haar rotation, poc_vectors
