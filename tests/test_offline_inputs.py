@@ -466,3 +466,39 @@ def test_inspect_and_check_of_a_million_vectors_stay_under_2_gib(tmp_path):
     assert f"n_total {n}  n_mismatch {len(far) + 1} (over threshold {len(far)}, missing 0, invalid 1)" in out
     assert "conflicting   5" in out and "malformed     1 entry" in out
     assert peak < 2 * 2**20
+
+
+# ----------------------------------------------------------------------------------------
+# 6. lookup by model id: <safe_id>.json, else the one <safe_id>-*.json naming the model
+# ----------------------------------------------------------------------------------------
+def test_model_id_finds_a_reference_with_a_longer_file_name(capsys):
+    code, out, _ = _cli(capsys, "inspect", "zai-org/GLM-5.3-Flash")
+    assert code == 0 and "zai-org-glm-5.3-flash-h100-tp8.json" in out and "zai-org/GLM-5.3-Flash" in out
+
+
+def _lookup_dir(tmp_path: Path, monkeypatch, files: dict[str, str]) -> Path:
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for name, model in files.items():
+        doc = _golden()
+        doc["model"] = model
+        _write(folder / name, doc)
+    monkeypatch.setenv("MLVALIDATE_ARTIFACTS", str(folder))
+    monkeypatch.chdir(tmp_path)
+    return folder
+
+
+def test_model_id_lookup_with_several_candidates_is_one_line_error(tmp_path, monkeypatch, capsys):
+    folder = _lookup_dir(tmp_path, monkeypatch, {"acme-m1-h100.json": "acme/M1", "acme-m1-h200.json": "acme/M1",
+                                                 "acme-m1-other.json": "acme/M1-other"})
+    line = _assert_error(capsys, ["inspect", "acme/M1"], "2 golden references for model 'acme/M1'",
+                         str(folder / "acme-m1-h100.json"), str(folder / "acme-m1-h200.json"), "pass the file path")
+    assert "acme-m1-other.json" not in line  # its model field names another model
+
+
+def test_model_id_lookup_exact_name_wins_and_model_field_must_match(tmp_path, monkeypatch, capsys):
+    _lookup_dir(tmp_path, monkeypatch, {"acme-m1.json": "acme/M1", "acme-m1-h100.json": "acme/M1",
+                                        "acme-m2-h100.json": "acme/M2-h100"})
+    code, out, _ = _cli(capsys, "inspect", "acme/M1")
+    assert code == 0 and "refs/acme-m1.json" in out
+    _assert_error(capsys, ["inspect", "acme/M2"], "no golden reference for model 'acme/M2'")
