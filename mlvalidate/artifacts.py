@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,7 @@ _MODEL_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # "org/name" or "name"
 
 def path_problem(path: Path) -> str | None:
     """Why `path` cannot be read as a file ("is a directory", "is a dangling symbolic link", ...),
-    or None when it is a regular file or nothing at all is there (see `path_exists`)."""
+    or None when it is a regular file or when nothing at all is there (the caller says "not found")."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -124,22 +125,11 @@ def path_problem(path: Path) -> str | None:
         if e.errno == errno.ENOTDIR:
             return None  # a path through a file: nothing is there
         return f"cannot be read ({e.strerror or e})"
-    import stat as _stat
-
-    if _stat.S_ISDIR(st.st_mode):
+    if stat.S_ISDIR(st.st_mode):
         return "is a directory, not a JSON file"
-    if not _stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode):
         return "is not a regular file"
     return None
-
-
-def path_exists(path: Path) -> bool:
-    """Anything at `path` at all, a broken link included."""
-    try:
-        path.lstat()
-    except OSError:
-        return False
-    return True
 
 
 def resolve_reference_arg(arg: str) -> Path:
@@ -285,13 +275,13 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
         bad = {key: enc.get(key) for key in want if key in enc and enc[key] != want[key]}
         if bad:
             raise _fail(where, f"encoding {_short(bad, 120)} does not match the PoC v2 encoding {want}")
-    stat = doc.get("stat_test")
-    if stat is None:
-        stat = {}
-    if not isinstance(stat, dict):
-        raise _fail(where, f"field 'stat_test' must be an object, got {_short(stat)}")
+    stat_doc = doc.get("stat_test")
+    if stat_doc is None:
+        stat_doc = {}
+    if not isinstance(stat_doc, dict):
+        raise _fail(where, f"field 'stat_test' must be an object, got {_short(stat_doc)}")
     for key in ("p_mismatch", "fraud_threshold", "dist_threshold"):
-        _float_or_none(stat, key, f"{where}: stat_test")
+        _float_or_none(stat_doc, key, f"{where}: stat_test")
     cbs = doc.get("collection_batch_size")
     if cbs is not None and (isinstance(cbs, bool) or not isinstance(cbs, int) or cbs < 1):
         raise _fail(where, f"field 'collection_batch_size' must be a positive integer or null, got {_short(cbs)}")
@@ -310,7 +300,7 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
         vectors_b64=[],
         valid=np.zeros(0, bool),
         dist_threshold=_float_or_none(doc, "dist_threshold", where),
-        stat_test=dict(stat),
+        stat_test=dict(stat_doc),
         additional_args=_str_list(doc, "additional_args", where),
         source=doc.get("source"),
         generated_at=doc.get("generated_at"),
