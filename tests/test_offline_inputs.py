@@ -183,7 +183,7 @@ def test_deeply_nested_json_is_one_line_error(tmp_path, role):
 
 
 def _verify_dir(tmp_path: Path, header: bytes | None = None, config: str | None = None,
-                record: str | None = None) -> Path:
+                record: str | None = None, index: str | None = None) -> Path:
     """A checkpoint directory with one model.safetensors whose JSON header is `header`."""
     root = tmp_path / "ckpt"
     root.mkdir()
@@ -193,13 +193,15 @@ def _verify_dir(tmp_path: Path, header: bytes | None = None, config: str | None 
     (root / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
     if record is not None:
         (root / ".mlvalidate-pull.json").write_text(record)
+    if index is not None:
+        (root / "model.safetensors.index.json").write_text(index)
     return root
 
 
-@pytest.mark.parametrize("where", ["safetensors header", "config.json", "pull record"])
+@pytest.mark.parametrize("where", ["safetensors header", "config.json", "pull record", "index"])
 def test_verify_weights_deeply_nested_json_is_a_problem_not_a_traceback(tmp_path, where):
     kwargs = {"safetensors header": {"header": DEEP.encode()}, "config.json": {"config": DEEP},
-              "pull record": {"record": DEEP}}[where]
+              "pull record": {"record": DEEP}, "index": {"index": DEEP}}[where]
     root = _verify_dir(tmp_path, **kwargs)
     r = _subprocess("verify-weights", root)
     assert "Traceback" not in r.stdout + r.stderr, r.stderr[-2000:]
