@@ -10,10 +10,12 @@ a `check` input), so any two runs can be compared later. Two readers share one p
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +23,13 @@ import numpy as np
 
 from .errors import ReferenceError_
 from .poc.codec import VectorDecodeError, b64_length, decode_vectors, encode_vectors, encoding_for
-from .poc.stats import SERVER_DEFAULTS, StatTest
+from .poc.intake import NONCE_LIMIT, Intake, IntakeResult
+from .poc.stats import SERVER_DEFAULTS, StatTest, binomial_p_value, fraud_cutoff
 
 REQUIRED = ("model", "seq_len", "k_dim", "block_hash", "public_key", "artifacts")
 DEFAULTS = {"block_height": 100, "node_id": 0, "node_count": 1}  # validate.py's defaults when absent
 PACKAGE_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+K_DIM_MAX = 4096  # PoC v2 uses k = 12; a bound keeps a hostile k_dim from allocating N x 10^12 floats
 
 
 def safe_id(model: str) -> str:
@@ -47,14 +51,54 @@ def artifacts_dirs() -> list[Path]:
     return out
 
 
+def _model_field(path: Path) -> str | None:
+    """The 'model' field of a JSON file, or None when it cannot be read as a reference."""
+    try:
+        doc = _read_json(path, "reference")
+    except ReferenceError_:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def find_reference(model: str) -> Path:
-    """The reference file for a model id (e.g. 'MiniMaxAI/MiniMax-M2.7')."""
-    name = safe_id(model) + ".json"
-    for d in artifacts_dirs():
+    """The reference file for a model id (e.g. 'MiniMaxAI/MiniMax-M2.7').
+
+    `<safe_id>.json` in the first lookup folder that has it wins. Otherwise the files
+    `<safe_id>-*.json` (e.g. a hardware-specific name such as zai-org-glm-5.3-flash-h100-tp8.json)
+    whose 'model' field is exactly `model`: one is the reference, several are an error."""
+    stem = safe_id(model)
+    name = stem + ".json"
+    dirs = artifacts_dirs()
+    for d in dirs:
         if (d / name).is_file():
             return d / name
+    candidates, seen = [], set()
+    for d in dirs:
+        try:
+            entries = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for entry in entries:
+            if not (entry.startswith(stem + "-") and entry.endswith(".json")):
+                continue
+            path = d / entry
+            key = path.resolve()
+            if key in seen or not path.is_file():
+                continue
+            seen.add(key)
+            if _model_field(path) == model:
+                candidates.append(path)
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise ReferenceError_(
+            f"{len(candidates)} golden references for model {model!r}: {', '.join(map(str, candidates))}",
+            "pass the file path of the one you mean",
+        )
     raise ReferenceError_(
-        f"no golden reference for model {model!r} (looked for {name} in {', '.join(map(str, artifacts_dirs()))})",
+        f"no golden reference for model {model!r} (looked for {name} and {stem}-*.json naming that model "
+        f"in {', '.join(map(str, dirs))})",
         "pass the reference file's path, or set MLVALIDATE_ARTIFACTS to its folder",
     )
 
@@ -62,12 +106,47 @@ def find_reference(model: str) -> Path:
 _MODEL_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # "org/name" or "name"
 
 
+def path_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as a file ("is a directory", "is a dangling symbolic link", ...),
+    or None when it is a regular file or when nothing at all is there (the caller says "not found")."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"is a dangling symbolic link (its target {target} does not exist)"
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (it never reaches a file)"
+        if e.errno == errno.ENOTDIR:
+            return None  # a path through a file: nothing is there
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a JSON file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    return None
+
+
 def resolve_reference_arg(arg: str) -> Path:
     """A CLI REFERENCE argument: an existing file, else a model id such as 'MiniMaxAI/MiniMax-M2.7'."""
     p = Path(arg)
-    if p.is_file():
+    problem = path_problem(p)
+    if problem is None and p.is_file():
         return p
-    if arg.endswith(".json") or not _MODEL_ID.match(arg):
+    looks_like_id = not arg.endswith(".json") and _MODEL_ID.match(arg) is not None
+    if problem is not None:
+        if looks_like_id and problem.startswith("is a directory"):
+            try:  # a folder that happens to carry a model id's name: the model id wins if it has a reference
+                return find_reference(arg)
+            except ReferenceError_:
+                pass
+        raise ReferenceError_(f"reference {arg} {problem}", "pass a golden-reference JSON file, or a model id")
+    if not looks_like_id:
         raise ReferenceError_(f"reference file not found: {arg}", "check the path, or pass a model id")
     return find_reference(arg)
 
@@ -87,7 +166,7 @@ class Reference:
     node_count: int
     nonces: np.ndarray  # int64 [N]
     vectors: np.ndarray  # float32 [N, k]; NaN rows where a computed vector is invalid
-    vectors_b64: list[str]
+    vectors_b64: list[str]  # a strict reference's strings, file order; empty for a computed file
     valid: np.ndarray  # bool [N]; always all True for a strict reference
     problems: dict[int, str] = field(default_factory=dict)  # nonce -> why invalid
     dist_threshold: float | None = None
@@ -97,7 +176,8 @@ class Reference:
     generated_at: str | None = None
     notes: str | None = None
     collection_batch_size: int | None = None
-    raw: dict = field(default_factory=dict, repr=False)
+    raw: dict = field(default_factory=dict, repr=False)  # the document without its artifacts
+    intake: IntakeResult | None = field(default=None, repr=False)  # a computed file's intake (strict=False)
 
     @property
     def n(self) -> int:
@@ -111,73 +191,101 @@ def _fail(where: str, msg: str, hint: str | None = None) -> ReferenceError_:
     return ReferenceError_(f"{where}: {msg}", hint)
 
 
-def _int_field(doc: dict, key: str, where: str, minimum: int | None = None) -> int:
+def _int_field(doc: dict, key: str, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
     v = doc.get(key, DEFAULTS.get(key))
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(where, f"field {key!r} must be an integer, got {v!r}")
+        raise _fail(where, f"field {key!r} must be an integer, got {_short(v)}")
     if minimum is not None and v < minimum:
         raise _fail(where, f"field {key!r} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise _fail(where, f"field {key!r} must be <= {maximum}, got {_short(v)}")
     return v
+
+
+def _short(v, limit: int = 60) -> str:
+    try:
+        text = repr(v)
+    except ValueError:  # an int past Python's digit limit
+        text = f"an integer of about {v.bit_length() * 3 // 10} digits" if isinstance(v, int) else type(v).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _str_field(doc: dict, key: str, where: str) -> str:
     v = doc.get(key)
     if not isinstance(v, str) or not v:
-        raise _fail(where, f"field {key!r} must be a non-empty string, got {v!r}")
+        raise _fail(where, f"field {key!r} must be a non-empty string, got {_short(v)}")
     return v
+
+
+def _finite(v) -> float | None:
+    """float(v) for a finite JSON number (bool excluded), else None (an int too large for a float too)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _float_or_none(doc: dict, key: str, where: str) -> float | None:
     v = doc.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _fail(where, f"field {key!r} must be a finite number, got {v!r}")
-    return float(v)
+    f = _finite(v)
+    if f is None:
+        raise _fail(where, f"field {key!r} must be a finite number, got {_short(v)}")
+    return f
 
 
-def parse_reference(doc, where: str = "reference", strict: bool = True, path: Path | None = None) -> Reference:
-    """Validate a decoded JSON document against the golden schema (spec §6)."""
+def _str_list(doc: dict, key: str, where: str) -> list[str]:
+    v = doc.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _fail(where, f"field {key!r} must be a list of strings, got {_short(v)}",
+                    'e.g. "additional_args": ["--tensor-parallel-size", "2"]')
+    return list(v)
+
+
+def parse_reference(doc, where: str = "reference", strict: bool = True, path: Path | None = None,
+                    against: Reference | None = None) -> Reference:
+    """Validate a decoded JSON document against the golden schema (spec §6).
+
+    strict (a reference): every defect is an error, duplicate or invalid nonces included.
+    strict=False (computed vectors): the artifacts go through the intake rule
+    (`poc.intake.Intake`): malformed entries, unusable rows and conflicting duplicates are
+    recorded for the comparison, not raised. `against`: the reference these vectors must
+    have been computed for; its PoC params (k_dim included) are checked before anything
+    is decoded."""
     if not isinstance(doc, dict):
-        raise _fail(where, f"top level must be a JSON object, got {type(doc).__name__}")
+        raise _fail(where, f"top level must be a JSON object, got {_json_type(doc)}",
+                    "is this a golden-reference JSON (spec §6)?")
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
         raise _fail(where, f"missing field(s): {', '.join(missing)}", "is this a golden-reference JSON (spec §6)?")
     model = _str_field(doc, "model", where)
     seq_len = _int_field(doc, "seq_len", where, 1)
-    k = _int_field(doc, "k_dim", where, 1)
+    k = _int_field(doc, "k_dim", where, 1, K_DIM_MAX)
     enc = doc.get("encoding")
     if enc is not None:
         if not isinstance(enc, dict):
-            raise _fail(where, f"field 'encoding' must be an object, got {enc!r}")
+            raise _fail(where, f"field 'encoding' must be an object, got {_short(enc)}")
         want = encoding_for(k)
         bad = {key: enc.get(key) for key in want if key in enc and enc[key] != want[key]}
         if bad:
-            raise _fail(where, f"encoding {bad} does not match the PoC v2 encoding {want}")
-    stat = doc.get("stat_test") or {}
-    if not isinstance(stat, dict):
-        raise _fail(where, f"field 'stat_test' must be an object, got {stat!r}")
+            raise _fail(where, f"encoding {_short(bad, 120)} does not match the PoC v2 encoding {want}")
+    stat_doc = doc.get("stat_test")
+    if stat_doc is None:
+        stat_doc = {}
+    if not isinstance(stat_doc, dict):
+        raise _fail(where, f"field 'stat_test' must be an object, got {_short(stat_doc)}")
     for key in ("p_mismatch", "fraud_threshold", "dist_threshold"):
-        _float_or_none(stat, key, f"{where}: stat_test")
-    arts = doc["artifacts"]
-    if not isinstance(arts, list) or not arts:
-        raise _fail(where, "field 'artifacts' must be a non-empty list")
-    nonces, b64 = [], []
-    for i, a in enumerate(arts):
-        if not isinstance(a, dict) or "nonce" not in a or "vector_b64" not in a:
-            raise _fail(where, f"artifact #{i} must be an object with 'nonce' and 'vector_b64', got {a!r:.80}")
-        n = a["nonce"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise _fail(where, f"artifact #{i}: nonce must be a non-negative integer, got {n!r}")
-        nonces.append(n)
-        b64.append(a["vector_b64"])
-    nonce_arr = np.asarray(nonces, dtype=np.int64)
-    uniq, counts = np.unique(nonce_arr, return_counts=True)
-    if (counts > 1).any():
-        raise _fail(where, f"duplicate nonces: {uniq[counts > 1][:10].tolist()}", "every nonce may appear once")
-
-    vectors, valid, problems = _decode(b64, k, nonce_arr, where, strict)
-    return Reference(
+        _float_or_none(stat_doc, key, f"{where}: stat_test")
+    cbs = doc.get("collection_batch_size")
+    if cbs is not None and (isinstance(cbs, bool) or not isinstance(cbs, int) or cbs < 1):
+        raise _fail(where, f"field 'collection_batch_size' must be a positive integer or null, got {_short(cbs)}")
+    ref = Reference(
         path=path,
         model=model,
         seq_len=seq_len,
@@ -187,20 +295,88 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
         block_height=_int_field(doc, "block_height", where, 0),
         node_id=_int_field(doc, "node_id", where, 0),
         node_count=_int_field(doc, "node_count", where, 1),
-        nonces=nonce_arr,
-        vectors=vectors,
-        vectors_b64=b64,
-        valid=valid,
-        problems=problems,
+        nonces=np.zeros(0, np.int64),
+        vectors=np.zeros((0, k), np.float32),
+        vectors_b64=[],
+        valid=np.zeros(0, bool),
         dist_threshold=_float_or_none(doc, "dist_threshold", where),
-        stat_test=dict(stat),
-        additional_args=[str(a) for a in doc.get("additional_args") or []],
+        stat_test=dict(stat_doc),
+        additional_args=_str_list(doc, "additional_args", where),
         source=doc.get("source"),
         generated_at=doc.get("generated_at"),
         notes=doc.get("notes"),
-        collection_batch_size=doc.get("collection_batch_size"),
-        raw=doc,
+        collection_batch_size=cbs,
+        raw={key: v for key, v in doc.items() if key != "artifacts"},
     )
+    if against is not None:
+        diff = same_poc_params(against, ref)
+        if diff:
+            raise ReferenceError_(
+                f"{where} was not computed with the reference's PoC params ({'; '.join(diff)})",
+                "compute the vectors with the reference's model, seq_len, k_dim, block_hash and public_key",
+            )
+    arts = doc["artifacts"]
+    if not isinstance(arts, list) or not arts:
+        raise _fail(where, f"field 'artifacts' must be a non-empty list, got {_short(arts)}")
+    if strict:
+        _strict_artifacts(ref, arts, where)
+    else:
+        intake = Intake(k)
+        intake.add(arts, asked=None, where="artifacts")
+        res = intake.result()
+        ref.nonces, ref.vectors, ref.problems, ref.intake = res.nonces, res.vectors, dict(res.problems), res
+        ref.valid = np.isfinite(res.vectors).all(axis=1) if res.n else np.zeros(0, bool)
+    return ref
+
+
+def _json_type(v) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _strict_artifacts(ref: Reference, arts: list, where: str) -> None:
+    """A reference's artifacts: every entry an object with a valid nonce (once) and a good vector."""
+    nonce_arr, b64 = _fast_artifacts(arts)
+    if nonce_arr is None:
+        nonce_arr, b64 = _checked_artifacts(arts, where)
+    uniq, counts = np.unique(nonce_arr, return_counts=True)
+    if (counts > 1).any():
+        raise _fail(where, f"duplicate nonces: {uniq[counts > 1][:10].tolist()}", "every nonce may appear once")
+    ref.vectors, ref.valid, ref.problems = _decode(b64, ref.k_dim, nonce_arr, where, True)
+    ref.nonces, ref.vectors_b64 = nonce_arr, b64
+
+
+def _fast_artifacts(arts: list) -> tuple[np.ndarray | None, list]:
+    """(nonces, vector strings) when every entry is well-formed, in a few C-speed passes;
+    (None, []) at the first doubt, and `_checked_artifacts` finds and names the bad entry."""
+    try:
+        nonces = [a["nonce"] for a in arts]
+        b64 = [a["vector_b64"] for a in arts]
+    except (TypeError, KeyError, IndexError):
+        return None, []
+    if set(map(type, nonces)) != {int}:  # bool, float, str, list, null: the checked path names it
+        return None, []
+    try:
+        arr = np.asarray(nonces, dtype=np.int64)
+    except OverflowError:  # a nonce >= 2^63 (or < -2^63)
+        return None, []
+    if arr.size and arr.min() < 0:
+        return None, []
+    return arr, b64
+
+
+def _checked_artifacts(arts: list, where: str) -> tuple[np.ndarray, list]:
+    nonces, b64 = [], []
+    for i, a in enumerate(arts):
+        if not isinstance(a, dict) or "nonce" not in a or "vector_b64" not in a:
+            raise _fail(where, f"artifact #{i} must be an object with 'nonce' and 'vector_b64', got {_short(a, 80)}")
+        n = a["nonce"]
+        if type(n) is not int or not 0 <= n < NONCE_LIMIT:  # bool and float excluded by the exact type
+            raise _fail(where, f"artifact #{i}: nonce must be a non-negative integer below 2^63, got {_short(n)}",
+                        "a golden reference holds JSON integer nonces only")
+        nonces.append(n)
+        b64.append(a["vector_b64"])
+    return np.asarray(nonces, dtype=np.int64), b64
 
 
 def _decode(b64: list, k: int, nonces: np.ndarray, where: str, strict: bool):
@@ -235,16 +411,33 @@ def _decode(b64: list, k: int, nonces: np.ndarray, where: str, strict: bool):
 
 
 def _read_json(path: Path, what: str):
+    """The decoded JSON of a file; every way it can fail is one ReferenceError_ saying which."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise ReferenceError_(f"{what} {path} {problem}", "pass a JSON file")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ReferenceError_(f"{what} file not found: {path}", "check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReferenceError_(f"cannot read {what} {path}: {e}") from None
+    except OSError as e:
+        raise ReferenceError_(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ReferenceError_(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
+            "golden-reference files are UTF-8 JSON",
+        ) from None
+    del data
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ReferenceError_(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise ReferenceError_(f"{path}: not a usable JSON document (nested too deeply to parse)",
+                              "golden-reference files are at most a few levels deep") from None
+    except ValueError as e:  # e.g. an integer literal past Python's digit limit
+        raise ReferenceError_(f"{path}: not a usable JSON document ({' '.join(str(e).split())[:120]})") from None
 
 
 def load_reference(path_or_model: str | Path, model: str | None = None) -> Reference:
@@ -259,10 +452,13 @@ def load_reference(path_or_model: str | Path, model: str | None = None) -> Refer
     return ref
 
 
-def load_computed(path: str | Path) -> Reference:
-    """Load a file of computed vectors (golden schema); per-vector defects become 'invalid'."""
+def load_computed(path: str | Path, against: Reference | None = None) -> Reference:
+    """Load a file of computed vectors (golden schema) through the intake rule: malformed
+    entries, unusable vectors and conflicting duplicates are recorded (`.intake`,
+    `.problems`, NaN rows), not raised. `against`: the reference the vectors are for; its
+    PoC params, k_dim included, must match before any vector is decoded."""
     p = Path(path)
-    return parse_reference(_read_json(p, "computed vectors"), where=str(p), strict=False, path=p)
+    return parse_reference(_read_json(p, "computed vectors"), where=str(p), strict=False, path=p, against=against)
 
 
 def same_poc_params(a: Reference, b: Reference) -> list[str]:
@@ -286,9 +482,36 @@ class ResolvedStatTest:
         return {"values": self.values.as_dict(), "source": dict(self.sources)}
 
 
+def stat_test_problem(vals: dict, n_total: int | None) -> str | None:
+    """Why a stat test (dist_threshold, p_mismatch, fraud_threshold) is unusable, or None.
+
+    A test that cannot fail is unusable: an L2 gate at or past 2 (PoC vectors are unit
+    vectors, so no pair is farther apart) or non-finite, probabilities outside (0, 1), and
+    settings under which even n_total mismatches out of n_total are not fraud."""
+    d = vals["dist_threshold"]
+    if not (math.isfinite(d) and d > 0):
+        return f"dist_threshold must be a finite number > 0, got {d:g}"
+    if d >= 2:
+        return (f"dist_threshold {d:g} is >= 2, the largest L2 distance between two unit vectors: every vector "
+                "would match, so this test cannot fail")
+    for k in ("p_mismatch", "fraud_threshold"):
+        v = vals[k]
+        if not (math.isfinite(v) and 0 < v < 1):
+            return f"{k} must be a number in (0, 1), got {v:g}"
+    if n_total:
+        p, f = vals["p_mismatch"], vals["fraud_threshold"]
+        if fraud_cutoff(n_total, p, f) is None:
+            p_all = binomial_p_value(n_total, n_total, p)
+            return (f"with p_mismatch {p:g} even {n_total}/{n_total} mismatches give p={p_all:.4g} >= "
+                    f"fraud_threshold {f:g}: this test cannot fail")
+    return None
+
+
 def resolve_stat_test(ref: Reference | None, overrides: dict | None = None) -> ResolvedStatTest:
     """dist_threshold comes from the reference's TOP-LEVEL field (a stat_test.dist_threshold is
-    ignored, as the node tooling does); p_mismatch and fraud_threshold from its stat_test."""
+    ignored, as the node tooling does); p_mismatch and fraud_threshold from its stat_test.
+    A stat test that cannot fail (see `stat_test_problem`; n_total = the reference's nonce
+    count) is refused with a ReferenceError_."""
     vals = SERVER_DEFAULTS.as_dict()
     src = {k: "server-default" for k in vals}
     if ref is not None:
@@ -305,11 +528,14 @@ def resolve_stat_test(ref: Reference | None, overrides: dict | None = None) -> R
             if k not in vals:
                 raise ValueError(f"unknown stat-test key {k!r}")
             vals[k], src[k] = float(v), "cli"
-    if not vals["dist_threshold"] > 0:
-        raise ReferenceError_(f"dist_threshold must be > 0, got {vals['dist_threshold']}")
-    for k in ("p_mismatch", "fraud_threshold"):
-        if not 0 < vals[k] < 1:
-            raise ReferenceError_(f"{k} must be in (0, 1), got {vals[k]}")
+    problem = stat_test_problem(vals, ref.n if ref is not None else None)
+    if problem:
+        origin = ", ".join(f"{k} from {src[k]}" for k in vals)
+        raise ReferenceError_(
+            f"stat test refused: {problem} ({origin})",
+            "use --threshold / --p-mismatch / --fraud-threshold values under which a cheating node can fail, "
+            "or fix the reference's dist_threshold / stat_test",
+        )
     return ResolvedStatTest(StatTest(**vals), src)
 
 

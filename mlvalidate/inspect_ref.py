@@ -5,19 +5,36 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
 from .artifacts import load_reference, resolve_stat_test
 from .poc.stats import fraud_cutoff
 from .report.text import cutoff_line, histogram, percentiles_line, stat_test_line
 
 
+PAIRWISE_SAMPLE = 2000  # at most this many vectors enter the pairwise statistics (~2M pairs, a few MB)
+
+
+def pairwise_sample(n: int, limit: int = PAIRWISE_SAMPLE) -> np.ndarray:
+    """Row indices of the vectors whose pairwise distances are summarised: all of them up to
+    `limit`, else a fixed-seed random sample of `limit` (sorted): the same file always gives
+    the same numbers, and memory stays bounded whatever N is."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
+
+
 def pairwise_distances(vectors: np.ndarray) -> np.ndarray:
-    """All N(N-1)/2 pairwise L2 distances, in one batched op."""
-    v = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
-    d = torch.cdist(v.double(), v.double())
-    iu = torch.triu_indices(len(v), len(v), offset=1)
-    return d[iu[0], iu[1]].numpy()
+    """All M(M-1)/2 pairwise L2 distances of M vectors (float64, row by row: O(M^2) output, O(M k) work
+    memory). Callers bound M (see `pairwise_sample`)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    m = len(v)
+    out = np.empty(m * (m - 1) // 2, dtype=np.float64)
+    pos = 0
+    for i in range(m - 1):
+        d = np.sqrt(np.square(v[i + 1 :] - v[i]).sum(axis=1))
+        out[pos : pos + d.size] = d
+        pos += d.size
+    return out
 
 
 def _nonce_range(nonces: np.ndarray) -> str:
@@ -29,8 +46,9 @@ def _nonce_range(nonces: np.ndarray) -> str:
 def reference_summary(arg: str) -> dict:
     ref = load_reference(arg)
     st = resolve_stat_test(ref)
-    norms = np.linalg.norm(ref.vectors.astype(np.float64), axis=1)
-    pw = pairwise_distances(ref.vectors)
+    norms = np.sqrt(np.einsum("ij,ij->i", ref.vectors, ref.vectors, dtype=np.float64))  # no N x k float64 copy
+    sample = pairwise_sample(ref.n)
+    pw = pairwise_distances(ref.vectors[sample])
     ignored = None
     if "dist_threshold" in ref.stat_test and ref.stat_test["dist_threshold"] != ref.dist_threshold:
         ignored = ref.stat_test["dist_threshold"]
@@ -55,6 +73,8 @@ def reference_summary(arg: str) -> dict:
         "norm_min": float(norms.min()),
         "norm_max": float(norms.max()),
         "pairwise_l2": {
+            "n_vectors": int(sample.size),
+            "sampled": bool(sample.size < ref.n),
             "n_pairs": int(pw.size),
             "min": float(pw.min()) if pw.size else None,
             "median": float(np.median(pw)) if pw.size else None,
@@ -97,6 +117,9 @@ def inspect_reference(arg: str, as_json: bool = False) -> int:
         f"vector norms  {s['norm_min']:.5f} .. {s['norm_max']:.5f}  (unit vectors up to fp16 rounding)",
         f"pairwise L2   {percentiles_line(pw)}  ({pw.size} pairs; random unit vectors in R^{ref.k_dim} average ≈ 1.41)",
     ]
+    if s["pairwise_l2"]["sampled"]:
+        lines.append(f"              pairwise L2 over a sample of {s['pairwise_l2']['n_vectors']} of {ref.n} vectors "
+                     "(fixed seed)")
     lines += histogram(pw, 0.0, 2.0, bins=10, mark=st.values.dist_threshold)
     lines += [
         f"batch size    {bs if bs is not None else 'not recorded (numerics depend on it; nodes default to 32)'}",

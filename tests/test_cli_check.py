@@ -126,9 +126,13 @@ def test_check_cli_overrides_change_the_verdict_and_say_so(tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["stat_test_source"] == {"dist_threshold": "reference", "p_mismatch": "cli", "fraud_threshold": "cli"}
     assert s["fraud_cutoff"] == 3
-    # a threshold above 2 makes even negated vectors match
-    assert main(["check", str(MINIMAX), path, "--threshold", "2.5"]) == 0
-    assert capsys.readouterr().out.startswith("VERDICT: PASS\n")
+    # a threshold above 2 would make even negated vectors match: a test that cannot fail is refused
+    assert main(["check", str(MINIMAX), path, "--threshold", "2.5"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "dist_threshold 2.5 is >= 2" in cap.err and "cannot fail" in cap.err
+    # a looser gate that can still fail: the negated vectors (L2 = 2) still mismatch
+    assert main(["check", str(MINIMAX), path, "--threshold", "1.5"]) == 0
+    assert "over threshold 3" in capsys.readouterr().out
 
 
 def test_check_refuses_vectors_for_other_poc_params(tmp_path, capsys):

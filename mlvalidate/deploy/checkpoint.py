@@ -87,6 +87,8 @@ def _read_json(path: Path, what: str) -> object:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, _DuplicateKey) as e:
         raise CheckpointError(f"{what} {path} is not valid JSON: {e}", hint=_NEXT_PULL) from e
+    except RecursionError:
+        raise CheckpointError(f"{what} {path} is not usable JSON: nested too deeply to parse", hint=_NEXT_PULL) from None
 
 
 class _DuplicateKey(ValueError):
@@ -201,6 +203,10 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, TensorHeader]:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"{path} has an unparseable safetensors header: {e}", hint=_NEXT_PULL) from e
+    except RecursionError:
+        raise CheckpointError(
+            f"{path} has an unparseable safetensors header: JSON nested too deeply", hint=_NEXT_PULL
+        ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a safetensors header that is not a JSON object", hint=_NEXT_PULL)
 

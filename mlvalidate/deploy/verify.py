@@ -219,6 +219,9 @@ def _commit_problems(root: Path, scan: CheckpointScan, report: VerifyReport) -> 
     except MlvalidateError as e:
         problems.append(str(e))
         record = None
+    except RecursionError:  # pull.read_pull_record catches ValueError only
+        problems.append(f"pull record {root / RECORD_FILE} is unreadable: JSON nested too deeply")
+        record = None
 
     weights = INDEX_FILE if (root / INDEX_FILE).is_file() else SINGLE_FILE
     files = [CONFIG_FILE, weights, *sorted(set(scan.index.values()))]
