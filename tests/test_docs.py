@@ -185,7 +185,6 @@ def test_document_name_parser(line, cited):
     assert [m.group(1) for m in _MD_NAME.finditer(line) if _is_citation(m)] == cited
 
 
-@pytest.mark.xfail(strict=True, reason="citations are rewritten on main after the docs land")
 def test_no_citation_names_a_missing_document():
     paths, names = _repo_markdown()
     bad = []

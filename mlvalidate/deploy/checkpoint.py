@@ -15,7 +15,7 @@ Everything read from disk is untrusted: each malformed case raises `CheckpointEr
 one-line message and a next step. Headers are read without touching tensor data, so
 `tensor_headers` is cheap even for the 230 GB MiniMax-M2.7 checkpoint.
 
-Block FP8 (MINIMAX_M2.md §3): `X.weight` is F8_E4M3 [out, in] with `X.weight_scale_inv` F32
+Block FP8 (docs/minimax-m2.md §3): `X.weight` is F8_E4M3 [out, in] with `X.weight_scale_inv` F32
 [ceil(out/128), ceil(in/128)], and W[r, c] = float(q[r, c]) * scale_inv[r // 128, c // 128]
 (a multiply, despite the name).
 """

@@ -11,7 +11,7 @@ seconds on the 230 GB MiniMax-M2.7 checkpoint.
    shapes, tensors tiling the file exactly — a truncated shard fails); every tensor of the
    index is in its shard, and no shard holds a tensor the index does not place there.
 2. MiniMax-M2 only (model_type minimax_m2; other model types get step 1 and 3 and a note):
-   every tensor's dtype and shape follow from config.json (MINIMAX_M2.md §3) —
+   every tensor's dtype and shape follow from config.json (docs/minimax-m2.md §3) —
    embed_tokens / lm_head BF16 [vocab, hidden]; q/k/v/o_proj from heads, kv heads, head_dim;
    experts w1/w3 [intermediate, hidden], w2 [hidden, intermediate]; with an fp8
    quantization_config each projection is F8_E4M3 plus F32 `weight_scale_inv`
