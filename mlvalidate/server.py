@@ -17,7 +17,6 @@ import urllib.request
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
-from .engines.poc_http import VLLM, PocApi, explain, replica_stats
+from .engines.poc_http import VLLM, PocApi, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem
 
@@ -173,7 +173,7 @@ class _CallbackSink:
 
 
 def measure_throughput(
-    url: str,
+    http: HttpClient,
     body: dict,
     *,
     batch_size: int,
@@ -190,7 +190,6 @@ def measure_throughput(
     """Run the node's generation loop and sample it. `body` carries the PoC request fields
     (block_hash, block_height, public_key, node_id, node_count, params); `api` says where they
     go (a vLLM node: one group of one; an MLNode assigns a group per replica itself)."""
-    http = HttpClient(url, request_timeout=60, deadline_s=deadline_s, log=log)
     http.until = time.monotonic() + warmup_s + measure_s + deadline_s  # the phase's own deadline
     sink = _CallbackSink(callback_host, set(spot_nonces or ()), k_dim) if callback_host and spot_nonces else None
     res = ThroughputResult(warmup_s=warmup_s, batch_size=batch_size, api=api.name,
@@ -202,9 +201,7 @@ def measure_throughput(
         start["url"] = sink.url
     model = body["params"]["model"]
     try:
-        if api.is_running(http.request("GET", api.path("/status"))):
-            log("    a generation loop is already running on the node: stopping it first")
-            http.request("POST", api.path("/stop"))
+        stop_if_running(http, api, model, log, why="to start one of ours")
         r = http.request("POST", api.path("/init/generate"), start)
         if r.status != 200:
             raise EngineError(f"could not start generation: {explain(r, model, api)}")
@@ -243,10 +240,8 @@ def measure_throughput(
     finally:
         http.until = None  # stopping the node's loop gets its own short deadline, also after the phase's
         try:
-            r = http.request("POST", api.path("/stop"), {}, deadline_s=min(30.0, deadline_s))
-            res.stopped = r.status == 200
-            if not res.stopped:
-                log(f"    could not stop generation: {explain(r, model, api)}")
+            stop(http, api, model, deadline_s=min(30.0, deadline_s))
+            res.stopped = True
         except EngineError as e:
             log(f"    could not stop generation: {e.one_line()}")
         if sink:
@@ -265,7 +260,7 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
     from .poc.stats import compare_intake
 
     body = {k: v for k, v in engine.body(PocParams.from_reference(ref)).items() if k != "poc_stronger_rng"}
-    res = measure_throughput(engine.url, body, batch_size=opts.batch_size, warmup_s=opts.warmup_s,
+    res = measure_throughput(engine.http, body, batch_size=opts.batch_size, warmup_s=opts.warmup_s,
                              measure_s=opts.measure_s, sample_interval_s=opts.sample_interval_s,
                              spot_nonces=set(ref.nonces.tolist()), k_dim=ref.k_dim, callback_host=opts.callback_host,
                              deadline_s=deadline_s, api=engine.api, log=log)

@@ -46,8 +46,6 @@ import contextlib
 import ctypes
 import datetime as _dt
 import errno
-import http.client
-import json
 import os
 import re
 import shlex
@@ -56,15 +54,14 @@ import socket
 import sys
 import threading
 import time
-import urllib.error
 import uuid
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import psutil
 
+from ..engines.http import HttpClient
 from ..errors import LaunchError
 
 DEFAULT_PORT = 5000
@@ -371,16 +368,10 @@ def _release_subreaper() -> None:
             _subreaper_ours = False
 
 
-def _get(url: str, timeout: float) -> tuple[int | None, bytes]:
-    """(HTTP status, body) of a GET; (None, b"") when nothing answered. Proxies are bypassed."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as r:
-            return r.status, r.read(1 << 20)
-    except urllib.error.HTTPError as e:
-        return e.code, b""
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
-        return None, b""
+def _get(client: HttpClient, path: str, timeout: float):
+    """(HTTP status, parsed body) of one GET; (None, None) when nothing answered."""
+    r = client.probe(path, timeout)
+    return (None, None) if r is None else (r.status, r.body)
 
 
 def default_log_path(port: int) -> Path:
@@ -571,6 +562,7 @@ class VllmServer:
         deadline = self._t0 + self.startup_timeout
         health = models = None
         listed: list[str] = []
+        client = HttpClient(self.url, max_body_bytes=1 << 20)  # loopback: never through a proxy
         while True:
             self._track_descendants()
             self._reap_orphans()
@@ -578,9 +570,9 @@ class VllmServer:
             if self._proc.poll() is not None:
                 self._finish_status()
                 raise self._exited(before_ready=True)
-            health, _ = _get(self.url + "/health", PROBE_TIMEOUT)
+            health, _ = _get(client, "/health", PROBE_TIMEOUT)
             if health == 200:
-                models, body = _get(self.url + "/v1/models", PROBE_TIMEOUT)
+                models, body = _get(client, "/v1/models", PROBE_TIMEOUT)
                 listed = _model_ids(body) if models == 200 else []
                 if self._lists_model(listed):
                     self.ready_after_s = time.monotonic() - self._t0
@@ -813,12 +805,10 @@ def _check_model_path(model: str) -> None:
         raise LaunchError(f"{model} has no config.json", "pass --model the checkpoint directory itself")
 
 
-def _model_ids(body: bytes) -> list[str]:
-    try:
-        data = json.loads(body).get("data", [])
-        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
-    except (ValueError, AttributeError, TypeError):
-        return []
+def _model_ids(body) -> list[str]:
+    """The model ids a /v1/models answer lists (none when it is not that shape)."""
+    data = body.get("data") if isinstance(body, dict) else None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m] if isinstance(data, list) else []
 
 
 def _state(health, models, listed, names) -> str:

@@ -153,6 +153,14 @@ class HttpClient:
         raise EngineError(f"{method} {url} failed after {attempt} attempt(s) within the deadline: {last}",
                           "is the node up and answering? (--timeout bounds the whole wait)")
 
+    def probe(self, path: str, timeout_s: float) -> Response | None:
+        """One GET, no retry (a readiness poll): the answer, or None when nothing answered in time."""
+        try:
+            status, raw = self._attempt("GET", self.base + path, None, timeout_s)
+        except (TimeoutError, _TooLarge, httpx.HTTPError):
+            return None
+        return Response(status, parse_json(raw))
+
     def _attempt(self, method: str, url: str, data: bytes | None, timeout_s: float) -> tuple[int, bytes]:
         """One request, connect to last byte, within timeout_s (TimeoutError past it)."""
         box: dict = {}

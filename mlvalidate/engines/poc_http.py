@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..errors import EngineError
 from ..poc.intake import Intake
@@ -120,6 +119,23 @@ def request_body(model: str, params: PocParams) -> dict:
     }
 
 
+def stop_if_running(http: HttpClient, api: PocApi, model: str, log, why: str) -> bool:
+    """Stop the node's init/generate loop if its status says one runs; True if one ran."""
+    st = http.request("GET", api.path("/status"))
+    if not api.is_running(st):
+        return False
+    log(f"    a PoC generation loop is running on the node (status {st.body.get('status')}): stopping it first ({why})")
+    stop(http, api, model)
+    return True
+
+
+def stop(http: HttpClient, api: PocApi, model: str, deadline_s: float | None = None) -> None:
+    """POST the stop route; EngineError when the node does not confirm it."""
+    r = http.request("POST", api.path("/stop"), {}, deadline_s=deadline_s)
+    if r.status != 200:
+        raise EngineError(f"could not stop the node's generation loop: {explain(r, model, api)}")
+
+
 def artifacts_of(body, where: str):
     """The `artifacts` of a /generate answer (whatever JSON value it is: the intake judges it);
     an answer that is not a JSON object with that key is an error."""
@@ -158,15 +174,7 @@ class PocHttpEngine:
 
     def stop_generation_if_running(self) -> bool:
         """Stop a running init/generate loop (wait=true would block behind it); True if one ran."""
-        st = self.http.request("GET", self.api.path("/status"))
-        if self.api.is_running(st):
-            self.log(f"    a PoC generation loop is running on the node (status {st.body.get('status')}): "
-                     "stopping it first (wait=true would block)")
-            r = self.http.request("POST", self.api.path("/stop"))
-            if r.status != 200:
-                raise EngineError(f"could not stop the node's generation loop: {self.explain(r)}")
-            return True
-        return False
+        return stop_if_running(self.http, self.api, self.model, self.log, why="wait=true would block")
 
     def node_verdict(self, nonces: list[int], vectors_b64: list[str], params: PocParams, batch_size: int,
                      stat_test: dict) -> dict:
