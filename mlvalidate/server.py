@@ -298,6 +298,8 @@ class PocService:
             try:
                 self.http.post(url, json=body).raise_for_status()
                 return True
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol):  # no retry can help: dropped at once
+                return False
             except (httpx.HTTPError, RuntimeError):  # RuntimeError: the client was closed meanwhile
                 continue
         return False

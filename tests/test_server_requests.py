@@ -213,6 +213,7 @@ def test_a_callback_that_fails_twice_is_delivered_on_the_third_try(server, monke
 
 
 def test_a_callback_is_dropped_after_the_retry_limit_and_the_queue_goes_on(server, monkeypatch):
+    """Refused, failing and malformed callback URLs never stop the /generate queue."""
     monkeypatch.setattr(srv, "CALLBACK_BACKOFF_SEC", (0.01, 0.02))
     monkeypatch.setattr(srv, "CALLBACK_MAX_RETRIES", 3)
     rx = _Receiver(fail=10**6)
@@ -223,6 +224,8 @@ def test_a_callback_is_dropped_after_the_retry_limit_and_the_queue_goes_on(serve
         s = server()
         _call(s.url, "/api/v1/pow/generate", {**BODY, "nonces": [1], "url": rx.url})
         _call(s.url, "/api/v1/pow/generate", {**BODY, "nonces": [2], "url": refused})
+        for bad_url in ("localhost:8011", "ftp://host/x", "http://[::1"):  # never deliverable: dropped at once
+            _call(s.url, "/api/v1/pow/generate", {**BODY, "nonces": [4], "url": bad_url})
         code, q = _call(s.url, "/api/v1/pow/generate", {**BODY, "nonces": [3]})
         for _ in range(300):
             res = json.loads(urllib.request.urlopen(f"{s.url}/api/v1/pow/generate/{q['request_id']}", timeout=30).read())
