@@ -3,7 +3,8 @@
 For dry runs and tests: a client written for a Gonka vLLM node works against it unchanged —
 same paths, fields, status codes, the /generate queue, init/generate + status + stop with the
 NonceIterator layout — plus vLLM's /health and /v1/models. Standard library HTTP server,
-one thread per connection; one PoC computation at a time (the engine lock).
+one thread per connection; one PoC computation at a time (the engine lock). Request bodies are
+pydantic models (422 details as FastAPI gives them); callbacks are posted with httpx.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import os
 import re
 import threading
 import time
-import urllib.request
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .engines.base import PocParams
 from .poc.codec import ENCODING, encode_vectors
@@ -30,6 +32,7 @@ MAX_QUEUED_NONCES = int(os.environ.get("POC_MAX_QUEUED_NONCES", "100000"))
 RESULT_TTL_SEC = float(os.environ.get("POC_GENERATE_RESULT_TTL_SEC", "300"))
 CALLBACK_INTERVAL_SEC = float(os.environ.get("POC_CALLBACK_INTERVAL_SEC", "5"))
 CALLBACK_MAX_RETRIES = int(os.environ.get("POC_CALLBACK_MAX_RETRIES", "10"))
+CALLBACK_BACKOFF_SEC = (1.0, 30.0)  # first wait after a failed callback, doubling up to the second
 
 
 class ApiError(Exception):
@@ -39,76 +42,65 @@ class ApiError(Exception):
 
 
 # ----------------------------------------------------------------------------------------
-# request bodies: a small strict reader with pydantic-style 422 details
+# request bodies (§5.1): strict pydantic models; errors become FastAPI's 422 details
 # ----------------------------------------------------------------------------------------
-_REQ = object()
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True)  # `true` is not an int, "5" is not an int, 3.0 is not an int
 
 
-def _err(loc: list, msg: str, typ: str) -> dict:
-    return {"loc": ["body", *loc], "msg": msg, "type": typ}
+class PocParamsModel(_Strict):
+    model_config = ConfigDict(strict=True, extra="forbid")  # an unknown params field: 422 (§5.1)
+    model: str
+    seq_len: int
+    k_dim: int = 12
 
 
-def _read(body: dict, spec: dict, loc: list, forbid_extra: bool, errors: list) -> dict:
-    out = {}
-    if not isinstance(body, dict):
-        errors.append(_err(loc, "Input should be a valid dictionary", "dict_type"))
-        return out
-    for key, (kind, default) in spec.items():
-        if key not in body or (body[key] is None and default is None and default is not _REQ):
-            if default is _REQ:
-                errors.append(_err(loc + [key], "Field required", "missing"))
-            else:
-                out[key] = default
-            continue
-        v = body[key]
-        ok = {
-            "str": isinstance(v, str),
-            "int": isinstance(v, int) and not isinstance(v, bool),
-            "bool": isinstance(v, bool),
-            "int_list": isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
-            "obj": isinstance(v, dict),
-        }[kind]
-        if not ok:
-            errors.append(_err(loc + [key], f"Input should be a valid {kind.replace('_', ' ')}", f"{kind}_type"))
-        out[key] = v
-    if forbid_extra:
-        for key in body:
-            if key not in spec:
-                errors.append(_err(loc + [key], "Extra inputs are not permitted", "extra_forbidden"))
-    return out
+class ArtifactModel(_Strict):
+    nonce: int
+    vector_b64: str
 
 
-PARAMS_SPEC = {"model": ("str", _REQ), "seq_len": ("int", _REQ), "k_dim": ("int", 12)}
-COMMON_SPEC = {
-    "block_hash": ("str", _REQ), "block_height": ("int", _REQ), "public_key": ("str", _REQ),
-    "node_id": ("int", _REQ), "node_count": ("int", _REQ), "params": ("obj", _REQ),
-    "batch_size": ("int", BATCH_SIZE_DEFAULT), "url": ("str", None), "poc_stronger_rng": ("bool", False),
-}
-INIT_SPEC = {**COMMON_SPEC, "group_id": ("int", 0), "n_groups": ("int", 1)}
-GENERATE_SPEC = {**COMMON_SPEC, "nonces": ("int_list", _REQ), "wait": ("bool", False),
-                 "validation": ("obj", None), "stat_test": ("obj", None)}
-STAT_DEFAULTS = SERVER_DEFAULTS.as_dict()  # a stat_test object's keys and the node's defaults
+class ValidationModel(_Strict):
+    artifacts: list[ArtifactModel]
 
 
-def parse_body(body, spec: dict) -> dict:
-    errors: list = []
-    req = _read(body, spec, [], False, errors)
-    if isinstance(req.get("params"), dict):
-        req["params"] = _read(req["params"], PARAMS_SPEC, ["params"], True, errors)
-    if req.get("batch_size") is not None and req["batch_size"] < 1 and not errors:
-        errors.append(_err(["batch_size"], "Input should be greater than 0", "greater_than"))
-    st = req.get("stat_test")
-    if isinstance(st, dict):
-        vals = {}
-        for k, default in STAT_DEFAULTS.items():
-            v = st.get(k, default)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                errors.append(_err(["stat_test", k], "Input should be a valid number", "float_type"))
-            vals[k] = v
-        req["stat_test"] = vals
-    if errors:
-        raise ApiError(422, errors)
-    return req
+class StatTestModel(_Strict):  # the node's defaults (§4), not a reference's
+    dist_threshold: float = SERVER_DEFAULTS.dist_threshold
+    p_mismatch: float = SERVER_DEFAULTS.p_mismatch
+    fraud_threshold: float = SERVER_DEFAULTS.fraud_threshold
+
+
+class _PocRequest(_Strict):
+    block_hash: str
+    block_height: int
+    public_key: str
+    node_id: int
+    node_count: int
+    params: PocParamsModel
+    batch_size: int = Field(default_factory=lambda: BATCH_SIZE_DEFAULT, gt=0)  # read per request
+    url: str | None = None
+    poc_stronger_rng: bool = False
+
+
+class InitGenerateRequest(_PocRequest):
+    group_id: int = 0
+    n_groups: int = 1
+
+
+class GenerateRequest(_PocRequest):
+    nonces: list[int]
+    wait: bool = False
+    validation: ValidationModel | None = None
+    stat_test: StatTestModel | None = None
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> dict:
+    """The request as a plain dict (defaults filled in), or ApiError 422 with pydantic's errors."""
+    try:
+        return model.model_validate_json(raw).model_dump()
+    except ValidationError as e:
+        raise ApiError(422, [{"loc": ["body", *d["loc"]], "msg": d["msg"], "type": d["type"]}
+                             for d in e.errors(include_url=False)]) from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -143,6 +135,7 @@ class PocService:
         self.jobs: OrderedDict[str, _Job] = OrderedDict()
         self.queue_cv = threading.Condition(self.state_lock)
         self.closed = False
+        self.http = httpx.Client(timeout=30.0, trust_env=False)  # callbacks; no proxy from the environment
         self.worker = threading.Thread(target=self._queue_worker, name="poc-generate-queue", daemon=True)
         self.worker.start()
 
@@ -187,12 +180,7 @@ class PocService:
 
     def validate_validation(self, req: dict) -> None:
         val = req.get("validation")
-        if val is None:
-            return
-        arts = val.get("artifacts")
-        if not isinstance(arts, list) or not all(isinstance(a, dict) and "nonce" in a and "vector_b64" in a for a in arts):
-            raise ApiError(422, [_err(["validation", "artifacts"], "Input should be a list of {nonce, vector_b64}", "list_type")])
-        if {a["nonce"] for a in arts} != set(req["nonces"]):
+        if val is not None and {a["nonce"] for a in val["artifacts"]} != set(req["nonces"]):
             raise ApiError(400, "validation artifacts nonces must match the requested nonces")
 
     def enqueue(self, req: dict) -> dict:
@@ -245,7 +233,7 @@ class PocService:
                 path = "validated" if job.req.get("validation") is not None else "generated"
                 body = {k: v for k, v in job.result.items() if k != "status"}
                 body.update({k: job.req[k] for k in ("block_hash", "block_height", "public_key", "node_id")})
-                _post_with_retries(job.req["url"].rstrip("/") + "/" + path, body)
+                self.post_callback(job.req["url"].rstrip("/") + "/" + path, body)
 
     # ---- init/generate loop ----
     def start_loop(self, req: dict) -> None:
@@ -277,7 +265,7 @@ class PocService:
                 if time.monotonic() - last_cb >= CALLBACK_INTERVAL_SEC and loop["buffer"]:
                     arts, loop["buffer"] = loop["buffer"], []
                     body = {k: req[k] for k in ("public_key", "block_hash", "block_height", "node_id")}
-                    threading.Thread(target=_post_with_retries, daemon=True,
+                    threading.Thread(target=self.post_callback, daemon=True,
                                      args=(req["url"].rstrip("/") + "/generated",
                                            {**body, "artifacts": arts, "encoding": ENCODING})).start()
                     last_cb = time.monotonic()
@@ -297,25 +285,31 @@ class PocService:
             self.jobs.clear()  # stop also wipes queued /generate jobs and their results
             self.queue_cv.notify_all()
 
+    def post_callback(self, url: str, body: dict) -> bool:
+        """POST a callback; a connection error or a non-2xx answer is retried after 1, 2, 4 … 30 s
+        (CALLBACK_BACKOFF_SEC), CALLBACK_MAX_RETRIES attempts in all, then dropped (§5.1)."""
+        delay, cap = CALLBACK_BACKOFF_SEC
+        for attempt in range(CALLBACK_MAX_RETRIES):
+            if attempt:
+                time.sleep(delay)
+                delay = min(delay * 2, cap)
+            if self.closed:
+                return False
+            try:
+                self.http.post(url, json=body).raise_for_status()
+                return True
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol):  # no retry can help: dropped at once
+                return False
+            except (httpx.HTTPError, RuntimeError):  # RuntimeError: the client was closed meanwhile
+                continue
+        return False
+
     def close(self) -> None:
         self.stop()
         with self.state_lock:
             self.closed = True
             self.queue_cv.notify_all()
-
-
-def _post_with_retries(url: str, body: dict) -> bool:
-    data = json.dumps(body).encode()
-    delay = 1.0
-    for _ in range(CALLBACK_MAX_RETRIES):
-        try:
-            req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30):
-                return True
-        except OSError:
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
-    return False
+        self.http.close()
 
 
 # ----------------------------------------------------------------------------------------
@@ -337,13 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self):
+    def _body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        try:
-            return json.loads(raw or b"null")
-        except json.JSONDecodeError as e:
-            raise ApiError(422, [{"loc": ["body"], "msg": f"JSON decode error: {e.msg}", "type": "json_invalid"}]) from None
+        return self.rfile.read(n) if n else b""
 
     def _dispatch(self, method: str) -> None:
         svc = self.service
@@ -360,12 +350,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(503, "PoC generation is active; inference is paused until it stops")
                 raise ApiError(501, "the mlvalidate reference server computes PoC vectors only")
             if method == "POST" and path == "/api/v1/pow/init/generate":
-                req = parse_body(self._body(), INIT_SPEC)
+                req = parse_body(self._body(), InitGenerateRequest)
                 svc.check_params(req["params"])
                 svc.start_loop(req)
                 return self._send(200, {"status": "OK", "pow_status": {"status": "GENERATING"}})
             if method == "POST" and path == "/api/v1/pow/generate":
-                req = parse_body(self._body(), GENERATE_SPEC)
+                req = parse_body(self._body(), GenerateRequest)
                 svc.check_params(req["params"])
                 svc.validate_validation(req)
                 if not req["wait"]:
