@@ -131,7 +131,7 @@ def stop_if_running(http: HttpClient, api: PocApi, model: str, log, why: str) ->
 
 def stop(http: HttpClient, api: PocApi, model: str, deadline_s: float | None = None) -> None:
     """POST the stop route; EngineError when the node does not confirm it."""
-    r = http.request("POST", api.path("/stop"), {}, deadline_s=deadline_s)
+    r = http.request("POST", api.path("/stop"), deadline_s=deadline_s)  # the route takes no body
     if r.status != 200:
         raise EngineError(f"could not stop the node's generation loop: {explain(r, model, api)}")
 
