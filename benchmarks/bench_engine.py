@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mlvalidate.deploy.tiny import make_tiny
+from mlvalidate.fixtures.tiny import make_tiny
 from mlvalidate.engines.base import PocParams
 from mlvalidate.engines.reference import ReferenceEngine, poc_last_hidden
 from mlvalidate.poc import input_embeddings

@@ -27,11 +27,11 @@ import numpy as np
 
 from .artifacts import load_reference, resolve_stat_test
 from .bake import bake_reference
-from .deploy.quantize import write_quantized_copy
-from .deploy.tiny import make_tiny
+from .fixtures.quantize import write_quantized_copy
+from .fixtures.tiny import make_tiny
 from .engines.base import PocParams
 from .engines.reference import ReferenceEngine
-from .deploy.environment import environment
+from .serving.environment import environment
 from .pipeline import Runner, new_run, validate_phase
 from .report.bundle import write_bundle
 from .report.text import percentiles_line

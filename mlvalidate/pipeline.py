@@ -164,7 +164,7 @@ def validate_phase(run: RunRecord, engine: Engine, *, deadline_s: float | None =
     """Fetch and compare every reference nonce (within deadline_s); fold the result into `run`.
     The engine's answers go through the intake rule when it reports one (systems under test)."""
     ref, st = run.reference, run.stat_test
-    from .deploy.environment import nvml_sample
+    from .serving.environment import nvml_sample
 
     start = nvml_sample("validate start")  # clocks and power while measuring (environment.json)
     with _deadline(engine, deadline_s):
@@ -196,7 +196,7 @@ def load_inputs(opts: RunOptions):
     st = resolve_stat_test(ref, opts.stat.as_dict())
     prof = None
     if opts.profile:
-        from .deploy.profiles import load_profile
+        from .serving.profiles import load_profile
 
         prof = load_profile(opts.profile)
     return ref, st, prof
@@ -272,7 +272,7 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
         return PhaseStatus.OK, detail, {**d, "dtype": opts.dtype, "additional_args": args, "args_source": args_source}
 
     def throughput():
-        from .deploy.environment import nvml_sample
+        from .serving.environment import nvml_sample
 
         check_model()
         run.nvml_samples.append(nvml_sample("throughput start"))

@@ -83,7 +83,7 @@ class RunRecord:
     throughput: dict | None = None  # the throughput phase: summary, samples, spot-check, references
     node_verdict: dict | None = None  # --server-side: the node's own answer, shown next to ours
     error: str | None = None  # what ended the run early (one line); the run is an error
-    profile: Any = None  # the deploy.profiles.Profile the run was given (--profile), else None
+    profile: Any = None  # the serving.profiles.Profile the run was given (--profile), else None
     nvml_samples: list[dict] = field(default_factory=list)  # NVML samples taken while measuring
     readiness: list[str] | None = None  # --chain-node: chain.readiness_lines(), shown in the report
     environment: dict | None = None  # environment.json, captured when the run ends

@@ -4,7 +4,7 @@ import pytest
 
 
 # ----------------------------------------------------------------------------------------
-# tiny checkpoints in the real layout (mlvalidate.deploy.tiny), built once per session.
+# tiny checkpoints in the real layout (mlvalidate.fixtures.tiny), built once per session.
 # Tests must not modify them: copy a directory first (shutil.copytree) to corrupt it.
 # ----------------------------------------------------------------------------------------
 TINY_SEED = 0
@@ -13,7 +13,7 @@ TINY_SEED = 0
 @pytest.fixture(scope="session")
 def tiny_minimax_bf16(tmp_path_factory):
     """MiniMax-M2, bf16 projections (default sizes: hidden 128, 4 layers, 8 experts top-2)."""
-    from mlvalidate.deploy.tiny import make_tiny
+    from mlvalidate.fixtures.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "minimax-bf16", fp8=False, seed=TINY_SEED)
 
@@ -21,7 +21,7 @@ def tiny_minimax_bf16(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_minimax_fp8(tmp_path_factory):
     """The same weights as tiny_minimax_bf16, stored block-FP8 as released."""
-    from mlvalidate.deploy.tiny import make_tiny
+    from mlvalidate.fixtures.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "minimax-fp8", fp8=True, seed=TINY_SEED)
 
@@ -29,6 +29,6 @@ def tiny_minimax_fp8(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory):
     """A dense Qwen3 (tied embeddings), transformers' own save_pretrained layout."""
-    from mlvalidate.deploy.tiny import make_tiny_dense
+    from mlvalidate.fixtures.tiny import make_tiny_dense
 
     return make_tiny_dense(tmp_path_factory.mktemp("tiny") / "qwen3", seed=TINY_SEED)

@@ -1,4 +1,4 @@
-"""mlvalidate.deploy.checkpoint: strict config/index/header reading, block-FP8 dequantization,
+"""mlvalidate.weights.checkpoint: strict config/index/header reading, block-FP8 dequantization,
 state dicts, and the transformers model the reference engine runs (incl. MiniMax-M2 forward
 semantics checked against an independent implementation of MINIMAX_M2.md §2)."""
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mlvalidate.deploy import checkpoint as ck
+from mlvalidate.weights import checkpoint as ck
 from mlvalidate.errors import CheckpointError
 
 

@@ -22,7 +22,7 @@ import pytest
 from mlvalidate.artifacts import parse_reference, reference_document, resolve_stat_test
 from mlvalidate.cli import main
 from mlvalidate.poc.stats import compare_vectors
-from mlvalidate.deploy.environment import environment
+from mlvalidate.serving.environment import environment
 from mlvalidate.report.bundle import write_bundle
 from mlvalidate.results import RunRecord
 from mlvalidate.report.compare import NO_PLOTS, distance_matrix, load_bundles, write_compare
@@ -55,7 +55,7 @@ def _bundle(out: Path, name: str, ref, vectors, *, throughput=None, profile=None
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    from mlvalidate.deploy.profiles import load_profile
+    from mlvalidate.serving.profiles import load_profile
 
     root = tmp_path_factory.mktemp("bundles")
     ref = _reference()

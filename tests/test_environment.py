@@ -13,10 +13,10 @@ from test_hardware import FakeNVML
 from mlvalidate.artifacts import load_reference, resolve_stat_test
 from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
-from mlvalidate.deploy.profiles import load_chain, load_profile
+from mlvalidate.serving.profiles import load_chain, load_profile
 from mlvalidate.engines.base import PocParams
 from mlvalidate.engines.reference import ReferenceEngine
-from mlvalidate.deploy.environment import environment, nvml_sample
+from mlvalidate.serving.environment import environment, nvml_sample
 from mlvalidate.report.bundle import write_bundle
 from mlvalidate.results import RunRecord
 from mlvalidate.server import make_server

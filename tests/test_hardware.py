@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlvalidate.cli import main
-from mlvalidate.deploy.hardware import (
+from mlvalidate.serving.hardware import (
     GIB,
     HardwareError,
     build_report,
@@ -19,7 +19,7 @@ from mlvalidate.deploy.hardware import (
     read_inventory,
     render_report,
 )
-from mlvalidate.deploy.profiles import list_profiles, load_profile
+from mlvalidate.serving.profiles import list_profiles, load_profile
 
 MIB = 1024**2
 

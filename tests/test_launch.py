@@ -1,4 +1,4 @@
-"""mlvalidate.deploy.launch: the vLLM server lifecycle.
+"""mlvalidate.serving.launch: the vLLM server lifecycle.
 
 Fast tests use stand-in servers (a tiny Python HTTP server, `python -c`) for the paths that
 need no vLLM: busy port, early exit with diagnosis, timeout, Ctrl-C / SIGTERM of the CLI,
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from mlvalidate.cli import main
-from mlvalidate.deploy.launch import (
+from mlvalidate.serving.launch import (
     KNOWN_FAILURES,
     PYTHON_SERVER_CMD,
     LaunchError,

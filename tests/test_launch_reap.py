@@ -26,9 +26,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-import mlvalidate.deploy.launch as launch_mod
+import mlvalidate.serving.launch as launch_mod
 from mlvalidate.cli import main
-from mlvalidate.deploy.launch import VllmServer, _exit_status_advice
+from mlvalidate.serving.launch import VllmServer, _exit_status_advice
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -160,7 +160,7 @@ def _start_cli(args: list[str], stop_grace: float | None = None) -> subprocess.P
     if stop_grace is None:
         argv = [PY, "-m", "mlvalidate", "launch", *args]
     else:
-        boot = ("import sys; import mlvalidate.deploy.launch as L; "
+        boot = ("import sys; import mlvalidate.serving.launch as L; "
                 f"L.DEFAULT_STOP_GRACE = {stop_grace!r}; "
                 "from mlvalidate.cli import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
         argv = [PY, "-c", boot, "launch", *args]

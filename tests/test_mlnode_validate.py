@@ -48,7 +48,7 @@ def engine2(engine):
 
 @pytest.fixture(scope="module")
 def cheat(tiny_minimax_fp8, tmp_path_factory):
-    from mlvalidate.deploy.quantize import write_quantized_copy
+    from mlvalidate.fixtures.quantize import write_quantized_copy
 
     path = write_quantized_copy(tiny_minimax_fp8, tmp_path_factory.mktemp("cheat") / "int4", bits=4, group_size=32)
     return ReferenceEngine(path, dtype="fp32", model_id=MODEL)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from mlvalidate.cli import main
-from mlvalidate.deploy import profile_check
-from mlvalidate.deploy.profiles import (
+from mlvalidate.serving import profile_check
+from mlvalidate.serving.profiles import (
     ProfileError,
     REPO_CONFIGS,
     configs_dir,

@@ -10,8 +10,8 @@ import pytest
 from fake_hub import FakeHub
 
 from mlvalidate.cli import main
-from mlvalidate.deploy import pull as pull_mod
-from mlvalidate.deploy.pull import RECORD_FILE, RECORD_SCHEMA, human_bytes, pinned_model, pull
+from mlvalidate.hub import pull as pull_mod
+from mlvalidate.hub.pull import RECORD_FILE, RECORD_SCHEMA, human_bytes, pinned_model, pull
 from mlvalidate.errors import PullError
 
 PIN_REPO, PIN_COMMIT = pinned_model()

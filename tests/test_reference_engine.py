@@ -146,7 +146,7 @@ def test_nan_rows_are_dropped_with_their_nonce(fp32_engine, monkeypatch):
 @pytest.mark.slow
 def test_tiny_model_separates_honest_variation_from_a_4bit_cheater(tiny_minimax_fp8, tmp_path):
     """The property the demo relies on, at the demo's seq_len on fewer nonces."""
-    from mlvalidate.deploy.quantize import write_quantized_copy
+    from mlvalidate.fixtures.quantize import write_quantized_copy
 
     params = PocParams("TEST_BLOCK", "test_pub_keys_v2", seq_len=256)
     nonces = list(range(64))

@@ -108,7 +108,7 @@ def test_honest_server_passes(engine, reference, serving, tmp_path, capsys):
 def test_cheating_checkpoint_fails(tiny_minimax_fp8, reference, serving, tmp_path, capsys):
     import xml.etree.ElementTree as ET
 
-    from mlvalidate.deploy.quantize import write_quantized_copy
+    from mlvalidate.fixtures.quantize import write_quantized_copy
 
     cheat = write_quantized_copy(tiny_minimax_fp8, tmp_path / "int4", bits=4, group_size=32)
     s = serving(ReferenceEngine(cheat, dtype="fp32", model_id=MODEL))
@@ -339,7 +339,7 @@ def test_throughput_phase_and_spot_check_on_an_honest_node(engine, reference, se
 
 def test_a_node_honest_only_when_measured_slowly_fails_the_spot_check(
         tiny_minimax_fp8, engine, reference, serving, tmp_path, monkeypatch, capsys):
-    from mlvalidate.deploy.quantize import write_quantized_copy
+    from mlvalidate.fixtures.quantize import write_quantized_copy
 
     _with_fast_callbacks(monkeypatch)
     cheat = ReferenceEngine(write_quantized_copy(tiny_minimax_fp8, tmp_path / "int4"), dtype="fp32", model_id=MODEL)

@@ -1,4 +1,4 @@
-"""mlvalidate.deploy.tiny: tiny MiniMax-M2 checkpoints in the released checkpoint's layout,
+"""mlvalidate.fixtures.tiny: tiny MiniMax-M2 checkpoints in the released checkpoint's layout,
 their tokenizer, determinism, the output-directory policy, and the make-tiny command."""
 
 import hashlib
@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 
 from mlvalidate.cli import build_parser, main
-from mlvalidate.deploy import checkpoint as ck
-from mlvalidate.deploy import tiny
+from mlvalidate.weights import checkpoint as ck
+from mlvalidate.fixtures import tiny
 from mlvalidate.errors import CheckpointError
 
 H, L, E, I, HEADS, KV, HD, V = 128, 4, 8, 128, 4, 2, 64, 512  # make_tiny's defaults

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mlvalidate.cli import main
-from mlvalidate.deploy.checkpoint import INDEX_FILE, scan_checkpoint
-from mlvalidate.deploy.pull import RECORD_FILE, RECORD_SCHEMA, pinned_model
-from mlvalidate.deploy.verify import expected_minimax_m2, verify_weights
+from mlvalidate.weights.checkpoint import INDEX_FILE, scan_checkpoint
+from mlvalidate.hub.pull import RECORD_FILE, RECORD_SCHEMA, pinned_model
+from mlvalidate.hub.verify import expected_minimax_m2, verify_weights
 
 PIN_REPO, PIN_COMMIT = pinned_model()
 OTHER_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -226,7 +226,7 @@ def test_expected_minimax_m2_matches_the_real_checkpoint_counts():
 
 
 def test_scan_checkpoint_agrees_with_tensor_headers_on_a_clean_checkpoint(tiny_minimax_fp8):
-    from mlvalidate.deploy.checkpoint import tensor_headers
+    from mlvalidate.weights.checkpoint import tensor_headers
 
     scan = scan_checkpoint(tiny_minimax_fp8)
     assert scan.problems == [] and scan.headers == tensor_headers(tiny_minimax_fp8)

@@ -20,7 +20,7 @@ def register(sub) -> None:
     lp = csub.add_parser("list", help="the profiles under configs/", formatter_class=Formatter)
 
     def run_list(args) -> int:
-        from ..deploy.profile_check import list_profiles_text
+        from ..serving.profile_check import list_profiles_text
 
         print(list_profiles_text())
         return EXIT_PASS
@@ -49,7 +49,7 @@ def register(sub) -> None:
                     "(default 'vllm serve')")  # fmt: skip
 
     def run_show(args) -> int:
-        from ..deploy.profile_check import show_profile
+        from ..serving.profile_check import show_profile
 
         print(show_profile(args.profile, args.format, model=args.model, host=args.host, port=args.port,
                            server_cmd=args.server_cmd))  # fmt: skip
@@ -72,7 +72,7 @@ def register(sub) -> None:
     cp.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def run_check(args) -> int:
-        from ..deploy.profile_check import run_config_check
+        from ..serving.profile_check import run_config_check
 
         return run_config_check(args.profiles, use_vllm=not args.no_vllm, as_json=args.json)
 

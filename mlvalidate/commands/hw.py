@@ -24,7 +24,7 @@ def register(sub) -> None:
                    help="per-GPU allowance for activations, CUDA graphs, NCCL and the CUDA context")  # fmt: skip
 
     def run(args) -> int:
-        from ..deploy.hardware import run_hw
+        from ..serving.hardware import run_hw
 
         return run_hw(as_json=args.json, profiles_only=args.profiles_only, profiles=args.profile,
                       headroom_gib=args.headroom_gib)  # fmt: skip

@@ -6,7 +6,7 @@ from ._common import Formatter
 
 
 def register(sub) -> None:
-    from ..deploy.launch import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER_CMD, DEFAULT_STARTUP_TIMEOUT
+    from ..serving.launch import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER_CMD, DEFAULT_STARTUP_TIMEOUT
 
     p = sub.add_parser(
         "launch",
@@ -32,7 +32,7 @@ def register(sub) -> None:
                    help="server log, appended (default: mlvalidate-runs/launch-<time>-port<port>.log)")
 
     def run(args) -> int:
-        from ..deploy.launch import run_launch
+        from ..serving.launch import run_launch
 
         return run_launch(args.profile, args.model, port=args.port, host=args.host, server_cmd=args.server_cmd,
                           timeout=args.timeout, log=args.log)

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="reuse a non-empty OUT_DIR")
 
     def run(args) -> int:
-        from ..deploy.tiny import describe_checkpoint, make_tiny
+        from ..fixtures.tiny import describe_checkpoint, make_tiny
 
         out = make_tiny(
             args.out_dir, fp8=args.fp8, seed=args.seed, hidden_size=args.hidden_size,

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--repo", default=None, help="hub repository, the chain's (MiniMaxAI/MiniMax-M2.7) when not given")
 
     def run(args) -> int:
-        from ..deploy.pull import run_pull
+        from ..hub.pull import run_pull
 
         return run_pull(args.dir, revision=args.revision, repo=args.repo)
 

@@ -129,7 +129,7 @@ def options(args):
 def finish(run, out_dir, junit=None, suite: str = "validate") -> int:
     """Capture the environment, write the bundle (and JUnit XML if asked), print the report
     (its first line is the verdict); return the exit code."""
-    from ..deploy.environment import environment
+    from ..serving.environment import environment
     from ..report.bundle import report_text, write_bundle
     from ..results import outcome
 

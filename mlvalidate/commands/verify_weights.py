@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON (every problem)")
 
     def run(args) -> int:
-        from ..deploy.verify import run_verify_weights
+        from ..hub.verify import run_verify_weights
 
         return run_verify_weights(args.dir, revision=args.revision, as_json=args.json)
 

@@ -129,7 +129,7 @@ def throughput_lines(t: dict) -> list[str]:
 
 def write_bundle(out_dir: str | Path, run: RunRecord) -> Path:
     """Write the bundle's five files; environment.json is `run.environment` as captured by the
-    run (deploy.environment), with the engine's description."""
+    run (serving.environment), with the engine's description."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref = run.reference

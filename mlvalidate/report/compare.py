@@ -43,7 +43,7 @@ class RunBundle:
     environment: dict | None
     config: dict | None
     profile_name: str | None = None
-    profile: Any = None  # deploy.profiles.Profile when the name loads
+    profile: Any = None  # serving.profiles.Profile when the name loads
     _vectors: Any = field(default=None, repr=False)
 
     # -- what the tables show -------------------------------------------------------------
@@ -147,7 +147,7 @@ def load_bundle(path: str | Path) -> RunBundle:
     run = RunBundle(name=str(report.get("name") or p.name), path=p, report=report, environment=env, config=config)
     run.profile_name = _profile_name(report, env, config)
     if run.profile_name:
-        from ..deploy.profiles import load_profile
+        from ..serving.profiles import load_profile
 
         try:
             run.profile = load_profile(run.profile_name)

@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 def nvml_sample(label: str, nvml: Any = None) -> dict:
-    """This host's GPU clocks, power and memory now, read with deploy.hardware.read_inventory
+    """This host's GPU clocks, power and memory now, read with serving.hardware.read_inventory
     (`nvml`: pynvml by default, an NVML-shaped object in tests). Never raises: where NVML cannot
     answer, {"available": False, "reason": ...}."""
     from .hardware import GIB, read_inventory

@@ -24,7 +24,7 @@ Phases, each announced on one line (huggingface_hub draws its own progress bars)
 5. check: every file is there with the listed size and its metadata records the commit.
 6. record: DIR/.mlvalidate-pull.json (repo, commit, endpoint, files with sizes, time), written
    last and atomically — `mlvalidate verify-weights` checks the commit it names.
-7. verify: the header/shape checks of `mlvalidate verify-weights` (deploy/verify.py).
+7. verify: the header/shape checks of `mlvalidate verify-weights` (hub/verify.py).
 
 The endpoint is HF_ENDPOINT (read at call time, so a mirror or a test server can be chosen by
 the environment); the token is huggingface_hub's usual one (HF_TOKEN or `hf auth login`).
@@ -48,7 +48,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import PullError
 
 # The chain definition whose hf_repo / hf_commit are the default pin (configs/chain/<id>.yaml,
-# read through deploy/profiles.py: MiniMaxAI/MiniMax-M2.7 @ d494266a..., docs/minimax-m2.md §1).
+# read through serving/profiles.py: MiniMaxAI/MiniMax-M2.7 @ d494266a..., docs/minimax-m2.md §1).
 CHAIN_ID = "minimaxai-minimax-m2.7"
 
 RECORD_FILE = ".mlvalidate-pull.json"
@@ -68,7 +68,7 @@ _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
 
 def pinned_model() -> tuple[str, str]:
     """(hf_repo, hf_commit) the chain pins, from its chain definition (ProfileError if unreadable)."""
-    from .profiles import load_chain
+    from ..serving.profiles import load_chain
 
     chain = load_chain(CHAIN_ID)
     return chain.hf_repo, chain.hf_commit

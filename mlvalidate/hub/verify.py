@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CheckpointError, MlvalidateError
-from .checkpoint import (
+from ..weights.checkpoint import (
     CONFIG_FILE,
     INDEX_FILE,
     SCALE_SUFFIX,
