@@ -23,7 +23,6 @@ or lacks a field we need, is a ChainError (one line naming the field, exit 2).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
@@ -365,16 +364,6 @@ def readiness_lines(s: ChainStatus) -> list[str]:
                          + ", ".join(str(x["address"]) for x in c["skipped"]))
     lines += [f"note          {n}" for n in s.notes]
     return lines
-
-
-def run_chain_status(node: str, model: str | None, epoch: int | None, *, as_json: bool = False) -> int:
-    s = chain_status(node, model, epoch)
-    if as_json:
-        print(json.dumps(s.as_dict(), indent=2))
-    else:
-        print(f"chain status of {node} for {s.model}")
-        print("\n".join(readiness_lines(s)))
-    return 0
 
 
 def chain_readiness(chain_node: str, model: str, log=print) -> list[str]:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from .artifacts import load_reference, resolve_stat_test
 from .poc.stats import fraud_cutoff
-from .report.text import cutoff_line, histogram, percentiles_line, stat_test_line
 
 
 PAIRWISE_SAMPLE = 2000  # at most this many vectors enter the pairwise statistics (~2M pairs, a few MB)
@@ -35,12 +32,6 @@ def pairwise_distances(vectors: np.ndarray) -> np.ndarray:
         out[pos : pos + d.size] = d
         pos += d.size
     return out
-
-
-def _nonce_range(nonces: np.ndarray) -> str:
-    lo, hi = int(nonces.min()), int(nonces.max())
-    contiguous = hi - lo + 1 == nonces.size
-    return f"{lo}..{hi}" + (" (contiguous)" if contiguous else f" ({nonces.size} distinct, with gaps)")
 
 
 def reference_summary(arg: str) -> dict:
@@ -89,43 +80,3 @@ def reference_summary(arg: str) -> dict:
         "_pairwise": pw,
         "_st": st,
     }
-
-
-def inspect_reference(arg: str, as_json: bool = False) -> int:
-    s = reference_summary(arg)
-    ref, pw, st = s.pop("_ref"), s.pop("_pairwise"), s.pop("_st")
-    if as_json:
-        print(json.dumps(s, indent=2))
-        return 0
-    p = s["poc_params"]
-    bs = ref.collection_batch_size
-    lines = [
-        f"reference     {s['path']}",
-        f"model         {ref.model}",
-        f"vectors       {ref.n}, nonces {_nonce_range(ref.nonces)}",
-        f"PoC params    seq_len {p['seq_len']} · k_dim {p['k_dim']} · block_hash {p['block_hash']!r} · "
-        f"public_key {p['public_key']!r} · block_height {p['block_height']} · node {p['node_id']}/{p['node_count']}",
-        f"stat test     {stat_test_line(st)}",
-        f"              {cutoff_line(ref.n, st.values.p_mismatch, st.values.fraud_threshold)}",
-    ]
-    if s["ignored_stat_test_dist_threshold"] is not None:
-        lines.append(
-            f"              note: stat_test.dist_threshold {s['ignored_stat_test_dist_threshold']} is ignored; "
-            "the top-level dist_threshold is the gate"
-        )
-    lines += [
-        f"vector norms  {s['norm_min']:.5f} .. {s['norm_max']:.5f}  (unit vectors up to fp16 rounding)",
-        f"pairwise L2   {percentiles_line(pw)}  ({pw.size} pairs; random unit vectors in R^{ref.k_dim} average ≈ 1.41)",
-    ]
-    if s["pairwise_l2"]["sampled"]:
-        lines.append(f"              pairwise L2 over a sample of {s['pairwise_l2']['n_vectors']} of {ref.n} vectors "
-                     "(fixed seed)")
-    lines += histogram(pw, 0.0, 2.0, bins=10, mark=st.values.dist_threshold)
-    lines += [
-        f"batch size    {bs if bs is not None else 'not recorded (numerics depend on it; nodes default to 32)'}",
-        f"deploy args   {' '.join(ref.additional_args) or 'none'}",
-        f"source        {ref.source or 'n/a'}",
-        f"generated at  {ref.generated_at or 'n/a'}",
-    ]
-    print("\n".join(lines))
-    return 0

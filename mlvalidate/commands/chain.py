@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ._common import Formatter
+import json
+
+from ._common import EXIT_PASS, Formatter
 
 
 def register(sub) -> None:
@@ -31,8 +33,16 @@ def register(sub) -> None:
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
 
     def run(args) -> int:
-        from ..chain import run_chain_status
+        from ..chain import chain_status, readiness_lines
+        from ..engines.http import check_url
 
-        return run_chain_status(args.node, args.model, args.epoch, as_json=args.json)
+        check_url(args.node, "--node")
+        s = chain_status(args.node, args.model, args.epoch)
+        if args.json:
+            print(json.dumps(s.as_dict(), indent=2))
+        else:
+            print(f"chain status of {args.node} for {s.model}")
+            print("\n".join(readiness_lines(s)))
+        return EXIT_PASS
 
     sp.set_defaults(func=run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ._common import Formatter, add_stat_test_args
 
 
@@ -23,16 +25,35 @@ def register(sub) -> None:
     def run(args) -> int:
         from ..check import check_files
 
-        return check_files(
-            args.reference,
-            args.computed,
-            overrides={
-                "dist_threshold": args.dist_threshold,
-                "p_mismatch": args.p_mismatch,
-                "fraud_threshold": args.fraud_threshold,
-            },
-            as_json=args.json,
-            device=args.device,
-        )
+        res = check_files(args.reference, args.computed, device=args.device,
+                          overrides={"dist_threshold": args.dist_threshold, "p_mismatch": args.p_mismatch,
+                                     "fraud_threshold": args.fraud_threshold})
+        print(json.dumps(as_json(res), indent=2) if args.json else "\n".join(text(res)))
+        return res.comparison.verdict.exit_code
 
     p.set_defaults(func=run)
+
+
+def as_json(res) -> dict:
+    comp, got = res.comparison, res.computed
+    return {"reference": str(res.reference.path), "computed": str(got.path), **comp.summary(),
+            "stat_test_source": res.stat_test.sources,
+            "invalid_reasons": {str(k): v for k, v in got.problems.items()},
+            "distances": {str(int(n)): (None if d != d else float(d)) for n, d in zip(comp.nonces, comp.distances)}}
+
+
+def text(res) -> list[str]:
+    from ..report.text import comparison_block
+
+    ref, got, comp = res.reference, res.computed, res.comparison
+    lines = [
+        f"VERDICT: {comp.verdict.description}",
+        f"reference     {ref.path} ({ref.model}, {ref.n} vectors)",
+        f"computed      {got.path} ({got.intake.n} distinct nonces)",
+        *comparison_block(comp, res.stat_test),
+    ]
+    for nonce, why in list(got.problems.items())[:10]:
+        lines.append(f"              nonce {nonce}: {why}")
+    if len(got.problems) > 10:
+        lines.append(f"              … and {len(got.problems) - 10} more unusable nonce(s) (--json lists every one)")
+    return lines

@@ -15,7 +15,6 @@ Plots need matplotlib (the `plots` extra); without it every table is still there
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from dataclasses import dataclass, field
@@ -130,7 +129,9 @@ def _profile_name(report: dict, env: dict | None, config: dict | None) -> str | 
     return None
 
 
-def load_bundle(path: str | Path) -> RunBundle:
+def load_bundle(path: str | Path, profiles=None) -> RunBundle:
+    """One bundle; `profiles(name)` gives the Profile a run names (its published figure and
+    roofline), or None."""
     p = Path(path)
     if not p.is_dir():
         raise CompareError(f"{p}: not a run bundle folder (no such directory)",
@@ -146,18 +147,13 @@ def load_bundle(path: str | Path) -> RunBundle:
     config = _read_json(p / "config.json", "config", required=False)
     run = RunBundle(name=str(report.get("name") or p.name), path=p, report=report, environment=env, config=config)
     run.profile_name = _profile_name(report, env, config)
-    if run.profile_name:
-        from ..serving.profiles import load_profile
-
-        try:
-            run.profile = load_profile(run.profile_name)
-        except (MlvalidateError, OSError, ValueError):
-            run.profile = None  # named but not loadable here: no published figure / roofline
+    if run.profile_name and profiles is not None:
+        run.profile = profiles(run.profile_name)  # None: named but not loadable here (no published figure)
     return run
 
 
-def load_bundles(paths) -> list[RunBundle]:
-    runs = [load_bundle(p) for p in paths]
+def load_bundles(paths, profiles=None) -> list[RunBundle]:
+    runs = [load_bundle(p, profiles) for p in paths]
     seen: dict[str, int] = {}
     for r in runs:  # names must tell runs apart in every table
         seen[r.name] = seen.get(r.name, 0) + 1
@@ -321,18 +317,6 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(map(esc, row)) + " |" for row in rows), ""]  # fmt: skip
 
 
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-
-_CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em;color:#222;max-width:1200px}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}
-th{background:#e8eef5}pre{background:#f5f5f5;padding:8px;overflow:auto}img{max-width:100%}
-.note{color:#8a6d3b;background:#fcf8e3;padding:6px 10px;border:1px solid #faebcc}"""
-
-
 def build_report(runs: list[RunBundle]) -> dict:
     """Every table and (when matplotlib is importable) every plot as PNG bytes."""
     plt = _pyplot()
@@ -389,39 +373,20 @@ def render_markdown(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> 
     return "\n".join(out) + "\n"
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-
-
 def render_html(runs: list[RunBundle], rep: dict) -> str:
-    e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>mlvalidate compare</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>mlvalidate compare</h1>",
-             f"<p>{len(runs)} run(s): " + ", ".join(f"<code>{e(str(r.path))}</code>" for r in runs) + "</p>"]  # fmt: skip
-    if not rep["plots"]:
-        parts.append(f'<p class="note">{e(NO_PLOTS)}</p>')
-    parts += ["<h2>Verdicts</h2>", _html_table(*rep["verdicts"])]
-    parts += ["<h2>Distance matrix</h2>",
-              "<p>Median L2 between two runs' vectors over the nonces both have (count in brackets): "
-              "how numerically close one deployment is to another.</p>", _html_table(*rep["matrix"])]  # fmt: skip
-    parts.append("<h2>Distance distributions</h2>")
-    for r, png in rep["histograms"]:
-        parts += [f"<h3>{e(r.name)} — {e(r.verdict)}</h3>", f"<p>{e(distance_summary(r))}</p>"]
-        parts.append(_img(png, f"distance histogram {r.name}") if png
-                     else "<pre>" + e("\n".join(_text_hist(r))) + "</pre>")  # fmt: skip
-    if rep["throughput"]:
-        parts.append("<h2>Throughput per profile</h2>")
-        for prof, rs, png in rep["throughput"]:
-            parts += [f"<h3>{e(prof)}</h3>", _html_table(*_throughput_table(rs))]
-            if png:
-                parts.append(_img(png, f"throughput {prof}"))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    """report.html from templates/compare.html.j2 (Jinja2, autoescaped)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("mlvalidate.report", "templates"),
+                             autoescape=True, keep_trailing_newline=True)
+    env.filters["b64"] = lambda png: base64.b64encode(png).decode("ascii")
+    return env.get_template("compare.html.j2").render(
+        runs=runs, rep=rep, no_plots=NO_PLOTS, summary=distance_summary, throughput_table=_throughput_table,
+        text_hist=lambda r: "\n".join(_text_hist(r)))
 
 
-def write_compare(run_dirs, out_dir: str | Path) -> dict[str, Path]:
-    runs = load_bundles(run_dirs)
+def write_compare(run_dirs, out_dir: str | Path, profiles=None) -> dict[str, Path]:
+    runs = load_bundles(run_dirs, profiles)
     rep = build_report(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -438,9 +403,3 @@ def write_compare(run_dirs, out_dir: str | Path) -> dict[str, Path]:
     page = out / "report.html"
     page.write_text(render_html(runs, rep), encoding="utf-8")
     return {"markdown": md, "html": page}
-
-
-def run_compare(run_dirs, out_dir: str | Path) -> int:
-    paths = write_compare(run_dirs, out_dir)
-    print(f"wrote {paths['markdown']} and {paths['html']}")
-    return 0
