@@ -37,7 +37,8 @@ def test_bake_on_a_missing_checkpoint_is_a_one_line_error(tmp_path):
 
 
 def test_demo_fails_when_the_cheater_is_not_caught(tmp_path, monkeypatch, capsys):
-    """A 'cheater' that is in fact the honest checkpoint passes, so the demo must exit 1."""
+    """A 'cheater' that is in fact the honest checkpoint passes, so the demo fails: exit 2 (the
+    set-up did not separate them; exit 1 is kept for fraud)."""
     import mlvalidate.demo as demo
 
     def honest_copy(src, dst, **kw):
@@ -45,7 +46,9 @@ def test_demo_fails_when_the_cheater_is_not_caught(tmp_path, monkeypatch, capsys
         return dst
 
     monkeypatch.setattr(demo, "write_quantized_copy", honest_copy)
-    assert demo.run_demo(tmp_path / "d", seq_len=32, n_nonces=20, progress=False, junit=tmp_path / "j.xml") == 1
+    monkeypatch.setattr(demo, "DEMO_SEQ_LEN", 32)
+    monkeypatch.setattr(demo, "DEMO_NONCES", 20)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--junit", str(tmp_path / "j.xml")]) == 2
     assert "DEMO FAILED" in capsys.readouterr().out
     import xml.etree.ElementTree as ET
 
