@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ReferenceError_
+from .shipped import ARTIFACTS_DIR
 from .poc.codec import VectorDecodeError, b64_length, decode_vectors, encode_vectors, encoding_for
 from .poc.intake import NONCE_LIMIT, Intake, IntakeResult
 from .poc.stats import SERVER_DEFAULTS, StatTest, binomial_p_value, fraud_cutoff
 
 REQUIRED = ("model", "seq_len", "k_dim", "block_hash", "public_key", "artifacts")
 DEFAULTS = {"block_height": 100, "node_id": 0, "node_count": 1}  # validate.py's defaults when absent
-PACKAGE_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+PACKAGE_ARTIFACTS = ARTIFACTS_DIR  # the shipped references (mlvalidate/shipped.py)
 K_DIM_MAX = 4096  # PoC v2 uses k = 12; a bound keeps a hostile k_dim from allocating N x 10^12 floats
 
 

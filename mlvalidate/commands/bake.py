@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MlvalidateError
-from ._common import EXIT_PASS, Formatter
+from ._common import EXIT_PASS, Formatter, require_extra
 
 
 def register(sub) -> None:
@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--fraud-threshold", type=float, default=0.05, help="written into the reference's stat_test")
 
     def run(args) -> int:
+        require_extra("reference", "bake")
         from ..bake import bake_reference
         from ..engines.base import PocParams
         from ..engines.reference import ReferenceEngine

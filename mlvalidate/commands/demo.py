@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import EXIT_ERROR, EXIT_PASS, Formatter
+from ._common import EXIT_ERROR, EXIT_PASS, Formatter, require_extra
 
 
 def register(sub) -> None:
@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per expectation")
 
     def run(args) -> int:
+        require_extra("reference", "demo")
         from ..demo import junit_phases, run_demo, summary_lines
 
         res = run_demo(args.out, seed=args.seed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import EXIT_PASS, Formatter
+from ._common import EXIT_PASS, Formatter, require_extra
 
 
 def register(sub) -> None:
@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="reuse a non-empty OUT_DIR")
 
     def run(args) -> int:
+        require_extra("reference", "make-tiny")
         from ..fixtures.tiny import describe_checkpoint, make_tiny
 
         out = make_tiny(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MlvalidateError
-from ._common import EXIT_PASS, Formatter, stop_on_sigterm
+from ._common import EXIT_PASS, Formatter, require_extra, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
 
     def run(args) -> int:
+        require_extra("reference", "serve")
         from ..engines.reference import ReferenceEngine
         from ..server import make_server
 

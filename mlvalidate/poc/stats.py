@@ -20,7 +20,6 @@ import enum
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy.stats import binom, binomtest
 
 
@@ -87,15 +86,16 @@ def fraud_cutoff(n_total: int, p_mismatch: float, fraud_threshold: float) -> int
     return cut if cut <= n_total else None
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def l2_distances(a, b, device=None) -> np.ndarray:
-    """Row-wise L2 distance of two [N, k] arrays, in float32, in one batched tensor op."""
-    dev = torch.device(device) if device is not None else default_device()
-    ta = torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)
-    tb = torch.as_tensor(np.asarray(b, dtype=np.float32), device=dev)
+    """Row-wise L2 distance of two [N, k] arrays, in float32, in one batched operation: numpy
+    by default; on a torch device (e.g. "cuda") when one is named and torch is installed."""
+    da = np.asarray(a, dtype=np.float32)
+    db = np.asarray(b, dtype=np.float32)
+    if device is None or str(device) == "cpu":
+        return np.linalg.norm(da - db, axis=-1).astype(np.float32, copy=False)
+    import torch  # only for an explicit device: torch is optional
+
+    ta, tb = torch.as_tensor(da, device=device), torch.as_tensor(db, device=device)
     return torch.linalg.vector_norm(ta - tb, dim=-1).cpu().numpy()
 
 
