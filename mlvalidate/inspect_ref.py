@@ -80,3 +80,27 @@ def reference_summary(arg: str) -> dict:
         "_pairwise": pw,
         "_st": st,
     }
+
+
+def list_references() -> list[dict]:
+    """Every reference in the lookup folders (artifacts_dirs(), first folder wins per file
+    name): its model, nonce count, seq_len, stat test, source. A file that does not load is
+    listed with its error, not skipped."""
+    from .artifacts import artifacts_dirs
+    from .errors import MlvalidateError
+
+    rows, seen = [], set()
+    for d in artifacts_dirs():
+        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+            if path.name in seen:
+                continue
+            seen.add(path.name)
+            try:
+                ref = load_reference(str(path))
+                st = resolve_stat_test(ref)
+            except MlvalidateError as e:
+                rows.append({"file": str(path), "error": e.one_line()})
+                continue
+            rows.append({"file": str(path), "model": ref.model, "n_vectors": ref.n, "seq_len": ref.seq_len,
+                         "stat_test": st.values.as_dict(), "source": ref.source, "generated_at": ref.generated_at})
+    return rows

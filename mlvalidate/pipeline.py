@@ -202,9 +202,10 @@ def load_inputs(opts: RunOptions):
     return ref, st, prof
 
 
-def _model_check(engine, log):
+def _model_check(engine, run: RunRecord, log):
     """A callable that checks the served model against the reference's once, before the first
-    PoC request (GET /v1/models; a node that does not list its models is let through)."""
+    PoC request (GET /v1/models; a node that does not list its models is let through), and
+    records the node's versions where it answers them (newer Gonka builds)."""
     done = []
 
     def check() -> None:
@@ -212,6 +213,10 @@ def _model_check(engine, log):
             served = engine.check_model()
             log(f"      the node serves {', '.join(served)}" if served else
                 "      the node does not list its models: not checked before the run")
+            versions = engine.versions()
+            if versions:
+                run.node_versions = versions
+                log(f"      the node's versions: {versions}")
             done.append(True)
 
     return check
@@ -259,7 +264,7 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
         log(f"      deploy args [{args_source}]: {' '.join(args) or '(none)'}")
         if prof is not None and prof.model_id and prof.model_id != ref.model:
             log(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
-    check_model = _model_check(engine, log)
+    check_model = _model_check(engine, run, log)
 
     def download():
         d = ensure_downloaded(engine.http, hf_repo, hf_commit, timeout_s=opts.download_timeout_s, log=log)

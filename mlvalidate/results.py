@@ -87,6 +87,7 @@ class RunRecord:
     nvml_samples: list[dict] = field(default_factory=list)  # NVML samples taken while measuring
     readiness: list[str] | None = None  # --chain-node: chain.readiness_lines(), shown in the report
     environment: dict | None = None  # environment.json, captured when the run ends
+    node_versions: dict | None = None  # GET /api/v1/pow/versions of newer Gonka builds, when answered
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)

@@ -177,3 +177,24 @@ def test_reference_document_round_trip(tmp_path):
     ref = load_reference(p)
     assert ref.nonces.tolist() == [3, 1, 4, 15, 9] and ref.collection_batch_size == 2
     np.testing.assert_array_equal(ref.vectors, v.astype(np.float16).astype(np.float32))
+
+
+def test_inspect_without_a_reference_lists_every_shipped_one(capsys):
+    from mlvalidate.cli import main
+
+    assert main(["inspect"]) == 0
+    out = capsys.readouterr().out
+    for path in sorted(PACKAGE_ARTIFACTS.glob("*.json")):
+        doc = json.loads(path.read_text())
+        line = next(ln for ln in out.splitlines() if ln.endswith(path.name))
+        assert line.startswith(doc["model"]) and f" {len(doc['artifacts'])} " in line
+    assert "(unreadable)" not in out
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE_ARTIFACTS.glob("*.json")), ids=lambda p: p.name)
+def test_inspect_every_shipped_reference(path, capsys):
+    from mlvalidate.cli import main
+
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"model         {json.loads(path.read_text())['model']}" in out and "fraud declared at >=" in out

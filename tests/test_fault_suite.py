@@ -530,3 +530,14 @@ def test_exit_0_only_when_every_nonce_had_one_usable_vector(muts, hostile, refer
         assert report(out / "b")["verdict"] == "FAIL"
     if not muts:
         assert rc == 0 and clean
+
+
+def test_the_nodes_versions_are_recorded_when_it_answers_them(hostile, reference, tmp_path, capsys):
+    """Newer Gonka builds answer GET /api/v1/pow/versions; older ones do not (404): both are fine."""
+    proxy = hostile(Replace(200, {"vllm_version": "0.23.0", "poc_validation_inference": True},
+                            route_path="/api/v1/pow/versions"))
+    rc, _ = run_validate(proxy.url, reference, tmp_path / "a")
+    assert rc == 0 and report(tmp_path / "a")["node_versions"] == {"vllm_version": "0.23.0",
+                                                                    "poc_validation_inference": True}
+    rc, _ = run_validate(hostile().url, reference, tmp_path / "b")  # the reference server has no such route
+    assert rc == 0 and report(tmp_path / "b")["node_versions"] is None

@@ -10,17 +10,24 @@ from ._common import EXIT_PASS, Formatter
 def register(sub) -> None:
     p = sub.add_parser(
         "inspect",
-        help="summarise a golden reference",
+        help="summarise a golden reference, or list them all",
         description="Print a golden reference's model, nonces, PoC params, stat test (with the "
-        "mismatch count at which fraud is declared), vector norms and pairwise distances.",
+        "mismatch count at which fraud is declared), vector norms and pairwise distances. Without "
+        "REFERENCE: list every reference in the lookup folders ($MLVALIDATE_ARTIFACTS, ./artifacts, "
+        "the shipped ones), one line each.",
         formatter_class=Formatter,
     )
-    p.add_argument("reference", help="reference JSON file, or a model id looked up in artifacts/")
+    p.add_argument("reference", nargs="?", default=None,
+                   help="reference JSON file, or a model id looked up in artifacts/ (none: list them all)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
 
     def run(args) -> int:
-        from ..inspect_ref import reference_summary
+        from ..inspect_ref import list_references, reference_summary
 
+        if args.reference is None:
+            rows = list_references()
+            print(json.dumps(rows, indent=2) if args.json else "\n".join(listing(rows)))
+            return EXIT_PASS
         s = reference_summary(args.reference)
         ref, pw, st = s.pop("_ref"), s.pop("_pairwise"), s.pop("_st")
         print(json.dumps(s, indent=2) if args.json else "\n".join(text(s, ref, pw, st)))
@@ -68,4 +75,16 @@ def text(s: dict, ref, pw, st) -> list[str]:
         f"source        {ref.source or 'n/a'}",
         f"generated at  {ref.generated_at or 'n/a'}",
     ]
+    return lines
+
+
+def listing(rows: list[dict]) -> list[str]:
+    lines = [f"{'model':<42}{'nonces':>7}{'seq':>6}  {'gate / p_mismatch / fraud':<26}file"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{'(unreadable)':<42}{'':>7}{'':>6}  {'':<26}{r['file']}: {r['error']}")
+            continue
+        v = r["stat_test"]
+        gate = f"{v['dist_threshold']:g} / {v['p_mismatch']:g} / {v['fraud_threshold']:g}"
+        lines.append(f"{r['model']:<42}{r['n_vectors']:>7}{r['seq_len']:>6}  {gate:<26}{r['file']}")
     return lines

@@ -269,6 +269,14 @@ class PocHttpEngine:
                 names += [str(m[k]) for k in ("id", "root") if isinstance(m.get(k), str)]
         return list(dict.fromkeys(names))
 
+    def versions(self) -> dict | None:
+        """GET {prefix}/versions of newer Gonka builds: {vllm_version, poc_validation_inference};
+        None when the node does not answer it (older builds: that is fine)."""
+        r = self.http.probe(self.api.path("/versions"), min(10.0, self.http.deadline_s))
+        if r is None or r.status != 200 or not isinstance(r.body, dict):
+            return None
+        return {k: r.body.get(k) for k in ("vllm_version", "poc_validation_inference") if k in r.body} or None
+
     def check_model(self) -> list[str] | None:
         """Before the run: the node must serve the reference's model (Gonka's server answers a
         mismatch with an unhelpful 400 later). Returns what it serves (None: not listed)."""

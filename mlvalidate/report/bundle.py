@@ -53,6 +53,7 @@ def report_document(run: RunRecord) -> dict:
                       if comp is not None else {}),
         "throughput_phase": run.throughput,
         "node_verdict": run.node_verdict,
+        "node_versions": run.node_versions,
         "throughput": {
             "elapsed_s": run.elapsed_s,
             "nonces": returned_nonces(run),
