@@ -119,6 +119,11 @@ class Runner:
             status, detail = PhaseStatus.ERROR, interrupt_text(e)
             self.log(f"\n      {name}: {detail}")
             self.fail(f"{name}: {detail}", detail)
+        except Exception as e:  # a bug in mlvalidate: the run still ends with its bundle, exit 2
+            status = PhaseStatus.ERROR
+            detail = f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:200]} (a bug in mlvalidate)"
+            self.log(f"      {name} failed: {detail}")
+            self.fail(f"{name}: {detail}", "an earlier phase failed")
         self._record(name, status, round(time.perf_counter() - t0, 3), detail, data)
         return status is not PhaseStatus.ERROR
 
@@ -160,16 +165,16 @@ def _deadline(engine, seconds: float | None):
         http.until = None
 
 
-def validate_phase(run: RunRecord, engine: Engine, *, deadline_s: float | None = None, progress: bool = True):
-    """Fetch and compare every reference nonce (within deadline_s); fold the result into `run`.
-    The engine's answers go through the intake rule when it reports one (systems under test)."""
+def validate_phase(run: RunRecord, engine: Engine, *, progress: bool = True):
+    """Fetch and compare every reference nonce; fold the result into `run`. The engine's
+    answers go through the intake rule when it reports one (systems under test). A live run
+    bounds it with `_deadline`."""
     ref, st = run.reference, run.stat_test
     from .serving.environment import nvml_sample
 
     start = nvml_sample("validate start")  # clocks and power while measuring (environment.json)
-    with _deadline(engine, deadline_s):
-        res = engine.compute(ref.nonces.tolist(), PocParams.from_reference(ref), batch_size=run.batch_size,
-                             progress=Progress(run.name) if progress else None)
+    res = engine.compute(ref.nonces.tolist(), PocParams.from_reference(ref), batch_size=run.batch_size,
+                         progress=Progress(run.name) if progress else None)
     run.nvml_samples += [start, nvml_sample("validate end")]
     if res.intake is not None:
         comp = compare_intake(ref.nonces, ref.vectors, res.intake, st.values)
@@ -279,14 +284,16 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
     def throughput():
         from .serving.environment import nvml_sample
 
-        check_model()
+        with _deadline(engine, opts.timeout_s):
+            check_model()
         run.nvml_samples.append(nvml_sample("throughput start"))
         run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log)
         return throughput_status(run.throughput)
 
     def validate():
-        check_model()
-        return validate_phase(run, engine, deadline_s=opts.timeout_s, progress=opts.progress)
+        with _deadline(engine, opts.timeout_s):  # the model check and every fetch, retries included
+            check_model()
+            return validate_phase(run, engine, progress=opts.progress)
 
     if mlnode:
         for name, text, fn, skip in (
@@ -294,7 +301,10 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
              opts.skip_download),
             ("deploy", f"{ref.model} (dtype {opts.dtype})", deploy, opts.skip_deploy),
         ):
-            r.skip(name, f"--skip-{name}") if skip else r.phase(name, text, fn)
+            if skip:
+                r.skip(name, f"--skip-{name}")
+            else:
+                r.phase(name, text, fn)
     if opts.throughput is not None:
         what = "every replica's generation loop" if mlnode else "the node's generation loop"
         r.phase("throughput", f"{what} at batch {opts.throughput.batch_size}", throughput)

@@ -21,7 +21,6 @@ Nothing is dropped without a trace: every entry ends up in `vectors`, `malformed
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,10 +153,3 @@ def decode_rows(b64: list, k: int) -> tuple[np.ndarray, dict[int, str]]:
         problems.setdefault(int(i), "non-finite value(s)")
     rows[bad] = np.nan
     return rows, problems
-
-
-def collect(entries: Iterable, k: int, asked: set[int] | None = None) -> IntakeResult:
-    """One answer's entries, resolved (a convenience for a single batch)."""
-    intake = Intake(k)
-    intake.add(entries, asked)
-    return intake.result()
