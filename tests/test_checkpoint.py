@@ -143,6 +143,31 @@ def test_safetensors_header_garbage(tmp_path):
         headers.safetensors_header(path)
 
 
+def test_safetensors_header_quotes_the_library_when_it_finds_no_reason(tmp_path, monkeypatch):
+    """safe_open decides; when the Python re-read names nothing, the library's words are the message."""
+    path = tmp_path / "x.safetensors"
+    _write_raw(path, {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8)
+    monkeypatch.setattr(headers, "_explain", lambda p: None)
+    with pytest.raises(CheckpointError) as e:
+        headers.safetensors_header(path)
+    line = _one_line(e.value)
+    assert line.startswith(f"{path} is not a valid safetensors file (safetensors: ") and "Error while" not in line
+
+
+def test_reading_headers_and_verify_weights_need_no_torch(tiny_minimax_fp8):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mlvalidate.weights.checkpoint import tensor_headers; "
+        "from mlvalidate.hub.verify import verify_weights; "
+        f"tensor_headers({str(tiny_minimax_fp8)!r}); verify_weights({str(tiny_minimax_fp8)!r}, revision='0' * 40); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_truncated_shard_is_caught(tiny_minimax_bf16, tmp_path):
     d = _copy(tiny_minimax_bf16, tmp_path)
     shard = d / "model-00001-of-00002.safetensors"
