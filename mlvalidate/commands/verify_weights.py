@@ -15,7 +15,7 @@ def register(sub) -> None:
         "verify-weights",
         help="check a local checkpoint: shards, headers, dtypes/shapes vs config.json, pinned commit",
         description="List every problem of a checkpoint directory: shards of model.safetensors.index.json "
-        "missing or with a header the strict reader rejects (e.g. truncated), tensors missing from their "
+        "missing or with a header the safetensors library rejects (e.g. truncated), tensors missing from their "
         "shard or unlisted, for MiniMax-M2 every dtype and shape against config.json (FP8 weights and "
         "block scales, F32 router), and the commit the directory records (pull record or huggingface_hub "
         "metadata) against the chain's pin. Reads headers only. Exit 0 clean, 2 with any problem.",
