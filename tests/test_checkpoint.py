@@ -1,6 +1,7 @@
-"""mlvalidate.weights.checkpoint: strict config/index/header reading, block-FP8 dequantization,
-state dicts, and the transformers model the reference engine runs (incl. MiniMax-M2 forward
-semantics checked against an independent implementation of MINIMAX_M2.md §2)."""
+"""mlvalidate.weights (checkpoint, headers, loader): strict config/index/header reading,
+block-FP8 dequantization, state dicts, and the transformers model the reference engine runs
+(incl. MiniMax-M2 forward semantics checked against an independent implementation of
+MINIMAX_M2.md §2)."""
 
 import json
 import math
@@ -16,6 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mlvalidate.weights import checkpoint as ck
+from mlvalidate.weights import headers
+from mlvalidate.weights import loader
 from mlvalidate.errors import CheckpointError
 
 
@@ -123,7 +126,7 @@ def test_safetensors_header_is_strict(tmp_path, header, data, match):
     path = tmp_path / "x.safetensors"
     _write_raw(path, header, data)
     with pytest.raises(CheckpointError, match=match) as e:
-        ck.safetensors_header(path)
+        headers.safetensors_header(path)
     _one_line(e.value)
 
 
@@ -131,13 +134,38 @@ def test_safetensors_header_garbage(tmp_path):
     path = tmp_path / "x.safetensors"
     path.write_bytes(struct.pack("<Q", 5) + b"{abc}")
     with pytest.raises(CheckpointError, match="unparseable"):
-        ck.safetensors_header(path)
+        headers.safetensors_header(path)
     path.write_bytes(struct.pack("<Q", 10**12) + b"{}")
     with pytest.raises(CheckpointError, match="header"):
-        ck.safetensors_header(path)
+        headers.safetensors_header(path)
     path.write_bytes(b"abc")
     with pytest.raises(CheckpointError, match="too short"):
-        ck.safetensors_header(path)
+        headers.safetensors_header(path)
+
+
+def test_safetensors_header_quotes_the_library_when_it_finds_no_reason(tmp_path, monkeypatch):
+    """safe_open decides; when the Python re-read names nothing, the library's words are the message."""
+    path = tmp_path / "x.safetensors"
+    _write_raw(path, {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8)
+    monkeypatch.setattr(headers, "_explain", lambda p: None)
+    with pytest.raises(CheckpointError) as e:
+        headers.safetensors_header(path)
+    line = _one_line(e.value)
+    assert line.startswith(f"{path} is not a valid safetensors file (safetensors: ") and "Error while" not in line
+
+
+def test_reading_headers_and_verify_weights_need_no_torch(tiny_minimax_fp8):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mlvalidate.weights.checkpoint import tensor_headers; "
+        "from mlvalidate.hub.verify import verify_weights; "
+        f"tensor_headers({str(tiny_minimax_fp8)!r}); verify_weights({str(tiny_minimax_fp8)!r}, revision='0' * 40); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_truncated_shard_is_caught(tiny_minimax_bf16, tmp_path):
@@ -184,7 +212,7 @@ def test_dequantize_fp8_block_matches_definition(shape):
     rows, cols = shape
     q = _random_fp8(rows, cols, 1)
     s = torch.rand(math.ceil(rows / 128), math.ceil(cols / 128), generator=torch.Generator().manual_seed(2)) + 0.01
-    w = ck.dequantize_fp8_block(q, s)
+    w = loader.dequantize_fp8_block(q, s)
     assert w.dtype == torch.float32 and w.shape == q.shape
     assert torch.equal(w, _dequant_by_definition(q, s, 128, 128))
     # partial last block: its elements use the last scale row/column, not a neighbour's
@@ -196,21 +224,21 @@ def test_dequantize_fp8_block_matches_definition(shape):
 def test_dequantize_fp8_block_property(rows, cols, b0, b1):
     q = _random_fp8(rows, cols, rows * 100 + cols)
     s = torch.rand(-(-rows // b0), -(-cols // b1), generator=torch.Generator().manual_seed(b0 * 10 + b1)) + 0.01
-    assert torch.equal(ck.dequantize_fp8_block(q, s, (b0, b1)), _dequant_by_definition(q, s, b0, b1))
+    assert torch.equal(loader.dequantize_fp8_block(q, s, (b0, b1)), _dequant_by_definition(q, s, b0, b1))
 
 
 def test_dequantize_fp8_block_rejects_wrong_scale_shape():
     q = _random_fp8(192, 320, 0)
     with pytest.raises(CheckpointError, match=r"needs scales \[2, 3\]"):
-        ck.dequantize_fp8_block(q, torch.ones(1, 3))
+        loader.dequantize_fp8_block(q, torch.ones(1, 3))
 
 
 # ----------------------------------------------------------------------------------------
 # state dict
 # ----------------------------------------------------------------------------------------
 def test_fp8_and_bf16_checkpoints_load_to_identical_weights(tiny_minimax_bf16, tiny_minimax_fp8):
-    a = ck.load_state_dict(tiny_minimax_bf16)
-    b = ck.load_state_dict(tiny_minimax_fp8)
+    a = loader.load_state_dict(tiny_minimax_bf16)
+    b = loader.load_state_dict(tiny_minimax_fp8)
     assert set(a) == set(b)
     assert not any(n.endswith("_scale_inv") for n in b)
     for name in a:
@@ -226,14 +254,14 @@ def test_load_state_dict_dequantizes_fp8_in_fp32_before_the_cast(tiny_minimax_fp
     with safe_open(str(tiny_minimax_fp8 / shard), framework="pt") as f:
         q, s = f.get_tensor(name), f.get_tensor(name + "_scale_inv")
     want = _dequant_by_definition(q, s, 128, 128)
-    assert torch.equal(ck.load_state_dict(tiny_minimax_fp8, torch.float32)[name], want)
-    assert torch.equal(ck.load_state_dict(tiny_minimax_fp8, torch.bfloat16)[name], want.to(torch.bfloat16))
+    assert torch.equal(loader.load_state_dict(tiny_minimax_fp8, torch.float32)[name], want)
+    assert torch.equal(loader.load_state_dict(tiny_minimax_fp8, torch.bfloat16)[name], want.to(torch.bfloat16))
 
 
 def test_router_dtype_follows_the_run_dtype_when_wider(tiny_minimax_fp8):
-    sd = ck.load_state_dict(tiny_minimax_fp8, torch.float64)
+    sd = loader.load_state_dict(tiny_minimax_fp8, torch.float64)
     assert {t.dtype for t in sd.values()} == {torch.float64}
-    assert ck.fp32_tensor_names(tiny_minimax_fp8) == {
+    assert loader.fp32_tensor_names(tiny_minimax_fp8) == {
         n for n in sd if n.endswith("gate.weight") or n.endswith("e_score_correction_bias")
     }
 
@@ -253,17 +281,17 @@ def test_mtp_layers_beyond_num_hidden_layers_are_ignored(tiny_minimax_bf16, tmp_
         f"model.layers.{layers + 2}.eh_proj.weight": torch.ones(128, 256, dtype=torch.bfloat16),
     }
     _add_tensors(d, mtp)
-    sd = ck.load_state_dict(d)
+    sd = loader.load_state_dict(d)
     assert not any(n.startswith(f"model.layers.{layers}.") or n.startswith(f"model.layers.{layers + 2}.") for n in sd)
-    assert sd.keys() == ck.load_state_dict(tiny_minimax_bf16).keys()
-    ck.load_causal_lm(d)  # and the model sees no unexpected keys
+    assert sd.keys() == loader.load_state_dict(tiny_minimax_bf16).keys()
+    loader.load_causal_lm(d)  # and the model sees no unexpected keys
 
 
 def test_fp8_weight_without_scale_is_refused(tiny_minimax_fp8, tmp_path):
     d = _copy(tiny_minimax_fp8, tmp_path)
     _add_tensors(d, {"model.layers.0.self_attn.extra.weight": torch.zeros(128, 128).to(torch.float8_e4m3fn)})
     with pytest.raises(CheckpointError, match="has no model.layers.0.self_attn.extra.weight_scale_inv"):
-        ck.load_state_dict(d)
+        loader.load_state_dict(d)
 
 
 def test_fp8_tensors_without_quantization_config_are_refused(tiny_minimax_fp8, tmp_path):
@@ -272,7 +300,7 @@ def test_fp8_tensors_without_quantization_config_are_refused(tiny_minimax_fp8, t
     del cfg["quantization_config"]
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="no fp8 quantization_config"):
-        ck.load_state_dict(d)
+        loader.load_state_dict(d)
 
 
 @pytest.mark.parametrize(
@@ -290,7 +318,7 @@ def test_unsupported_quantization_is_refused(tiny_minimax_bf16, tmp_path, quant,
     cfg["quantization_config"] = quant
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=match):
-        ck.load_state_dict(d)
+        loader.load_state_dict(d)
 
 
 # ----------------------------------------------------------------------------------------
@@ -302,7 +330,7 @@ def _embeds(cfg_hidden, seed=0, batch=2, seq=24, dtype=torch.bfloat16):
 
 @pytest.fixture(scope="module")
 def minimax_fp8_model(tiny_minimax_fp8):
-    return ck.load_causal_lm(tiny_minimax_fp8)
+    return loader.load_causal_lm(tiny_minimax_fp8)
 
 
 def test_model_shape_and_runtime_config(minimax_fp8_model, tiny_minimax_fp8):
@@ -318,7 +346,7 @@ def test_model_shape_and_runtime_config(minimax_fp8_model, tiny_minimax_fp8):
 
 def test_router_is_float32_and_its_logits_are_computed_in_float32(minimax_fp8_model, tiny_minimax_fp8):
     m = minimax_fp8_model
-    sd = ck.load_state_dict(tiny_minimax_fp8)
+    sd = loader.load_state_dict(tiny_minimax_fp8)
     seen = []
     hooks = []
     for i, layer in enumerate(m.model.layers):
@@ -344,7 +372,7 @@ def test_router_is_float32_and_its_logits_are_computed_in_float32(minimax_fp8_mo
 
 
 def test_fp8_and_bf16_checkpoints_give_the_same_forward(minimax_fp8_model, tiny_minimax_bf16):
-    bf16 = ck.load_causal_lm(tiny_minimax_bf16)
+    bf16 = loader.load_causal_lm(tiny_minimax_bf16)
     x = _embeds(bf16.config.hidden_size, seed=3)
     with torch.no_grad():
         a = minimax_fp8_model(inputs_embeds=x, output_hidden_states=True)
@@ -371,11 +399,11 @@ def test_loader_equals_transformers_from_pretrained_minimax(tiny_minimax_bf16):
     from transformers import AutoModelForCausalLM
 
     # bf16: identical weights, except that transformers rounds the F32 router to bf16
-    ours = ck.load_causal_lm(tiny_minimax_bf16)
+    ours = loader.load_causal_lm(tiny_minimax_bf16)
     theirs = AutoModelForCausalLM.from_pretrained(tiny_minimax_bf16, dtype=torch.bfloat16)
     _assert_same_model(ours, theirs, router_rounded_to=torch.bfloat16)
     # float32: nothing is rounded, so the models and their forwards are identical
-    ours = ck.load_causal_lm(tiny_minimax_bf16, dtype=torch.float32)
+    ours = loader.load_causal_lm(tiny_minimax_bf16, dtype=torch.float32)
     theirs = AutoModelForCausalLM.from_pretrained(
         tiny_minimax_bf16, dtype=torch.float32, experts_implementation="eager"
     )
@@ -389,7 +417,7 @@ def test_loader_equals_transformers_from_pretrained_minimax(tiny_minimax_bf16):
 def test_loader_equals_transformers_from_pretrained_qwen3(tiny_qwen3):
     from transformers import AutoModelForCausalLM
 
-    ours = ck.load_causal_lm(tiny_qwen3)
+    ours = loader.load_causal_lm(tiny_qwen3)
     theirs = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.bfloat16).eval()
     assert type(ours).__name__ == "Qwen3ForCausalLM"
     _assert_same_model(ours, theirs)
@@ -401,19 +429,19 @@ def test_loader_equals_transformers_from_pretrained_qwen3(tiny_qwen3):
 
 def test_load_causal_lm_errors(tiny_minimax_bf16, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist") as e:
-        ck.load_causal_lm(tmp_path / "missing")
+        loader.load_causal_lm(tmp_path / "missing")
     assert "make-tiny" in _one_line(e.value)
     with pytest.raises(CheckpointError, match="no config.json"):
-        ck.load_causal_lm(tmp_path)
+        loader.load_causal_lm(tmp_path)
     d = _copy(tiny_minimax_bf16, tmp_path)
     cfg = ck.read_config(d)
     (d / "config.json").write_text(json.dumps({**cfg, "model_type": "not_a_real_arch", "architectures": ["NotReal"]}))
     with pytest.raises(CheckpointError, match="does not know model_type 'not_a_real_arch'") as e:
-        ck.load_causal_lm(d)
+        loader.load_causal_lm(d)
     assert "upgrade transformers" in _one_line(e.value)
     (d / "config.json").write_text(json.dumps({"model_type": "vit", "architectures": ["ViTModel"]}))
     with pytest.raises(CheckpointError, match="not a causal LM"):
-        ck.load_causal_lm(d)
+        loader.load_causal_lm(d)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tiny_minimax_bf16, tmp_path):
@@ -421,7 +449,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tiny_minimax_bf16, tmp_p
     cfg = ck.read_config(d)
     (d / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": cfg["num_hidden_layers"] + 1}))
     with pytest.raises(CheckpointError, match="does not fit MiniMaxM2ForCausalLM: missing_keys"):
-        ck.load_causal_lm(d)
+        loader.load_causal_lm(d)
 
 
 def test_remote_code_pointer_is_ignored(tiny_minimax_bf16, tmp_path):
@@ -431,7 +459,7 @@ def test_remote_code_pointer_is_ignored(tiny_minimax_bf16, tmp_path):
     cfg["auto_map"] = {"AutoConfig": "configuration_minimax_m2.MiniMaxM2Config",
                        "AutoModelForCausalLM": "modeling_minimax_m2.MiniMaxM2ForCausalLM"}  # fmt: skip
     (d / "config.json").write_text(json.dumps(cfg))
-    assert type(ck.load_causal_lm(d)).__module__.startswith("transformers.models.minimax_m2")
+    assert type(loader.load_causal_lm(d)).__module__.startswith("transformers.models.minimax_m2")
 
 
 # ----------------------------------------------------------------------------------------
@@ -508,8 +536,8 @@ def _spec_forward(sd, cfg, x, deviation=None):
 
 @pytest.fixture(scope="module")
 def minimax_float64(tiny_minimax_fp8):
-    sd = ck.load_state_dict(tiny_minimax_fp8, torch.float64)
-    model = ck.load_causal_lm(tiny_minimax_fp8, dtype=torch.float64)
+    sd = loader.load_state_dict(tiny_minimax_fp8, torch.float64)
+    model = loader.load_causal_lm(tiny_minimax_fp8, dtype=torch.float64)
     x = _embeds(model.config.hidden_size, seed=7, dtype=torch.float64)
     with torch.no_grad():
         got = model.model(inputs_embeds=x).last_hidden_state

@@ -10,8 +10,10 @@ import pytest
 from fake_hub import FakeHub
 
 from mlvalidate.cli import main
-from mlvalidate.hub import pull as pull_mod
-from mlvalidate.hub.pull import RECORD_FILE, RECORD_SCHEMA, human_bytes, pinned_model, pull
+from mlvalidate.hub import plan as plan_mod
+from mlvalidate.hub.pin import RECORD_FILE, RECORD_SCHEMA, pinned_model
+from mlvalidate.hub.plan import human_bytes
+from mlvalidate.hub.pull import pull
 from mlvalidate.errors import PullError
 
 PIN_REPO, PIN_COMMIT = pinned_model()
@@ -130,12 +132,12 @@ def test_a_revision_that_is_not_a_full_commit_is_refused_before_any_request(hub,
 def test_disk_space_preflight_refuses_before_the_first_byte(hub, tiny_minimax_fp8, tmp_path, capsys, monkeypatch):
     free = 5 * 2**20
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(pull_mod.shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
+    monkeypatch.setattr(plan_mod.shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
     dest = tmp_path / "weights"
     assert main(["pull", "--dir", str(dest)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     files = sum(p.stat().st_size for p in tiny_minimax_fp8.iterdir())
-    needed = files + pull_mod.HEADROOM_BYTES
+    needed = files + plan_mod.HEADROOM_BYTES
     assert "not enough disk space" in line and f"needs {human_bytes(needed)}" in line
     assert f"{human_bytes(files)} to download" in line and "5.0 MiB free" in line
     assert f"free {human_bytes(needed - free)} there, or choose another --dir" in line
@@ -144,14 +146,14 @@ def test_disk_space_preflight_refuses_before_the_first_byte(hub, tiny_minimax_fp
 
 def test_preflight_counts_only_bytes_still_missing(tiny_minimax_fp8, tmp_path):
     dest = shutil.copytree(tiny_minimax_fp8, tmp_path / "weights")
-    files = [pull_mod.RemoteFile(p.name, p.stat().st_size) for p in sorted(tiny_minimax_fp8.iterdir())]
+    files = [plan_mod.RemoteFile(p.name, p.stat().st_size) for p in sorted(tiny_minimax_fp8.iterdir())]
     # files of unknown provenance at the destination are replaced: their bytes are freed first
-    plan = pull_mod.plan_pull(dest, PIN_REPO, PIN_COMMIT, files)
+    plan = plan_mod.plan_pull(dest, PIN_REPO, PIN_COMMIT, files)
     assert plan.complete == [] and plan.remaining_bytes == 0 and plan.wrong_size == []
     (dest / SHARD2).unlink()
-    plan = pull_mod.plan_pull(dest, PIN_REPO, PIN_COMMIT, files)
+    plan = plan_mod.plan_pull(dest, PIN_REPO, PIN_COMMIT, files)
     assert plan.remaining_bytes == (tiny_minimax_fp8 / SHARD2).stat().st_size
-    assert pull_mod.check_disk_space(plan)[0] == plan.remaining_bytes + pull_mod.HEADROOM_BYTES
+    assert plan_mod.check_disk_space(plan)[0] == plan.remaining_bytes + plan_mod.HEADROOM_BYTES
 
 
 def test_revision_not_on_the_hub_is_one_line_exit_2(hub, tmp_path, capsys):

@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 from mlvalidate.cli import build_parser, main
 from mlvalidate.weights import checkpoint as ck
+from mlvalidate.weights import loader
 from mlvalidate.fixtures import tiny
 from mlvalidate.errors import CheckpointError
 
@@ -129,7 +130,7 @@ def test_transformers_reads_partial_rope_from_the_config(tiny_minimax_fp8):
 
 def test_no_feature_is_invisible(tiny_minimax_bf16):
     """Norm gains are not all ones and the routing bias is not zero."""
-    sd = ck.load_state_dict(tiny_minimax_bf16, torch.float32)
+    sd = loader.load_state_dict(tiny_minimax_bf16, torch.float32)
     for name, t in sd.items():
         if name.endswith("norm.weight"):
             assert t.min() < 0.8 and t.max() > 1.2 and t.min() >= 0.5 and t.max() <= 1.5, name
@@ -140,7 +141,7 @@ def test_no_feature_is_invisible(tiny_minimax_bf16):
 def test_weights_scale_with_gain(tmp_path):
     def q_std(gain):
         d = tiny.make_tiny(tmp_path / f"g{gain}", gain=gain, num_layers=1, num_experts=2)
-        sd = ck.load_state_dict(d, torch.float32)
+        sd = loader.load_state_dict(d, torch.float32)
         q = sd["model.layers.0.self_attn.q_proj.weight"]
         w2 = sd["model.layers.0.block_sparse_moe.experts.0.w2.weight"]
         return q.std().item(), w2.std().item()
@@ -158,7 +159,7 @@ def test_fp8_quantization_scales_are_amax_over_448():
     assert q.dtype == torch.float8_e4m3fn and s.dtype == torch.float32 and s.shape == (2, 2)
     assert torch.equal(s[0, 0], w[:128, :128].abs().max() / 448)
     assert torch.equal(s[1, 1], w[128:, 128:].abs().max() / 448)  # partial last block column
-    back = ck.dequantize_fp8_block(q, s)
+    back = loader.dequantize_fp8_block(q, s)
     assert ((back - w).abs() <= 2**-4 * s.repeat_interleave(128, 0).repeat_interleave(128, 1)[:, :200] * 448).all()
     zero_q, zero_s = tiny.quantize_fp8_block(torch.zeros(128, 128))
     assert torch.equal(zero_s, torch.ones(1, 1)) and not zero_q.float().any()
@@ -208,7 +209,7 @@ def test_output_directory_policy(tmp_path):
         "model-00002-of-00002.safetensors",
     ]
     assert (target / "notes.txt").read_text() == "mine" and (target / "keep").is_dir()
-    ck.load_state_dict(target)
+    loader.load_state_dict(target)
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(CheckpointError, match="not a directory"):

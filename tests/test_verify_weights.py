@@ -10,8 +10,9 @@ from safetensors.torch import load_file, save_file
 
 from mlvalidate.cli import main
 from mlvalidate.weights.checkpoint import INDEX_FILE, scan_checkpoint
-from mlvalidate.hub.pull import RECORD_FILE, RECORD_SCHEMA, pinned_model
-from mlvalidate.hub.verify import expected_minimax_m2, verify_weights
+from mlvalidate.hub.pin import RECORD_FILE, RECORD_SCHEMA, pinned_model
+from mlvalidate.hub.verify import verify_weights
+from mlvalidate.weights.layout import expected_minimax_m2
 
 PIN_REPO, PIN_COMMIT = pinned_model()
 OTHER_COMMIT = "0123456789abcdef0123456789abcdef01234567"

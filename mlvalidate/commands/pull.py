@@ -1,8 +1,8 @@
-"""`mlvalidate pull`: the chain's pinned weights, verified."""
+"""`mlvalidate pull`: the chain's pinned weights, downloaded, recorded and verified."""
 
 from __future__ import annotations
 
-from ._common import Formatter
+from ._common import EXIT_PASS, Formatter
 
 
 def register(sub) -> None:
@@ -20,10 +20,23 @@ def register(sub) -> None:
     p.add_argument("--dir", default=None, metavar="DIR", help="target directory, models/<owner>--<name> when not given")
     p.add_argument("--revision", default=None, metavar="COMMIT", help="full commit sha, the chain's pin when not given")
     p.add_argument("--repo", default=None, help="hub repository, the chain's (MiniMaxAI/MiniMax-M2.7) when not given")
-
-    def run(args) -> int:
-        from ..hub.pull import run_pull
-
-        return run_pull(args.dir, revision=args.revision, repo=args.repo)
-
     p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Pull (each phase on one line), then run verify-weights' checks on the result. Exit 0 when
+    both succeed, 2 when the checks find problems (a PullError, printed by cli, for the rest)."""
+    from ..hub.plan import human_bytes
+    from ..hub.pull import pull
+    from ..hub.verify import verify_weights
+    from .verify_weights import print_report
+
+    result = pull(args.dir, repo=args.repo, revision=args.revision, echo=print)
+    print(f"verify: checking {result.local_dir} (headers, dtypes and shapes, commit)")
+    code = print_report(verify_weights(result.local_dir, revision=result.commit, repo=result.repo))
+    if code == EXIT_PASS:
+        print(
+            f"done: {len(result.files)} files, {human_bytes(result.total_bytes)} "
+            f"({human_bytes(result.downloaded_bytes)} downloaded) in {result.elapsed_s:.1f} s"
+        )
+    return code

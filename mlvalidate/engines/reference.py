@@ -85,7 +85,7 @@ class ReferenceEngine:
         if model is None:
             if self.model_dir is None:
                 raise ValueError("give a model_dir or a loaded model")
-            from ..weights.checkpoint import load_causal_lm
+            from ..weights.loader import load_causal_lm
 
             t = time.perf_counter()
             # eager experts on CPU: measured fastest there (32 nonces x 256 tokens, tiny MiniMax-M2:

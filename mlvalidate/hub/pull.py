@@ -1,15 +1,15 @@
-"""Pull the chain's pinned checkpoint from the hub into a local directory, then verify it.
+"""Pull the chain's pinned checkpoint from the hub into a local directory.
 
     mlvalidate pull [--dir DIR] [--revision COMMIT] [--repo REPO]
 
-Phases, each announced on one line (huggingface_hub draws its own progress bars):
+Phases, each announced on one line through `echo` (huggingface_hub draws its own progress bars):
 
 1. revision: only a full 40-hex commit is accepted — a branch, tag or short sha can move or be
    ambiguous, and the chain pins a commit (docs/minimax-m2.md §1). Refused before any request.
 2. listing: `HfApi.model_info(files_metadata=True)` at the commit gives every file and its size.
 3. disk: bytes still to fetch (files already complete at this commit count 0; a file of another
    revision at the destination is replaced, so its bytes count as freed) plus 1 GiB headroom,
-   against `shutil.disk_usage(DIR)` — refused before the first byte is downloaded.
+   against `shutil.disk_usage(DIR)` — refused before the first byte is downloaded (plan.py).
 4. download: `snapshot_download(local_dir=DIR, revision=COMMIT)`. What huggingface_hub 2.x
    resumes by itself (checked over loopback in tests/test_pull.py):
    * a connection dropped mid-file is resumed inside the same run with an HTTP Range request
@@ -24,276 +24,34 @@ Phases, each announced on one line (huggingface_hub draws its own progress bars)
 5. check: every file is there with the listed size and its metadata records the commit.
 6. record: DIR/.mlvalidate-pull.json (repo, commit, endpoint, files with sizes, time), written
    last and atomically — `mlvalidate verify-weights` checks the commit it names.
-7. verify: the header/shape checks of `mlvalidate verify-weights` (hub/verify.py).
+
+The command (commands/pull.py) then runs the verify-weights checks (hub/verify.py) on the
+result; this module does not import them.
 
 The endpoint is HF_ENDPOINT (read at call time, so a mirror or a test server can be chosen by
 the environment); the token is huggingface_hub's usual one (HF_TOKEN or `hf auth login`).
-Errors are PullError (exit 2) with one line and a next step.
+Errors are PullError (exit 2) with one line and a next step (hub_errors.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import PullError
+from ..jsonio import write_json
+from .hub_errors import hub_errors
+from .pin import HF_LOCAL_META_DIR, RECORD_FILE, RECORD_SCHEMA, check_commit, local_dir_commit, pin_text, pinned_model
+from .plan import PullPlan, RemoteFile, check_disk_space, check_repo_path, disk_target, human_bytes, plan_pull
 
-# The chain definition whose hf_repo / hf_commit are the default pin (configs/chain/<id>.yaml,
-# read through serving/profiles.py: MiniMaxAI/MiniMax-M2.7 @ d494266a..., docs/minimax-m2.md §1).
-CHAIN_ID = "minimaxai-minimax-m2.7"
-
-RECORD_FILE = ".mlvalidate-pull.json"
-RECORD_SCHEMA = "mlvalidate.pull/1"
 LOCK_FILE = ".mlvalidate-pull.lock"
-HEADROOM_BYTES = 1 << 30  # never plan to fill a disk to the last byte
 STALE_PARTIAL_S = 600  # a *.incomplete file untouched this long belongs to a dead download
 DEFAULT_WORKERS = 8  # files downloaded at once (snapshot_download's default)
-
-# huggingface_hub's local_dir bookkeeping: DIR/.cache/huggingface/download/<path>.metadata
-# holds "<commit>\n<etag>\n<timestamp>\n" for every file it downloaded there.
-HF_LOCAL_META_DIR = Path(".cache") / "huggingface" / "download"
-
-_FULL_COMMIT = re.compile(r"[0-9a-fA-F]{40}")
-_SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
-
-
-def pinned_model() -> tuple[str, str]:
-    """(hf_repo, hf_commit) the chain pins, from its chain definition (ProfileError if unreadable)."""
-    from ..serving.profiles import load_chain
-
-    chain = load_chain(CHAIN_ID)
-    return chain.hf_repo, chain.hf_commit
-
-
-def _pin_text() -> str:
-    """'REPO @ COMMIT' for hints; never raises (a hint must not fail)."""
-    try:
-        repo, commit = pinned_model()
-    except Exception:  # noqa: BLE001 - the definition's own error is reported where it is used
-        return f"the commit in configs/chain/{CHAIN_ID}.yaml"
-    return f"{repo} @ {commit}"
-
-
-def check_commit(revision: object, option: str = "--revision") -> str:
-    """A full 40-hex commit sha, lower-cased; anything else (branch, tag, short sha) raises."""
-    if isinstance(revision, str) and _FULL_COMMIT.fullmatch(revision):
-        return revision.lower()
-    if isinstance(revision, str) and _SHORT_SHA.fullmatch(revision):
-        what = "a short commit sha (ambiguous)"
-    else:
-        what = "a branch or tag name (it can move)"
-    raise PullError(
-        f"{option} {revision!r} is {what}, not a full 40-hex commit",
-        hint=f"pass the full commit sha (the chain pins {_pin_text()})",
-    )
-
-
-def human_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def local_dir_commit(local_dir: str | os.PathLike, path: str) -> str | None:
-    """The commit huggingface_hub recorded for `path` when it downloaded it into `local_dir`
-    (first line of its .metadata file), or None."""
-    meta = Path(local_dir) / HF_LOCAL_META_DIR / f"{path}.metadata"
-    try:
-        with meta.open(encoding="utf-8") as f:
-            line = f.readline().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return line or None
-
-
-def read_pull_record(local_dir: str | os.PathLike) -> dict | None:
-    """DIR/.mlvalidate-pull.json as a dict; None when absent. A malformed record is a PullError."""
-    path = Path(local_dir) / RECORD_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise PullError(f"pull record {path} is unreadable: {e}", hint="run mlvalidate pull again") from e
-    if not (
-        isinstance(record, dict)
-        and record.get("schema") == RECORD_SCHEMA
-        and isinstance(record.get("repo"), str)
-        and isinstance(record.get("commit"), str)
-        and isinstance(record.get("files"), dict)
-    ):
-        raise PullError(f"pull record {path} is not a {RECORD_SCHEMA} record", hint="run mlvalidate pull again")
-    return record
-
-
-# ----------------------------------------------------------------------------------------
-# plan: what the hub has at the commit, what DIR already holds
-# ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str  # relative, POSIX
-    size: int  # bytes (the LFS object's size for LFS files)
-
-
-@dataclass
-class PullPlan:
-    repo: str
-    commit: str
-    local_dir: Path
-    files: list[RemoteFile]
-    complete: list[str] = field(default_factory=list)  # already here at this commit
-    to_fetch: list[str] = field(default_factory=list)
-    wrong_size: list[str] = field(default_factory=list)  # at the destination with another size: deleted first
-    remaining_bytes: int = 0  # bytes the disk must still take
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-    @property
-    def fetch_bytes(self) -> int:
-        """bytes to transfer (files to download, whole)."""
-        todo = set(self.to_fetch)
-        return sum(f.size for f in self.files if f.path in todo)
-
-
-def _check_repo_path(path: str) -> str:
-    p = PurePosixPath(path)
-    if not path or p.is_absolute() or any(part in ("", ".", "..") for part in p.parts) or "\\" in path:
-        raise PullError(
-            f"the hub lists a file {path!r} that is not a plain relative path", hint="check HF_ENDPOINT"
-        )
-    return path
-
-
-def plan_pull(local_dir: Path, repo: str, commit: str, files: list[RemoteFile]) -> PullPlan:
-    """Which files still need bytes. A file is complete when it has the listed size and its
-    local_dir metadata names this commit (huggingface_hub then skips it without a request);
-    any other file at the destination is deleted before its download, so its bytes are
-    subtracted from what the disk must take. huggingface_hub trusts a file whose metadata
-    names the commit whatever its size, so pull deletes wrong-size files itself (`wrong_size`):
-    a truncated shard is fetched again."""
-    plan = PullPlan(repo=repo, commit=commit, local_dir=local_dir, files=files)
-    for f in files:
-        dest = local_dir / f.path
-        size = dest.stat().st_size if dest.is_file() else None
-        if size == f.size and local_dir_commit(local_dir, f.path) == commit:
-            plan.complete.append(f.path)
-        else:
-            plan.to_fetch.append(f.path)
-            plan.remaining_bytes += max(0, f.size - (size or 0))
-            if size is not None and size != f.size:
-                plan.wrong_size.append(f.path)
-    return plan
-
-
-def _disk_target(local_dir: Path) -> Path:
-    p = local_dir.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def check_disk_space(plan: PullPlan) -> tuple[int, int]:
-    """(needed, free) bytes; raises PullError when the disk cannot take the pull."""
-    if plan.remaining_bytes == 0:
-        return 0, -1
-    target = _disk_target(plan.local_dir)
-    free = shutil.disk_usage(target).free
-    needed = plan.remaining_bytes + HEADROOM_BYTES
-    if free < needed:
-        raise PullError(
-            f"not enough disk space at {target}: the pull needs {human_bytes(needed)} "
-            f"({human_bytes(plan.remaining_bytes)} to download + {human_bytes(HEADROOM_BYTES)} headroom), "
-            f"{human_bytes(free)} free",
-            hint=f"free {human_bytes(needed - free)} there, or choose another --dir",
-        )
-    return needed, free
-
-
-# ----------------------------------------------------------------------------------------
-# hub errors -> one line and a next step
-# ----------------------------------------------------------------------------------------
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    out: list[type[BaseException]] = []
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
-        with contextlib.suppress(ImportError, AttributeError):
-            out.append(getattr(__import__(module), name))
-    return tuple(out)
-
-
-@contextlib.contextmanager
-def _hub_errors(repo: str, commit: str, endpoint: str, local_dir: Path) -> Iterator[None]:
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    again = "finished files are kept: run mlvalidate pull again to continue"
-    try:
-        yield
-    except RevisionNotFoundError as e:
-        raise PullError(
-            f"commit {commit} of {repo} was not found on {endpoint}",
-            hint=f"check --revision (the chain pins {_pin_text()}) and HF_ENDPOINT",
-        ) from e
-    except GatedRepoError as e:
-        raise PullError(
-            f"{repo} is gated and the hub refused this client",
-            hint="accept the model's terms on the hub, then set HF_TOKEN to a token of that account",
-        ) from e
-    except RepositoryNotFoundError as e:
-        raise PullError(
-            f"repository {repo} was not found on {endpoint} (or it is private)",
-            hint="check --repo; for a private or gated repo set HF_TOKEN",
-        ) from e
-    except RemoteEntryNotFoundError as e:
-        raise PullError(
-            f"a file listed at commit {commit} could not be downloaded from {endpoint} (404): {_first_line(e)}",
-            hint=again + "; if it persists the hub or mirror is inconsistent",
-        ) from e
-    except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        if status in (401, 403):
-            hint = "set HF_TOKEN to a token that can read " + repo
-        elif status == 429:
-            hint = "the hub rate-limits this client: wait a few minutes, set HF_TOKEN, then " + again
-        else:
-            hint = "the hub had a problem: " + again
-        raise PullError(f"the hub answered HTTP {status} for {repo}: {_first_line(e)}", hint=hint) from e
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, *_transport_errors()) as e:
-        raise PullError(
-            f"cannot reach {endpoint}: {type(e).__name__}: {_first_line(e)}",
-            hint="check the network or proxy (or HF_ENDPOINT for a mirror); " + again,
-        ) from e
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise PullError(
-                f"the disk under {local_dir} filled up during the download",
-                hint=f"free space (df -h {local_dir}), then " + again,
-            ) from e
-        raise PullError(f"download into {local_dir} failed: {_first_line(e)}", hint=again) from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " ".join(lines[:2]) if lines else type(e).__name__
 
 
 # ----------------------------------------------------------------------------------------
@@ -385,7 +143,7 @@ def _remote_files(api, repo: str, commit: str) -> list[RemoteFile]:
         if not isinstance(size, int) or size < 0:
             unsized.append(s.rfilename)
             continue
-        out.append(RemoteFile(_check_repo_path(s.rfilename), size))
+        out.append(RemoteFile(check_repo_path(s.rfilename), size))
     if unsized:
         raise PullError(
             f"the hub did not report the size of {len(unsized)} file(s), first: {unsized[0]}",
@@ -430,11 +188,7 @@ def _write_record(plan: PullPlan, endpoint: str, started: float, fetched: int) -
         "mlvalidate": __version__,
         "huggingface_hub": huggingface_hub.__version__,
     }
-    path = plan.local_dir / RECORD_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(plan.local_dir / RECORD_FILE, record, ensure_ascii=True)
 
 
 def pull(
@@ -446,12 +200,14 @@ def pull(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     max_workers: int = DEFAULT_WORKERS,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
 ) -> PullResult:
     """Download `repo` at commit `revision` (default: the chain's pin) into `local_dir`
     (default models/<owner>--<name>), resuming what an earlier run finished, and write the
     pull record. Raises PullError (nothing downloaded when the revision, listing or disk
-    check fails). `cache_dir`: huggingface_hub's cache, looked up for files it already holds."""
+    check fails). `cache_dir`: huggingface_hub's cache, looked up for files it already holds.
+    `echo` receives one line per phase (nothing is printed here; None: silent)."""
+    echo = echo or _silent
     if revision is not None:
         commit = check_commit(revision)  # before anything else: a bad revision is refused at once
     if repo is None or revision is None:
@@ -459,7 +215,7 @@ def pull(
         repo = pin_repo if repo is None else repo
         if revision is None:
             if repo != pin_repo:
-                raise PullError(f"--repo {repo} needs --revision COMMIT", hint=f"the chain pins {_pin_text()}")
+                raise PullError(f"--repo {repo} needs --revision COMMIT", hint=f"the chain pins {pin_text()}")
             commit = pin_commit
     local_dir = Path(local_dir) if local_dir is not None else default_dir(repo)
     if local_dir.exists() and not local_dir.is_dir():
@@ -481,7 +237,7 @@ def pull(
             if n:
                 echo(f"cleanup: removed {n} partial file(s) of an interrupted download ({human_bytes(freed)})")
 
-        with _hub_errors(repo, commit, endpoint, local_dir):
+        with hub_errors(repo, commit, endpoint, local_dir):
             files = _remote_files(HfApi(endpoint=endpoint, token=token), repo, commit)
         plan = plan_pull(local_dir, repo, commit, files)
         echo(
@@ -491,7 +247,7 @@ def pull(
         )
         needed, free = check_disk_space(plan)
         if needed:
-            echo(f"disk: {human_bytes(free)} free at {_disk_target(local_dir)}, {human_bytes(needed)} needed")
+            echo(f"disk: {human_bytes(free)} free at {disk_target(local_dir)}, {human_bytes(needed)} needed")
 
         try:
             local_dir.mkdir(parents=True, exist_ok=True)
@@ -508,7 +264,7 @@ def pull(
 
         if plan.to_fetch:
             echo(f"download: {len(plan.to_fetch)} file(s) with up to {max_workers} at a time")
-        with _hub_errors(repo, commit, endpoint, local_dir):
+        with hub_errors(repo, commit, endpoint, local_dir):
             snapshot_download(
                 repo_id=repo,
                 revision=commit,
@@ -533,19 +289,5 @@ def pull(
     )
 
 
-def run_pull(
-    local_dir: str | None = None, revision: str | None = None, repo: str | None = None, **kwargs
-) -> int:
-    """The pull command: pull, then run verify-weights' checks on the result. Exit 0 when
-    both succeed, 2 when the checks find problems (PullError for everything else)."""
-    from .verify import print_report, verify_weights
-
-    result = pull(local_dir, repo=repo, revision=revision, **kwargs)
-    print(f"verify: checking {result.local_dir} (headers, dtypes and shapes, commit)")
-    code = print_report(verify_weights(result.local_dir, revision=result.commit, repo=result.repo))
-    if code == 0:
-        print(
-            f"done: {len(result.files)} files, {human_bytes(result.total_bytes)} "
-            f"({human_bytes(result.downloaded_bytes)} downloaded) in {result.elapsed_s:.1f} s"
-        )
-    return code
+def _silent(line: str) -> None:
+    pass

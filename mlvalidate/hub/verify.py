@@ -2,16 +2,18 @@
 
     mlvalidate verify-weights DIR [--revision COMMIT] [--json]
 
-Every problem is listed (not just the first); exit 2 when there is any, 0 with a one-line
-summary when there is none. Reads safetensors headers only, never tensor data, so it takes
-seconds on the 230 GB MiniMax-M2.7 checkpoint.
+`verify_weights` returns a `VerifyReport` listing every problem (not just the first); the
+command (commands/verify_weights.py) prints it and exits 2 when there is any, 0 with a
+one-line summary when there is none. Reads safetensors headers only, never tensor data, so
+it takes seconds on the 230 GB MiniMax-M2.7 checkpoint.
 
-1. index / shards / headers (`checkpoint.scan_checkpoint`): every shard the index names is
-   present with a header the strict reader accepts (known dtypes, byte sizes that match the
-   shapes, tensors tiling the file exactly — a truncated shard fails); every tensor of the
+1. index / shards / headers (`weights.checkpoint.scan_checkpoint`): every shard the index names
+   is present with a header the safetensors library accepts (known dtypes, byte sizes that match
+   the shapes, tensors tiling the file exactly — a truncated shard fails); every tensor of the
    index is in its shard, and no shard holds a tensor the index does not place there.
 2. MiniMax-M2 only (model_type minimax_m2; other model types get step 1 and 3 and a note):
-   every tensor's dtype and shape follow from config.json (docs/minimax-m2.md §3) —
+   every tensor's dtype and shape follow from config.json (docs/minimax-m2.md §3,
+   `weights.layout.expected_minimax_m2`) —
    embed_tokens / lm_head BF16 [vocab, hidden]; q/k/v/o_proj from heads, kv heads, head_dim;
    experts w1/w3 [intermediate, hidden], w2 [hidden, intermediate]; with an fp8
    quantization_config each projection is F8_E4M3 plus F32 `weight_scale_inv`
@@ -29,33 +31,18 @@ seconds on the 230 GB MiniMax-M2.7 checkpoint.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CheckpointError, MlvalidateError
-from ..weights.checkpoint import (
-    CONFIG_FILE,
-    INDEX_FILE,
-    SCALE_SUFFIX,
-    SINGLE_FILE,
-    CheckpointScan,
-    _fp8_block_size,
-    read_config,
-    scan_checkpoint,
-)
-from .pull import RECORD_FILE, check_commit, human_bytes, local_dir_commit, pinned_model, read_pull_record
+from ..weights.checkpoint import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, CheckpointScan, read_config, scan_checkpoint
+from ..weights.layout import beyond_layers, expected_minimax_m2
+from .pin import RECORD_FILE, check_commit, local_dir_commit, pinned_model, read_pull_record
 
 MINIMAX_M2 = "minimax_m2"
-MAX_TEXT_PROBLEMS = 200  # the text report shows this many; --json lists every one
-
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
-
-Expected = dict[str, tuple[str, tuple[int, ...], str]]  # name -> (dtype, shape, what it is)
 
 
 @dataclass
@@ -98,77 +85,10 @@ class VerifyReport:
             "notes": list(self.notes),
         }
 
-    def summary(self) -> str:
-        where = f"{self.repo or '?'} @ {self.commit[:12] if self.commit else '?'} ({self.commit_source})"
-        size = f"{self.shard_bytes:,} bytes ({human_bytes(self.shard_bytes)})"
-        what = f"{self.shards} shards, {self.tensors:,} tensors, {size}"
-        if self.deep_checks:
-            kind = f"block-FP8 {self.fp8_block[0]}x{self.fp8_block[1]}" if self.fp8_block else "bf16"
-            deep = f"; dtypes and shapes match config.json (MiniMax-M2, {kind})"
-        else:
-            deep = "; index, shards and headers consistent"
-        return f"ok: {self.local_dir}: {where}: {what}{deep}"
-
 
 # ----------------------------------------------------------------------------------------
 # MiniMax-M2: the tensors config.json implies
 # ----------------------------------------------------------------------------------------
-def _positive_int(config: dict, key: str, default: int | None = None) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheckpointError(f"config.json {key} is {value!r}, not a positive integer")
-    return value
-
-
-def expected_minimax_m2(config: dict) -> tuple[Expected, tuple[int, int] | None]:
-    """Every tensor a MiniMax-M2 checkpoint with this config.json holds (without MTP layers),
-    and the FP8 block size (None: bf16 projections). Raises CheckpointError for a config
-    these cannot be derived from."""
-    H = _positive_int(config, "hidden_size")
-    V = _positive_int(config, "vocab_size")
-    L = _positive_int(config, "num_hidden_layers")
-    n_heads = _positive_int(config, "num_attention_heads")
-    n_kv = _positive_int(config, "num_key_value_heads")
-    hd = _positive_int(config, "head_dim", H // n_heads if H >= n_heads else None)
-    inter = _positive_int(config, "intermediate_size")
-    E = _positive_int(config, "num_local_experts")
-    block = _fp8_block_size(config)
-    q_width, kv_width = n_heads * hd, n_kv * hd
-
-    out: Expected = {}
-
-    def projection(name: str, rows: int, cols: int, what: str) -> None:  # [out, in]
-        if block is None:
-            out[name] = ("BF16", (rows, cols), what)
-            return
-        out[name] = ("F8_E4M3", (rows, cols), what + " (FP8)")
-        out[name + SCALE_SUFFIX] = ("F32", (math.ceil(rows / block[0]), math.ceil(cols / block[1])), what + " scales")
-
-    out["model.embed_tokens.weight"] = ("BF16", (V, H), "embedding")
-    out["lm_head.weight"] = ("BF16", (V, H), "lm_head")
-    out["model.norm.weight"] = ("BF16", (H,), "final norm")
-    for layer in range(L):
-        p = f"model.layers.{layer}."
-        out[p + "input_layernorm.weight"] = ("BF16", (H,), "input norm")
-        out[p + "post_attention_layernorm.weight"] = ("BF16", (H,), "post-attention norm")
-        projection(p + "self_attn.q_proj.weight", q_width, H, "q_proj")
-        projection(p + "self_attn.k_proj.weight", kv_width, H, "k_proj")
-        projection(p + "self_attn.v_proj.weight", kv_width, H, "v_proj")
-        projection(p + "self_attn.o_proj.weight", H, q_width, "o_proj")
-        if config.get("use_qk_norm", True):
-            out[p + "self_attn.q_norm.weight"] = ("BF16", (q_width,), "q_norm")
-            out[p + "self_attn.k_norm.weight"] = ("BF16", (kv_width,), "k_norm")
-        out[p + "block_sparse_moe.gate.weight"] = ("F32", (E, H), "router gate")
-        if config.get("use_routing_bias", True):
-            out[p + "block_sparse_moe.e_score_correction_bias"] = ("F32", (E,), "routing bias")
-        for e in range(E):
-            pe = p + f"block_sparse_moe.experts.{e}."
-            projection(pe + "w1.weight", inter, H, "expert w1")
-            projection(pe + "w3.weight", inter, H, "expert w3")
-            projection(pe + "w2.weight", H, inter, "expert w2")
-    return out, block
-
-
 def _minimax_m2_problems(config: dict, scan: CheckpointScan, report: VerifyReport) -> list[str]:
     try:
         expected, block = expected_minimax_m2(config)
@@ -188,8 +108,7 @@ def _minimax_m2_problems(config: dict, scan: CheckpointScan, report: VerifyRepor
     for name in scan.index:
         if name in expected:
             continue
-        m = _LAYER.match(name)
-        if m and int(m.group(1)) >= num_layers:
+        if beyond_layers(name, num_layers):
             report.mtp_tensors += 1
             continue
         problems.append(f"tensor {name} is not part of MiniMax-M2 as config.json describes it")
@@ -219,7 +138,7 @@ def _commit_problems(root: Path, scan: CheckpointScan, report: VerifyReport) -> 
     except MlvalidateError as e:
         problems.append(str(e))
         record = None
-    except RecursionError:  # pull.read_pull_record catches ValueError only
+    except RecursionError:  # pin.read_pull_record catches ValueError only
         problems.append(f"pull record {root / RECORD_FILE} is unreadable: JSON nested too deeply")
         record = None
 
@@ -307,38 +226,3 @@ def verify_weights(
             )
     report.problems += _commit_problems(root, scan, report)
     return report
-
-
-def run_verify_weights(model_dir: str, revision: str | None = None, as_json: bool = False) -> int:
-    """The verify-weights command: print the report, return the exit code (0 clean, 2 not)."""
-    return print_report(verify_weights(model_dir, revision=revision), as_json=as_json)
-
-
-def print_report(report: VerifyReport, as_json: bool = False) -> int:
-    """Print a report (text: a one-line summary, or every problem; or JSON) and return the
-    exit code: 0 clean, 2 with problems (plus one `error:` line on stderr)."""
-    import sys
-
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
-    elif report.ok:
-        print(report.summary())
-        for note in report.notes:
-            print(f"note: {note}")
-    else:
-        print(f"verify-weights {report.local_dir}: {len(report.problems)} problem(s)")
-        for line in report.problems[:MAX_TEXT_PROBLEMS]:
-            print(f"  - {line}")
-        if len(report.problems) > MAX_TEXT_PROBLEMS:
-            print(f"  ... and {len(report.problems) - MAX_TEXT_PROBLEMS} more (--json lists every one)")
-        for note in report.notes:
-            print(f"note: {note}")
-    if not report.ok:
-        print(
-            f"error: {len(report.problems)} problem(s) in {report.local_dir} — run `mlvalidate pull --dir "
-            f"{report.local_dir}` to fetch missing and wrong-size files (delete a damaged file first if its size "
-            "is right), then verify again",
-            file=sys.stderr,
-        )
-        return 2
-    return 0
