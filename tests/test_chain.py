@@ -82,7 +82,7 @@ class _Chain:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def answer(self, path, q):
         if path in self.overrides:
@@ -362,6 +362,15 @@ def test_malformed_json_is_one_line_exit_2(chain, capsys, path, raw):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and f"GET {c.url}{path}" in err
     assert "malformed JSON" in err
+
+
+def test_an_unreadable_block_time_is_one_line_naming_the_url(chain, capsys):
+    def edit(doc):
+        doc["get"]["/chain-rpc/status"]["result"]["sync_info"]["latest_block_time"] = "yesterday"
+    c = chain(edit=edit)
+    assert main(["chain", "status", "--node", c.url]) == 2
+    err = capsys.readouterr().err
+    assert f"result.sync_info.latest_block_time in GET {c.url}/chain-rpc/status: 'yesterday'" in err
 
 
 def test_readiness_is_one_line_when_the_chain_cannot_be_read(chain):

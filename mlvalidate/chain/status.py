@@ -131,7 +131,7 @@ def chain_status(node: str, model: str | None = None, epoch: int | None = None, 
                          lookup_timeout_s=lookup_deadline_s, log=log)
     st = client.get(STATUS_PATH)
     height = st.need_int(LATEST_HEIGHT)
-    t_latest = rfc3339(st.need(LATEST_TIME), "latest_block_time")
+    t_latest = rfc3339(st.need(LATEST_TIME), f"field {path_text(LATEST_TIME)} in GET {st.url}")
 
     params = client.get(PARAMS_PATH)
     epoch_length = params.need_int(EPOCH_LENGTH)
