@@ -241,7 +241,7 @@ def test_a_lookup_that_keeps_failing_is_listed_as_skipped(chain):
     assert c.hits[DELEGATION + ECHO] == 6  # 1 + the documents' 5 retries
     i = s.intent
     assert [x["address"] for x in i["skipped"]] == ["gonka1delta", ECHO]
-    assert "malformed JSON" in i["skipped"][0]["reason"] and "HTTP 503" in i["skipped"][1]["reason"]
+    assert "malformed JSON" in i["skipped"][0]["reason"] and "HTTP 503 after 5 retries" in i["skipped"][1]["reason"]
     assert (i["intent_weight"], i["total_weight"], i["share"]) == (100, 1600, 0.0625)
     text = "\n".join(readiness_lines(s))
     assert "skipped       2 participant(s) (intent may be undercounted): gonka1delta (" in text

@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from ..engines.http import HttpClient
+from ..engines.http import RETRY_STATUSES, HttpClient
 from ..errors import MlvalidateError
 
 # ---- endpoints (docs/chain-api.md) -------------------------------------------------------
@@ -198,6 +198,9 @@ class ChainClient:
 
         http = self.lookup_http if lookup else self.http
         resp = http.request("GET", full, deadline_s=deadline_s, give_up=give_up)
+        if resp.status in RETRY_STATUSES:
+            raise ChainError(f"GET {url}: HTTP {resp.status} after {tries[0] - 1} retries: {resp.detail()}",
+                             "the node is under load; run again later")
         if resp.status != 200:
             raise ChainError(f"GET {url}: HTTP {resp.status}: {resp.detail()}", "is this a Gonka node's URL?")
         if not isinstance(resp.body, dict):
