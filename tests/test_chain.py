@@ -1,68 +1,53 @@
-"""Chain readiness (issue 7): projection math, decimal decoding, intent coverage, and
-`mlvalidate chain status` / `validate --chain-node` against recorded chain responses served over
-loopback. The shapes are our best reading of Gonka's chain (see mlvalidate/chain.py)."""
+"""Chain readiness (issues 7 and 14): `mlvalidate chain status` and `validate --chain-node`
+against a loopback chain whose answers follow the shapes of Gonka's bootstrap documents
+(docs/chain-api.md), written in tests/chain_documented.json from that page, not from the code's
+constants; plus the projection math and the decoding of decimals and weights."""
 
+import copy
 import json
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
-
-from mlvalidate.chain import ChainError, chain_status, decode_decimal, project, weight_of
-from mlvalidate.cli import main
 from test_serve_validate import _validate, engine, reference, serving  # noqa: F401 (fixtures)
 
-MODEL = "MiniMaxAI/MiniMax-M2.7"
-ADDR = ["gonka1alpha", "gonka1bravo", "gonka1charlie", "gonka1delta", "gonka1echo"]
+from mlvalidate.chain import (
+    chain_status,
+    decode_decimal,
+    project,
+    readiness_lines,
+    reading,
+    weight_of,
+)
+from mlvalidate.cli import main
 
-# ---- recorded responses (shapes: our best reading) --------------------------------------
-STATUS = {"jsonrpc": "2.0", "id": -1, "result": {
-    "node_info": {"network": "gonka-mainnet"},
-    "sync_info": {"latest_block_height": "1000000", "latest_block_time": "2026-11-23T12:00:00.123456789Z",
-                  "catching_up": False}}}
-OLD_BLOCK = {"jsonrpc": "2.0", "id": -1, "result": {"total_count": "1", "blocks": [
-    {"block_id": {"hash": "AA"}, "block": {"header": {"height": "999900", "time": "2026-11-23T11:50:00.123456789Z"}}}]}}
-PARAMS = {"params": {
-    "epoch_params": {"epoch_length": "15391", "epoch_shift": "1200", "poc_stage_duration": "60"},
-    "poc_params": {"models": [{"model_id": MODEL}]},
-    "bootstrap_params": {"w_threshold": {"value": "1", "exponent": -1}, "v_min": {"value": "5", "exponent": -1}}}}
-PARTICIPANTS = {"active_participants": {
-    "epoch_id": "276", "epoch_group_id": "301", "poc_start_block_height": "990000",
-    "created_at_block_height": "990010",
-    "participants": [
-        {"index": ADDR[0], "weight": 100, "models": [MODEL]},
-        {"index": ADDR[1], "weight": None},  # null weight
-        {"index": ADDR[2]},  # missing weight
-        {"index": ADDR[3], "weight": 0},
-        {"index": ADDR[4], "weight": "300", "models": [MODEL]},
-    ]}}
-EVENT_SEARCH = {"jsonrpc": "2.0", "id": -1, "result": {"total_count": "2", "blocks": [
-    {"block": {"header": {"height": "984500", "time": "2026-11-22T10:00:00Z"}}},
-    {"block": {"header": {"height": "969109", "time": "2026-11-21T08:00:00Z"}}}]}}
-EMPTY_SEARCH = {"jsonrpc": "2.0", "id": -1, "result": {"total_count": "0", "blocks": []}}
-BLOCK_RESULTS = {"jsonrpc": "2.0", "id": -1, "result": {"height": "984500", "txs_results": None, "finalize_block_events": [
-    {"type": "coin_spent", "attributes": [{"key": "amount", "value": "1ngonka", "index": True}]},
-    {"type": "bootstrap_model_preeligibility", "attributes": [
-        {"key": "model_id", "value": "Qwen/Other"}, {"key": "pre_eligible", "value": "true"}]},
-    {"type": "bootstrap_model_preeligibility", "attributes": [
-        {"key": "model_id", "value": MODEL}, {"key": "pre_eligible", "value": "false"},
-        {"key": "meets_v_min", "value": "true"}, {"key": "meets_weight_threshold", "value": "false"},
-        {"key": "meets_reachability", "value": "true"}, {"key": "intent_host_count", "value": "2"},
-        {"key": "intent_weight", "value": "400"}, {"key": "snapshot_height", "value": "984500"}]}]}}
-
-
-def _delegation(address, intent: bool):
-    return {"delegation": {"delegator": address, "delegatee": ""},
-            "poc_intents": [{"model_id": MODEL, "participant": address}] if intent else []}
+HERE = Path(__file__).parent
+DOCUMENTED = json.loads((HERE / "chain_documented.json").read_text())
+MODEL = DOCUMENTED["model"]
+PARAMS = "/chain-api/productscience/inference/inference/params"
+PARTICIPANTS = "/v1/epochs/current/participants"
+DELEGATION = "/chain-api/productscience/inference/inference/poc_delegation/"
+EVENT_QUERY = f"\"bootstrap_model_preeligibility.model_id='{MODEL}'\""
+ECHO = "gonka1echo"
 
 
 class _Chain:
-    """Serves the recorded responses; `bursts[path] = n` answers 503 n times first, `-1` always."""
+    """A real HTTP server on 127.0.0.1 serving tests/chain_documented.json.
 
-    def __init__(self, *, events=True, overrides=None, bursts=None):
+    `edit(doc)` changes a deep copy of the fixture first; `overrides[path]` answers that path with
+    a body (bytes are sent as they are: malformed JSON); `bursts[path] = n` answers 503 n times
+    before the real answer, `-1` always; `events=False` makes the pre-eligibility search empty.
+    Every request is recorded in `requests` as (method, raw path); any method but GET gets 405."""
+
+    def __init__(self, *, events=True, overrides=None, bursts=None, edit=None):
+        self.doc = copy.deepcopy(DOCUMENTED)
+        if edit:
+            edit(self.doc)
         self.events, self.overrides, self.bursts = events, dict(overrides or {}), dict(bursts or {})
         self.hits: dict[str, int] = {}
+        self.requests: list[tuple[str, str]] = []
         chain = self
 
         class H(BaseHTTPRequestHandler):
@@ -70,6 +55,7 @@ class _Chain:
                 pass
 
             def do_GET(self):
+                chain.requests.append(("GET", self.path))
                 u = urllib.parse.urlsplit(self.path)
                 chain.hits[u.path] = chain.hits.get(u.path, 0) + 1
                 left = chain.bursts.get(u.path, 0)
@@ -81,6 +67,12 @@ class _Chain:
                     return self._send(404, b'{"code": 5, "message": "not found"}')
                 self._send(200, body if isinstance(body, bytes) else json.dumps(body).encode())
 
+            def _refuse(self):
+                chain.requests.append((self.command, self.path))
+                self._send(405, b'{"error": "read-only loopback chain"}')
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+
             def _send(self, code, raw):
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -90,31 +82,26 @@ class _Chain:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def answer(self, path, q):
         if path in self.overrides:
             return self.overrides[path]
-        if path == "/chain-rpc/status":
-            return STATUS
-        if path == "/chain-api/productscience/inference/inference/params":
-            return PARAMS
-        if path == "/v1/epochs/current/participants":
-            return PARTICIPANTS
+        if path in self.doc["get"]:
+            return self.doc["get"][path]
         if path == "/chain-rpc/block_search":
             query = q.get("query", [""])[0]
-            if "block.height=999900" in query:
-                return OLD_BLOCK
-            if f"bootstrap_model_preeligibility.model_id='{MODEL}'" in query:
-                return EVENT_SEARCH if self.events else EMPTY_SEARCH
-            return EMPTY_SEARCH
-        if path == "/chain-rpc/block_results" and q.get("height") == ["984500"]:
-            return BLOCK_RESULTS
-        prefix = "/chain-api/productscience/inference/inference/poc_delegation/"
-        if path.startswith(prefix):
-            addr = path[len(prefix):]
-            return _delegation(addr, addr in (ADDR[0], ADDR[1], ADDR[4])) if addr in ADDR else None
+            if query == EVENT_QUERY and not self.events:
+                return self.doc["block_search"]["_empty"]
+            return self.doc["block_search"].get(query, self.doc["block_search"]["_empty"])
+        if path == "/chain-rpc/block_results":
+            return self.doc["block_results"].get(q.get("height", [""])[0])
+        if path.startswith(DELEGATION):
+            return self.doc["poc_delegation"].get(path[len(DELEGATION):])
         return None
+
+    def methods(self) -> set:
+        return {m for m, _ in self.requests}
 
     def close(self):
         self.server.shutdown()
@@ -134,10 +121,41 @@ def chain():
         c.close()
 
 
-FAST = dict(backoff_s=0.01, lookup_deadline_s=0.3, min_interval_s=0.0, deadline_s=5.0)
+FAST = {"backoff_s": 0.01, "lookup_backoff_s": 0.01, "lookup_deadline_s": 5.0, "min_interval_s": 0.0, "deadline_s": 5.0}
 
 
-# ---- pure functions -----------------------------------------------------------------------
+def _drop(where: str, path: tuple):
+    """An edit that deletes `path` from the fixture's answer at `where` (a key path into the doc)."""
+    def edit(doc):
+        node = doc
+        for k in where.split("|"):
+            node = node[k]
+        for k in path[:-1]:
+            node = node[k]
+        del node[path[-1]]
+    return edit
+
+
+# ---- the code and the fixture follow the documented paths ------------------------------------
+def test_the_code_and_the_fixture_read_the_documented_paths():
+    doc = (HERE.parent / "docs" / "chain-api.md").read_text()
+    for endpoint in (reading.PARAMS_PATH, reading.PARTICIPANTS_PATH, reading.BLOCK_SEARCH_PATH,
+                     reading.BLOCK_RESULTS_PATH, reading.DELEGATION_PATH):
+        assert f"$NODE{endpoint}" in doc, endpoint
+    for path in (reading.EPOCH_LENGTH, reading.W_THRESHOLD, reading.CURRENT_EPOCH, reading.CURRENT_POC_START,
+                 reading.PARTICIPANTS, reading.SEARCH_BLOCKS, reading.FINALIZE_EVENTS, reading.INTENTS):
+        assert f"`.{reading.path_text(path)}" in doc, path
+    assert f"`.result.blocks[].{reading.path_text(reading.HEADER_HEIGHT)}`" in doc
+    assert reading.W_THRESHOLD == ("params", "delegation_params", "w_threshold")
+    get = DOCUMENTED["get"]
+    for path in (reading.EPOCH_LENGTH, reading.W_THRESHOLD):
+        assert reading.Answer("u", "l", get[PARAMS]).has(path), path
+    for path in (reading.CURRENT_EPOCH, reading.CURRENT_POC_START, reading.PARTICIPANTS):
+        assert reading.Answer("u", "l", get[PARTICIPANTS]).has(path), path
+    assert "bootstrap_params" not in json.dumps(DOCUMENTED)
+
+
+# ---- pure functions -----------------------------------------------------------------------------
 def test_projection_math_and_punishment_epoch():
     p = project(276, 990000, 15391, 277, latest_height=1_000_000, block_time_s=6.0, punishment_epoch=278)
     assert p.poc_start == 990000 + 15391 and p.snapshot == 990000 + 15391 - 500
@@ -151,55 +169,136 @@ def test_projection_math_and_punishment_epoch():
 
 
 def test_decimal_decoding_and_weights():
-    assert decode_decimal({"value": "1", "exponent": -1}) == pytest.approx(0.1)
-    assert decode_decimal({"value": "25", "exponent": "-2"}) == pytest.approx(0.25)
-    assert decode_decimal({"value": 3, "exponent": 0}) == 3.0 and decode_decimal("0.5") == 0.5
-    with pytest.raises(ChainError, match="w_threshold: missing field exponent"):
-        decode_decimal({"value": "1"}, "w_threshold")
-    assert [weight_of(p) for p in PARTICIPANTS["active_participants"]["participants"]] == [100, 0, 0, 0, 300]
-    assert weight_of({"weight": "junk"}) == 0 and weight_of(None) == 0
+    assert decode_decimal({"value": "1", "exponent": -1}) == decode_decimal("0.1")  # exact, not 0.1000000001
+    assert float(decode_decimal({"value": "25", "exponent": "-2"})) == 0.25
+    assert decode_decimal({"value": 3, "exponent": 0}) == 3 and decode_decimal("0.5") == decode_decimal(0.5)
+    for bad in ({"value": "x", "exponent": -1}, None, True, "nan", "junk"):
+        with pytest.raises(ValueError):
+            decode_decimal(bad)
+    people = DOCUMENTED["get"][PARTICIPANTS]["active_participants"]["participants"]
+    assert [weight_of(p) for p in people] == [100, 0, 0, 0, 300, 1200]  # null and missing: no weight
+    assert weight_of({"weight": "42"}) == 42 and weight_of({"weight": "junk"}) is None
+    assert weight_of({"weight": -5}) is None and weight_of(None) == 0
 
 
-# ---- against the recorded chain -----------------------------------------------------------
-def test_status_with_null_weights_and_a_503_burst_that_recovers(chain):
-    c = chain(bursts={f"/chain-api/productscience/inference/inference/poc_delegation/{ADDR[4]}": 3,
-                      "/chain-rpc/status": 2})
+# ---- against the documented chain ---------------------------------------------------------------
+def test_status_on_the_documented_answers_with_503_bursts_that_recover(chain):
+    c = chain(bursts={DELEGATION + ECHO: 3, "/chain-rpc/status": 2})
     s = chain_status(c.url, MODEL, **FAST)
     p = s.projection
     assert (p.current_epoch, p.target_epoch, p.latest_height) == (276, 277, 1_000_000)
-    assert p.snapshot == 1005391 - 500 and p.block_time_s == pytest.approx(6.0) and p.punishment_epoch == 278
-    assert s.w_threshold == pytest.approx(0.1) and s.v_min == pytest.approx(0.5)
-    assert s.preeligibility == {"height": 984500, "pre_eligible": False, "meets_v_min": True,
-                                "meets_weight_threshold": False, "meets_reachability": True,
-                                "intent_host_count": 2, "intent_weight": 400}
+    assert p.poc_start == 990000 + 15391 and p.snapshot == 990000 + 15391 - 500  # anchored on the live epoch
+    assert p.snapshot != 7300 + 277 * 15391 - 500  # what epoch_shift would give
+    assert p.block_time_s == pytest.approx(6.0) and p.punishment_epoch == 278
+    assert s.w_threshold == 0.1 and s.w_threshold_source == "params.delegation_params.w_threshold"
+    assert (s.v_min, s.v_min_source) == (3, "the bootstrap document's text")
+    e = s.preeligibility
+    assert e["height"] == 984500 and e["url"].endswith("/chain-rpc/block_results?height=984500")
+    assert (e["pre_eligible"], e["meets_v_min"], e["meets_weight_threshold"], e["meets_reachability"]) == \
+        (False, True, True, False)
+    assert (e["intent_host_count"], e["intent_weight"], e["total_network_weight"]) == (3, 400, 1600)
+    assert e["unknown"] == ["reachable_voting_power"] and e["attributes"]["reachable_voting_power"] == "512"
+    assert all(isinstance(v, str) for v in e["attributes"].values())
     i = s.intent
-    assert i["intent_hosts"] == [ADDR[0], ADDR[1], ADDR[4]] and i["skipped"] == []
-    assert i["intent_weight"] == 400 and i["total_weight"] == 400 and i["coverage"] == 1.0
-    assert c.hits[f"/chain-api/productscience/inference/inference/poc_delegation/{ADDR[4]}"] == 4
+    assert i["intent_hosts"] == ["gonka1alpha", "gonka1bravo", ECHO] and i["skipped"] == []
+    assert i["zero_weight_intent_hosts"] == ["gonka1bravo"]  # counts toward V_min, adds no weight
+    assert (i["intent_weight"], i["total_weight"], i["share"]) == (400, 1600, 0.25)
+    assert c.hits[DELEGATION + ECHO] == 4 and c.hits["/chain-rpc/status"] == 3
+    assert s.read[PARAMS] == ["params.epoch_params.epoch_length", "params.delegation_params.w_threshold"]
+    assert {"field": "params.delegation_params.v_min", "endpoint": PARAMS,
+            "then": "V_min 3 from the bootstrap document's text"} in s.not_found
+    assert c.methods() == {"GET"}
+
+
+def test_the_event_search_is_the_url_encoded_quoted_query(chain):
+    c = chain()
+    chain_status(c.url, MODEL, intents=False, **FAST)
+    searches = [raw for _, raw in c.requests if raw.startswith("/chain-rpc/block_search") and "preeligibility" in raw]
+    assert len(searches) == 1
+    raw_query = urllib.parse.urlsplit(searches[0]).query
+    assert "query=%22bootstrap_model_preeligibility.model_id%3D%27MiniMaxAI%2FMiniMax-M2.7%27%22" in raw_query
+    assert urllib.parse.parse_qs(raw_query)["query"] == [EVENT_QUERY]
+
+
+def test_v_min_beside_w_threshold_is_preferred_and_said(chain):
+    def edit(doc):
+        doc["get"][PARAMS]["params"]["delegation_params"]["v_min"] = "4"
+        doc["get"][PARAMS]["params"]["delegation_params"]["w_threshold"] = {"value": "3", "exponent": "-1"}
+    c = chain(edit=edit)
+    s = chain_status(c.url, MODEL, **FAST)
+    assert s.v_min == 4 and s.v_min_source.startswith("params.delegation_params.v_min")
+    assert s.w_threshold == 0.3
+    assert not [m for m in s.not_found if "v_min" in m["field"]]
+    text = "\n".join(readiness_lines(s))
+    assert "V_min 4 (from params.delegation_params.v_min (the params answer, beside w_threshold))" in text
+    assert "by this count V_min 4 not met, W_threshold 0.3 not met" in text  # 3 hosts; 400 < 0.3 x 1600
 
 
 def test_a_lookup_that_keeps_failing_is_listed_as_skipped(chain):
-    c = chain(bursts={f"/chain-api/productscience/inference/inference/poc_delegation/{ADDR[4]}": -1})
+    c = chain(bursts={DELEGATION + ECHO: -1}, overrides={DELEGATION + "gonka1delta": b'{"intents": ['})
     s = chain_status(c.url, MODEL, epoch=279, **FAST)
     assert s.projection.past_punishment is True
+    assert c.hits[DELEGATION + ECHO] == 6  # 1 + the documents' 5 retries
     i = s.intent
-    assert [x["address"] for x in i["skipped"]] == [ADDR[4]] and "503" in i["skipped"][0]["reason"]
-    assert i["intent_weight"] == 100 and i["total_weight"] == 400 and i["coverage"] == 0.25
-    from mlvalidate.chain import readiness_lines
-
+    assert [x["address"] for x in i["skipped"]] == ["gonka1delta", ECHO]
+    assert "malformed JSON" in i["skipped"][0]["reason"] and "HTTP 503 after 5 retries" in i["skipped"][1]["reason"]
+    assert (i["intent_weight"], i["total_weight"], i["share"]) == (100, 1600, 0.0625)
     text = "\n".join(readiness_lines(s))
-    assert "intent may be undercounted: gonka1echo" in text and "past it" in text
+    assert "skipped       2 participant(s) (intent may be undercounted): gonka1delta (" in text
+    assert f"; {ECHO} (GET {c.url}{DELEGATION}{ECHO}: HTTP 503" in text and "past it" in text
 
 
-def test_cli_text_without_an_event_yet(chain, capsys):
-    c = chain(events=False)
+def test_cli_text_shows_sources_unknown_attributes_and_transactions_and_never_posts(chain, capsys):
+    c = chain()
     assert main(["chain", "status", "--node", c.url]) == 0
     out = capsys.readouterr().out
     assert "epoch 277: snapshot at block 1004891, ≈ 8.2 h from now (4891 blocks at 6.00 s/block" in out
     assert "punishment    from epoch 278: epoch 277 is before it" in out
-    assert "W_threshold 0.1, V_min 0.5" in out
+    assert ("thresholds    W_threshold 0.1 (10 %, from params.delegation_params.w_threshold); "
+            "V_min 3 (from the bootstrap document's text)") in out
+    assert ("pre-eligible  false at block 984500 (meets_v_min true, meets_weight_threshold true, meets_reachability "
+            "false, intent_host_count 3, intent_weight 400, total_network_weight 1600)") in out
+    assert "also in the event: reachable_voting_power=512" in out
+    assert ("intent        3 of 6 participants, 1 with zero weight, weight 400 / 1600 = 25.0%; "
+            "by this count V_min 3 met, W_threshold 0.1 met") in out
+    assert f"read          GET {PARAMS}: params.epoch_params.epoch_length, params.delegation_params.w_threshold" in out
+    assert "read          GET /chain-rpc/status (CometBFT; the bootstrap documents do not query it)" in out
+    assert (f"not found     params.delegation_params.v_min in GET {PARAMS}: V_min 3 from the bootstrap "
+            "document's text") in out
+    flags = ("--from <KEY> --node <NODE_RPC> --chain-id gonka-mainnet --keyring-backend file "
+             "--gas auto --gas-adjustment 1.3 -y")
+    for tx in (f"declare-poc-intent {MODEL}", f"set-poc-delegation {MODEL} <DELEGATEE>",
+               f"refuse-poc-delegation {MODEL}"):
+        assert f"  inferenced tx inference {tx} {flags}\n" in out
+    assert "never signs or sends" in out
+    assert c.methods() == {"GET"}  # nothing was ever posted to the chain
+
+
+def test_cli_text_with_an_empty_event_search(chain, capsys):
+    c = chain(events=False)
+    assert main(["chain", "status", "--node", c.url]) == 0
+    out = capsys.readouterr().out
     assert "no pre-eligibility event yet for MiniMaxAI/MiniMax-M2.7" in out
-    assert "intent        3 of 5 participants, weight 400 / 400 = 100.0%" in out
+    assert "/chain-rpc/block_results" not in "".join(raw for _, raw in c.requests)
+
+
+def test_numbers_sent_as_strings_and_extra_attributes_of_any_kind(chain):
+    def edit(doc):
+        ap = doc["get"][PARTICIPANTS]["active_participants"]
+        ap["epoch_id"], ap["poc_start_block_height"] = "276", "990000"
+        ap["participants"][5]["weight"] = "1200"
+        attrs = doc["block_results"]["984500"]["result"]["finalize_block_events"][2]["attributes"]
+        attrs += [{"key": "brand_new", "value": ""}, {"key": "odd", "value": 7}, {"value": "no key"}]
+        del attrs[7]  # total_network_weight
+    c = chain(edit=edit)
+    s = chain_status(c.url, MODEL, **FAST)
+    assert s.projection.snapshot == 1004891 and s.intent["total_weight"] == 1600
+    e = s.preeligibility
+    assert e["total_network_weight"] is None and e["unknown"] == ["reachable_voting_power", "brand_new", "odd"]
+    assert e["attributes"]["odd"] == "7"
+    assert {"field": "attribute total_network_weight", "endpoint": "/chain-rpc/block_results?height=H",
+            "then": "shown as n/a"} in s.not_found
+    assert "total_network_weight n/a" in "\n".join(readiness_lines(s))
 
 
 def test_cli_json(chain, capsys):
@@ -208,19 +307,78 @@ def test_cli_json(chain, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["projection"]["target_epoch"] == 278 and doc["projection"]["past_punishment"] is True
     assert doc["projection"]["snapshot"] == 990000 + 2 * 15391 - 500
+    assert doc["w_threshold"] == 0.1 and doc["w_threshold_source"] == "params.delegation_params.w_threshold"
+    assert doc["v_min"] == 3 and doc["v_min_source"] == "the bootstrap document's text"
     assert doc["preeligibility"]["pre_eligible"] is False and doc["intent"]["intent_host_count"] == 3
+    assert doc["preeligibility"]["attributes"]["total_network_weight"] == "1600"
+    assert len(doc["transactions"]) == 3 and all("--chain-id gonka-mainnet" in t for t in doc["transactions"])
+    assert "params.delegation_params.w_threshold" in doc["read"][PARAMS]
 
 
-@pytest.mark.parametrize("override, needle", [
-    (b"<html>502 Bad Gateway</html>", "malformed JSON"),
-    (b'{"active_participants": {"epoch_id": "276", "participants": []', "malformed JSON"),
-    ({"active_participants": {"epoch_id": "276"}}, "missing field active_participants.poc_start_block_height"),
+def _params_shape_of_the_old_guess(doc):
+    p = doc["get"][PARAMS]["params"]
+    p["bootstrap_params"] = p.pop("delegation_params")
+
+
+def _no_model_event(doc):
+    events = doc["block_results"]["984500"]["result"]["finalize_block_events"]
+    del events[2]
+
+
+@pytest.mark.parametrize("edit, field, url", [
+    (_params_shape_of_the_old_guess, "params.delegation_params", PARAMS),
+    (_drop(f"get|{PARAMS}", ("params", "delegation_params", "w_threshold")),
+     "params.delegation_params.w_threshold", PARAMS),
+    (_drop(f"get|{PARAMS}", ("params", "delegation_params", "w_threshold", "exponent")),
+     "params.delegation_params.w_threshold.exponent", PARAMS),
+    (_drop(f"get|{PARAMS}", ("params", "epoch_params", "epoch_length")), "params.epoch_params.epoch_length", PARAMS),
+    (_drop(f"get|{PARTICIPANTS}", ("active_participants", "epoch_id")), "active_participants.epoch_id", PARTICIPANTS),
+    (_drop(f"get|{PARTICIPANTS}", ("active_participants", "poc_start_block_height")),
+     "active_participants.poc_start_block_height", PARTICIPANTS),
+    (_drop(f"get|{PARTICIPANTS}", ("active_participants", "participants")),
+     "active_participants.participants", PARTICIPANTS),
+    (_drop(f"block_search|{EVENT_QUERY}", ("result", "blocks")), "result.blocks",
+     "/chain-rpc/block_search?query=%22bootstrap_model_preeligibility"),
+    (_drop(f"block_search|{EVENT_QUERY}", ("result", "blocks", 1, "block", "header", "height")),
+     "result.blocks[1].block.header.height", "/chain-rpc/block_search?query="),
+    (_drop("block_results|984500", ("result", "finalize_block_events")), "result.finalize_block_events",
+     "/chain-rpc/block_results?height=984500"),
+    (_no_model_event, "no bootstrap_model_preeligibility event with model_id 'MiniMaxAI/MiniMax-M2.7'",
+     "/chain-rpc/block_results?height=984500"),
 ])
-def test_malformed_or_unexpected_answers_are_one_line_exit_2(chain, capsys, override, needle):
-    c = chain(overrides={"/v1/epochs/current/participants": override})
+def test_an_absent_documented_field_is_one_line_naming_it_and_its_url_exit_2(chain, capsys, edit, field, url):
+    c = chain(edit=edit)
     assert main(["chain", "status", "--node", c.url]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert field in err and f"GET {c.url}{url}" in err, err
+
+
+@pytest.mark.parametrize("path", [PARAMS, PARTICIPANTS, "/chain-rpc/block_results"])
+@pytest.mark.parametrize("raw", [b"<html>502 Bad Gateway</html>", b'{"result": {"blocks": [', b"[1, 2]"])
+def test_malformed_json_is_one_line_exit_2(chain, capsys, path, raw):
+    c = chain(overrides={path: raw})
+    assert main(["chain", "status", "--node", c.url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"GET {c.url}{path}" in err
+    assert "malformed JSON" in err
+
+
+def test_an_unreadable_block_time_is_one_line_naming_the_url(chain, capsys):
+    def edit(doc):
+        doc["get"]["/chain-rpc/status"]["result"]["sync_info"]["latest_block_time"] = "yesterday"
+    c = chain(edit=edit)
+    assert main(["chain", "status", "--node", c.url]) == 2
+    err = capsys.readouterr().err
+    assert f"result.sync_info.latest_block_time in GET {c.url}/chain-rpc/status: 'yesterday'" in err
+
+
+def test_readiness_is_one_line_when_the_chain_cannot_be_read(chain):
+    from mlvalidate.chain import chain_readiness
+
+    c = chain(edit=_params_shape_of_the_old_guess)
+    lines = chain_readiness(c.url, MODEL, log=lambda m: None)
+    assert len(lines) == 1 and lines[0].startswith("readiness     unavailable: missing field params.delegation_params")
 
 
 def test_validate_with_chain_node_adds_the_readiness_section(engine, reference, serving, chain, tmp_path, capsys):  # noqa: F811
@@ -229,4 +387,6 @@ def test_validate_with_chain_node_adds_the_readiness_section(engine, reference, 
     out = capsys.readouterr().out
     assert "VERDICT: PASS" in out and "snapshot at block 1004891, ≈ 8.2 h from now" in out
     assert "no pre-eligibility event yet for test/tiny-minimax" in out  # the reference's model
+    assert "W_threshold 0.1 (10 %, from params.delegation_params.w_threshold)" in out
     assert "snapshot at block 1004891" in (tmp_path / "bundle" / "report.txt").read_text()
+    assert c.methods() == {"GET"}

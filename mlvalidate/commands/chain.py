@@ -11,7 +11,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "chain",
         help="chain readiness: snapshot-block countdown, bootstrap thresholds, pre-eligibility, intent coverage",
-        description="Read a Gonka node's chain REST and RPC endpoints (field paths: mlvalidate/chain.py).",
+        description="Read a Gonka node's chain REST and RPC endpoints, on the queries Gonka's bootstrap documents "
+        "use (field paths: docs/chain-api.md, mlvalidate/chain/reading.py).",
         formatter_class=Formatter,
     )
     csub = p.add_subparsers(dest="chain_command", metavar="SUBCOMMAND", required=True)
@@ -21,9 +22,11 @@ def register(sub) -> None:
         description="The target epoch's PoC start and snapshot block, projected from the current epoch's "
         "poc_start_block_height and epoch_length (never epoch_shift): poc_start = current_poc_start + "
         "(N - current_epoch) * epoch_length, snapshot = poc_start - 500; blocks remaining and an ETA from the "
-        "recent block time; the punishment epoch; W_threshold and V_min; the latest "
-        "bootstrap_model_preeligibility event; intent coverage (participants with a PoCIntent for the model, "
-        "intent weight / total weight; lookups still failing after retries are listed as skipped). "
+        "recent block time; the punishment epoch; W_threshold (params.delegation_params.w_threshold) and V_min, "
+        "each with its source; the latest bootstrap_model_preeligibility event with all its attributes; intent "
+        "coverage (participants with a PoCIntent for the model, intent weight / total weight; lookups still "
+        "failing after retries are listed as skipped); the field paths read and those not found; and the "
+        "transactions a host may need next (printed only, never signed or sent). "
         "Exit 0, or 2 when the chain cannot be read.",
         formatter_class=Formatter,
     )
@@ -33,7 +36,12 @@ def register(sub) -> None:
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
 
     def run(args) -> int:
-        from ..chain import chain_status, readiness_lines
+        from ..chain import (
+            chain_status,
+            readiness_lines,
+            source_lines,
+            transaction_lines,
+        )
         from ..engines.http import check_url
 
         check_url(args.node, "--node")
@@ -42,7 +50,7 @@ def register(sub) -> None:
             print(json.dumps(s.as_dict(), indent=2))
         else:
             print(f"chain status of {args.node} for {s.model}")
-            print("\n".join(readiness_lines(s)))
+            print("\n".join(readiness_lines(s) + source_lines(s) + transaction_lines(s)))
         return EXIT_PASS
 
     sp.set_defaults(func=run)
