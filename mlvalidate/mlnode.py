@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 
+from . import interrupts
 from .engines.http import HttpClient, Response
 from .errors import EngineError, MlvalidateError
 
@@ -90,7 +91,7 @@ def ensure_downloaded(http: HttpClient, hf_repo: str, hf_commit: str | None, *, 
             log(f"    {status}" + (f" ({prog['elapsed_seconds']:.0f} s on the node)"
                                     if isinstance(prog.get("elapsed_seconds"), (int, float)) else ""))
             last_print = status
-        time.sleep(POLL_S)
+        interrupts.sleep(POLL_S)
 
 
 # ----------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def ensure_deployed(http: HttpClient, model: str, *, dtype: str, additional_args
             log(f"    {status}" + (f" ({st['elapsed_seconds']:.0f} s on the node)"
                                    if isinstance(st.get("elapsed_seconds"), (int, float)) else ""))
             last = status
-        time.sleep(POLL_S)
+        interrupts.sleep(POLL_S)
 
 
 # ----------------------------------------------------------------------------------------

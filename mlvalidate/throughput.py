@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from . import interrupts
 from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
 from .engines.poc_http import VLLM, PocApi, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
@@ -212,7 +213,7 @@ def measure_throughput(
                 + (f"; refused by: {json.dumps(r.body['errors'])[:300]}" if r.body.get("errors") else ""))
         log(f"    generating (batch {batch_size}); warm-up {warmup_s:g} s, then {measure_s:g} s of samples "
             f"every {sample_interval_s:g} s")
-        time.sleep(warmup_s)
+        interrupts.sleep(warmup_s)
         end = time.monotonic() + measure_s
         said_mixed = False
         while True:
@@ -236,7 +237,7 @@ def measure_throughput(
                 + (f"  {rates[-1]:.2f} nonces/s since the last sample" if rates else ""))
             if time.monotonic() + sample_interval_s > end:
                 break
-            time.sleep(sample_interval_s)
+            interrupts.sleep(sample_interval_s)
     finally:
         http.until = None  # stopping the node's loop gets its own short deadline, also after the phase's
         try:

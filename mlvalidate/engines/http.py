@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from .. import interrupts
 from ..errors import EngineError, MlvalidateError
 
 RETRY_STATUSES = (502, 503, 504)
@@ -148,7 +149,7 @@ class HttpClient:
             if time.monotonic() + delay >= deadline:
                 break
             self.log(f"    retry {attempt} in {delay:.0f} s: {method} {path}: {last}")
-            time.sleep(delay)
+            interrupts.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
         raise EngineError(f"{method} {url} failed after {attempt} attempt(s) within the deadline: {last}",
                           "is the node up and answering? (--timeout bounds the whole wait)")
@@ -174,7 +175,11 @@ class HttpClient:
 
         t = threading.Thread(target=work, name="mlvalidate-http", daemon=True)
         t.start()
-        t.join(timeout_s)
+        try:
+            interrupts.join(t, timeout_s)
+        except KeyboardInterrupt:
+            cancelled.set()
+            raise
         if t.is_alive():
             cancelled.set()  # the worker gives up at its next chunk or its own socket timeout
             raise TimeoutError
