@@ -446,7 +446,6 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
     slots = threading.Semaphore(max(1, opts.concurrency))
     stop_all = threading.Event()
     lock = threading.Lock()
-    threads: list[threading.Thread] = []
     plan: list[tuple[int, NodeTarget, str]] = []
     for i, t in enumerate(targets):
         ref, why = reference_for(t, opts)
@@ -458,31 +457,37 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
             plan.append((i, t, ref))
             tokens[i] = StopToken()
 
+    finished: set[int] = set()  # workers that have returned (never Thread.join: an interrupt inside
+    # join can leave a live thread looking finished on Python 3.11)
+
     def worker(i: int, t: NodeTarget, ref: str) -> None:
-        with slots:
+        try:
+            with slots:
+                with lock:
+                    if stop_all.is_set():
+                        return  # recorded by the main thread
+                    results[i] = NodeResult(t, "ERROR", 2, started=True)  # placeholder while it runs
+                say(f"[{t.id}] validating {t.url} ({t.api} API)")
+                r = run_node(t, ref, opts, tokens[i], say.for_node(t.id))
+                with lock:
+                    results[i] = r
+                say(f"[{t.id}] {r.verdict} in {r.wall_s:.1f} s" + (f" — {r.error}" if r.error else ""))
+        finally:
             with lock:
-                if stop_all.is_set():
-                    return  # recorded by the main thread
-                results[i] = NodeResult(t, "ERROR", 2, started=True)  # placeholder while it runs
-            say(f"[{t.id}] validating {t.url} ({t.api} API)")
-            r = run_node(t, ref, opts, tokens[i], say.for_node(t.id))
-            with lock:
-                results[i] = r
-            say(f"[{t.id}] {r.verdict} in {r.wall_s:.1f} s" + (f" — {r.error}" if r.error else ""))
+                finished.add(i)
 
     interrupted: str | None = None
     with interruptible_waits():
         for i, t, ref in plan:
-            th = threading.Thread(target=worker, args=(i, t, ref), name=f"fleet-{t.id}", daemon=True)
-            threads.append(th)
-            th.start()
-        pending = list(threads)
-        while pending:
+            threading.Thread(target=worker, args=(i, t, ref), name=f"fleet-{t.id}", daemon=True).start()
+        while True:
             try:
-                pending[0].join(0.2)
+                with lock:
+                    if len(finished) == len(plan):
+                        break
+                time.sleep(0.1)  # the main thread has no token: a plain sleep, where signals land
                 if wait_hook is not None:
                     wait_hook()
-                pending = [th for th in pending if th.is_alive()]
             except KeyboardInterrupt as e:
                 sig = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
                 if interrupted is None:
