@@ -617,6 +617,15 @@ def fleet_summary(fleet, runs: list[RunBundle], m) -> dict:
             "fleet_published_nonces_per_min": sum(pubs) if pubs else None}
 
 
+def _short_flag(flag: str) -> str:
+    """The table's word for an outlier flag (the Outliers section has the whole sentence)."""
+    return "vectors" if flag.startswith("vectors") else "speed"
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _fleet_rows(summary: dict) -> list[list[str]]:
     rows = []
     for n in summary["nodes"]:
@@ -625,8 +634,8 @@ def _fleet_rows(summary: dict) -> list[list[str]]:
             n["id"], n["url"] or "n/a", n["verdict"],
             f"{n['n_mismatch']} / {n['n_total']}" if n["n_total"] is not None else "n/a",
             fmt_float(n["p_value"], 3), f"{v:,.1f}" if v is not None else "n/a",
-            _pct(v, pub), _pct(v, roof, 1), f"{n['wall_s']:.1f}", "; ".join(n["outlier"]) or "",
-            (n["error"] or "")[:160],
+            _pct(v, pub), _pct(v, roof, 1), f"{n['wall_s']:.1f}", ", ".join(_short_flag(f) for f in n["outlier"]),
+            _clip(n["error"] or "", 90),
         ])  # fmt: skip
     return rows
 
