@@ -143,8 +143,9 @@ def test_html_is_self_contained(report):
         assert NO_PLOTS in page
         pytest.skip("matplotlib not importable: embedded images not checked (install the `plots` extra)")
     imgs = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(imgs) == 4  # 3 histograms + 1 throughput profile
+    assert len(imgs) == 2  # ONE overlaid ECDF of every run + one throughput chart
     assert all(src.startswith("data:image/png;base64,") for src in imgs)
+    assert 'alt="distance distributions' in page and 'alt="throughput per run"' in page
 
 
 def test_without_matplotlib_tables_only(bundles, tmp_path, monkeypatch):

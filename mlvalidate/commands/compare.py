@@ -8,12 +8,13 @@ from ._common import EXIT_PASS, Formatter
 def register(sub) -> None:
     p = sub.add_parser(
         "compare",
-        help="compare run bundles: verdicts, distance histograms, cross-run distance matrix, throughput",
-        description="Read run bundles (folders written by `validate --out` or `demo`) and write report.md and a "
-        "self-contained report.html: a verdict table (profile, GPUs, counts, p-value, steady nonces/min against "
-        "the profile's published figure and roofline), each run's distance histogram against its threshold, the "
-        "median L2 between every pair of runs' vectors over their shared nonces, and throughput bars per profile. "
-        "Plots need the `plots` extra (matplotlib); without it the report has every table.",
+        help="compare run bundles: verdicts, distance distributions, cross-run distance matrix, throughput",
+        description="Read run bundles (folders written by `validate --out`, `fleet` or `demo`) and write report.md and "
+        "a self-contained report.html: a verdict table, verdicts coloured (profile, GPUs, counts, p-value, steady "
+        "nonces/min against the profile's published figure and roofline), the median L2 between every pair of runs' "
+        "vectors over their shared nonces as a heat map, ONE plot of every run's distance distribution (ECDFs on a "
+        "log axis, the gate marked) and throughput bars per run against the published figure and the roofline. "
+        "Plots need the `plots` extra (matplotlib); without it the report has every table and a text histogram per run.",
         formatter_class=Formatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run bundle folders")

@@ -1,0 +1,399 @@
+"""`mlvalidate fleet` over loopback: four reference PoC servers behind a stub admin API that
+answers GET /admin/v1/nodes in the documented shape (docs/chain-api.md, last section) —
+an honest node, a 4-bit cheater, one killed mid-run and one that never answers. Verdicts, the
+fleet's exit code, one bundle per node, the fleet report (rendered in headless Chromium where
+installed), Ctrl-C/SIGTERM stopping every node, and node lists without an admin API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import mlvalidate.server as srv
+from mlvalidate.bake import bake_reference
+from mlvalidate.cli import main
+from mlvalidate.engines.base import PocParams
+from mlvalidate.engines.reference import ReferenceEngine
+from mlvalidate.fleet import NodeResult, NodeTarget, fleet_exit_code
+from mlvalidate.server import make_server
+
+from fault_proxy import GENERATE, FaultProxy, Scenario
+
+MODEL = "test/tiny-minimax"
+N, SEQ, BATCH = 24, 32, 8
+STAT = {"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05}
+TIMEOUT = 4.0
+THROUGHPUT = ["--warmup-seconds", "0.5", "--measure-seconds", "1.5", "--sample-interval", "0.5",
+              "--throughput-batch-size", "8"]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+# ---- nodes ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(tiny_minimax_fp8):
+    return ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id=MODEL)
+
+
+@pytest.fixture(scope="module")
+def cheat_engine(tiny_minimax_fp8, tmp_path_factory):
+    from mlvalidate.fixtures.quantize import write_quantized_copy
+
+    cheat = write_quantized_copy(tiny_minimax_fp8, tmp_path_factory.mktemp("int4") / "int4", bits=4, group_size=32)
+    return ReferenceEngine(cheat, dtype="fp32", model_id=MODEL)
+
+
+@pytest.fixture(scope="module")
+def reference(engine, tmp_path_factory):
+    path, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "ref.json", n_nonces=N,
+                             batch_size=BATCH, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", SEQ),
+                             stat_test=STAT, progress=False)
+    doc = json.loads(path.read_text())
+    doc["dist_threshold"] = STAT["dist_threshold"]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+class Serialized:
+    """Servers that share one ReferenceEngine take turns (each server's own lock covers only
+    itself; the engine's PoC hooks are not for two threads at once)."""
+
+    lock = threading.Lock()
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    def describe(self):
+        return self.inner.describe()
+
+    def compute(self, *a, **k):
+        with self.lock:
+            return self.inner.compute(*a, **k)
+
+
+class Node:
+    def __init__(self, engine):
+        self.server = make_server(Serialized(engine), MODEL)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = self.server.url
+
+    def status(self) -> str:
+        return httpx.get(self.url + "/api/v1/pow/status", timeout=10).json()["status"]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Hang(Scenario):
+    """The node accepts every connection and never answers."""
+
+    def route(self, conn, method, path, request):
+        conn.hang()
+        return True
+
+
+class DieAfterFirstChunk(Scenario):
+    """The node answers the first /generate chunk, then dies: the open connection is dropped
+    without an answer and the port refuses new ones."""
+
+    def __init__(self):
+        self.answered, self.proxy = 0, None
+
+    def answer(self, path, request, status, body):
+        if path == GENERATE:
+            self.answered += 1
+        return status, body
+
+    def route(self, conn, method, path, request):
+        if self.answered >= 1:
+            if not self.proxy.closing.is_set():
+                self.proxy.closing.set()
+                threading.Thread(target=self._kill, daemon=True).start()
+            conn.close()
+            return True
+        return False
+
+    def _kill(self):
+        self.proxy.server.shutdown()
+        self.proxy.server.server_close()
+
+
+class AdminStub:
+    """GET /admin/v1/nodes in the documented shape; anything else 404."""
+
+    def __init__(self, entries: list[dict]):
+        self.entries, self.calls = entries, []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                stub.calls.append(self.path)
+                ok = self.path.rstrip("/") == "/admin/v1/nodes"
+                data = json.dumps(stub.entries if ok else {"detail": "not found"}).encode()
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def entry(node_id: str, url: str) -> dict:
+    """An admin entry as the network node registers it; the vLLM PoC API is on inference_port."""
+    port = int(url.rsplit(":", 1)[1])
+    return {"id": node_id, "host": "127.0.0.1", "inference_port": port, "poc_port": 9,  # nothing listens on 9
+            "max_concurrent": 500, "models": {MODEL: {"args": ["--tensor-parallel-size", "1", "--dtype", "float32"]}}}
+
+
+@pytest.fixture
+def fleet_nodes(engine, cheat_engine, monkeypatch):
+    monkeypatch.setattr(srv, "CALLBACK_INTERVAL_SEC", 0.3)
+    honest, cheater, upstream = Node(engine), Node(cheat_engine), Node(engine)
+    dying = DieAfterFirstChunk()
+    killed = FaultProxy(upstream.url, dying)
+    dying.proxy = killed
+    hang = FaultProxy(honest.url, Hang())
+    admin = AdminStub([entry("honest", honest.url), entry("cheater", cheater.url), entry("killed", killed.url),
+                       entry("silent", hang.url)])
+    yield {"admin": admin, "honest": honest, "cheater": cheater, "upstream": upstream, "hang": hang, "killed": killed}
+    admin.close()
+    hang.close()
+    if not killed.closing.is_set():
+        killed.close()
+    else:
+        killed.client.close()
+    for n in (honest, cheater, upstream):
+        n.close()
+
+
+def fleet_args(reference, out, *extra, timeout=TIMEOUT):
+    return ["fleet", "--reference", str(reference), "--batch-size", str(BATCH), "--timeout", str(timeout),
+            "--connect-grace", "2", "--out", str(out), *extra]
+
+
+def nodes_of(out: Path) -> dict:
+    return {n["id"]: n for n in json.loads((out / "fleet.json").read_text())["nodes"]}
+
+
+# ---- the four nodes behind the admin API -----------------------------------------------------
+@pytest.mark.slow
+def test_fleet_behind_admin_api(fleet_nodes, reference, tmp_path, capsys):
+    out = tmp_path / "fleet"
+    t0 = time.monotonic()
+    rc = main(fleet_args(reference, out, "--admin", fleet_nodes["admin"].url, "--concurrency", "4",
+                         "--junit", str(tmp_path / "junit.xml"), *THROUGHPUT))
+    wall = time.monotonic() - t0
+    cap = capsys.readouterr()
+    assert rc == 1, cap.out[-3000:] + cap.err[-2000:]  # a FAIL anywhere: exit 1
+    assert fleet_nodes["admin"].calls == ["/admin/v1/nodes"]
+    nodes = nodes_of(out)
+    assert set(nodes) == {"honest", "cheater", "killed", "silent"}
+    assert nodes["honest"]["verdict"] == "PASS" and nodes["honest"]["n_mismatch"] == 0
+    assert nodes["cheater"]["verdict"] == "FAIL" and nodes["cheater"]["n_mismatch"] > N // 2
+    assert nodes["cheater"]["p_value"] < 0.05
+    assert nodes["killed"]["verdict"] in ("INCOMPLETE", "ERROR") and nodes["killed"]["exit_code"] == 2
+    assert nodes["silent"]["verdict"] == "ERROR" and nodes["silent"]["exit_code"] == 2
+    # the URL came from inference_port, not poc_port
+    assert nodes["honest"]["url"] == fleet_nodes["honest"].url and nodes["honest"]["api"] == "vllm"
+    # each node within its own deadline: the silent one (model check, then nothing) did not hold the others
+    assert nodes["honest"]["wall_s"] < nodes["silent"]["wall_s"]
+    assert nodes["silent"]["wall_s"] < TIMEOUT + 8
+    assert wall < 60
+    # one bundle per node, with the node's verdict
+    for nid, n in nodes.items():
+        rep = json.loads((Path(n["bundle"]) / "report.json").read_text())
+        assert rep["verdict"] == n["verdict"] and rep["name"] == nid
+        assert (Path(n["bundle"]) / "vectors.json").is_file()
+    killed = json.loads((Path(nodes["killed"]["bundle"]) / "report.json").read_text())
+    assert 0 < len(killed["missing_nonces"]) < N  # the first chunk came back, the rest is listed missing
+    # throughput: every answering node measured a rate; the fleet's total is their sum
+    summary = json.loads((out / "fleet.json").read_text())
+    rates = [nodes[k]["steady_nonces_per_min"] for k in ("honest", "cheater")]
+    assert all(r and r > 0 for r in rates)
+    assert summary["fleet_nonces_per_min"] == pytest.approx(
+        sum(n["steady_nonces_per_min"] or 0 for n in nodes.values()))
+    # the cheater's vectors sit far from its peers': flagged
+    assert any("vectors far from every peer" in f for f in nodes["cheater"]["outlier"])
+    assert not any("vectors" in f for f in nodes["honest"]["outlier"])
+    # the generation loops were stopped
+    for k in ("honest", "cheater"):
+        assert fleet_nodes[k].status() == "IDLE"
+    # the report and JUnit
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "FAIL 1" in md and "PASS 1" in md and "## Outliers" in md and "**cheater**" in md
+    assert 'class="verdict v-fail">FAIL' in page and 'class="verdict v-pass">PASS' in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I) and "<script" not in page.lower()
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == set(nodes) and cases["cheater"].find("failure") is not None
+    assert cases["silent"].find("error") is not None and len(list(cases["honest"])) == 1  # system-out only
+    assert "FLEET: 4 node(s)" in cap.out and "Traceback" not in cap.out + cap.err
+    keep = Path("/tmp/mlvalidate-fleet-report")
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(out, keep, ignore=shutil.ignore_patterns("nodes"))  # for the render test and a person
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless render needs Debian's chromium (/usr/bin/chromium)")
+def test_fleet_report_renders_in_chromium(tmp_path):
+    page = Path("/tmp/mlvalidate-fleet-report/report.html")
+    if not page.is_file():
+        pytest.skip("test_fleet_behind_admin_api did not leave a fleet report")
+    shot = tmp_path / "shot.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2400",
+           page.resolve().as_uri()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert shot.exists(), f"no screenshot (rc {proc.returncode}): {proc.stderr[-800:]}"
+    assert len(shot.read_bytes()) > 20_000
+    shutil.copyfile(shot, "/tmp/mlvalidate-fleet-shot.png")
+
+
+# ---- Ctrl-C / SIGTERM --------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_stops_every_node_and_writes_every_bundle(engine, reference, tmp_path, monkeypatch, capsys):
+    """SIGTERM (to the main thread) while three nodes generate for a long throughput window and a
+    fourth never answers; concurrency 3, so one node has not started: every run ends within
+    seconds, every generation loop is stopped, every node has a bundle, the report is written."""
+    monkeypatch.setattr(srv, "CALLBACK_INTERVAL_SEC", 0.3)
+    nodes = [Node(engine) for _ in range(3)]
+    hang = FaultProxy(nodes[0].url, Hang())
+    urls = [n.url for n in nodes[:2]] + [hang.url, nodes[2].url]
+    out = tmp_path / "fleet"
+    timer = threading.Timer(4.0, os.kill, args=(os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        t0 = time.monotonic()
+        rc = main(fleet_args(reference, out, *sum((["--url", u] for u in urls), []), "--concurrency", "3",
+                             "--warmup-seconds", "60", "--measure-seconds", "60", "--throughput-batch-size", "8",
+                             timeout=120))
+        wall = time.monotonic() - t0
+    finally:
+        timer.cancel()
+        hang.close()
+    cap = capsys.readouterr()
+    try:
+        assert rc == 2, cap.out[-3000:]
+        assert wall < 20, f"{wall:.1f} s: the interrupt did not reach every worker"
+        summary = json.loads((out / "fleet.json").read_text())
+        assert summary["interrupted"] == "SIGTERM"
+        by_url = {n["url"]: n for n in summary["nodes"]}
+        for u in urls:
+            n = by_url[u]
+            assert n["verdict"] == "ERROR" and "SIGTERM" in n["error"], n
+            assert (Path(n["bundle"]) / "report.json").is_file()
+        assert "not started" in by_url[nodes[2].url]["error"]
+        for n in nodes:
+            assert n.status() == "IDLE"  # generation stopped on the way out
+        assert (out / "report.html").is_file() and "interrupted by SIGTERM" in (out / "report.md").read_text()
+    finally:
+        for n in nodes:
+            n.close()
+
+
+# ---- without an admin API -----------------------------------------------------------------
+def test_nodes_file_and_urls(engine, reference, tmp_path, capsys):
+    a, b = Node(engine), Node(engine)
+    try:
+        listed = tmp_path / "nodes.yaml"
+        listed.write_text(f"- {a.url}\n- id: b\n  host: 127.0.0.1\n  inference_port: {b.url.rsplit(':', 1)[1]}\n"
+                          f"  models: {{{MODEL}: {{args: []}}}}\n")
+        out = tmp_path / "ok"
+        assert main(fleet_args(reference, out, "--nodes", str(listed), "--url", b.url, "--skip-throughput")) == 0
+        nodes = nodes_of(out)
+        assert len(nodes) == 3 and {n["verdict"] for n in nodes.values()} == {"PASS"}
+        assert nodes["b"]["source"] == "nodes-file" and any(n["source"] == "--url" for n in nodes.values())
+        # a malformed entry is an ERROR of its own (exit 2), the others still run
+        listed.write_text(json.dumps([a.url, {"id": "noport", "host": "127.0.0.1"}]))
+        out = tmp_path / "bad"
+        assert main(fleet_args(reference, out, "--nodes", str(listed), "--skip-throughput")) == 2
+        nodes = nodes_of(out)
+        assert nodes["noport"]["verdict"] == "ERROR" and "inference_port" in nodes["noport"]["error"]
+        assert [n for n in nodes.values() if n["verdict"] == "PASS"]
+    finally:
+        a.close()
+        b.close()
+    capsys.readouterr()
+
+
+def test_no_nodes_or_unreachable_admin_is_one_line(reference, tmp_path, capsys):
+    assert main(["fleet", "--reference", str(reference), "--out", str(tmp_path / "x")]) == 2
+    assert "--admin" in capsys.readouterr().err
+    assert main(["fleet", "--reference", str(reference), "--admin", "http://127.0.0.1:9", "--timeout", "3",
+                 "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the admin API") and "\n" not in err
+
+
+def test_exit_codes():
+    t = NodeTarget("n", "http://x:1")
+
+    def r(v, code):
+        return NodeResult(t, v, code)
+
+    assert fleet_exit_code([r("PASS", 0), r("PASS-with-mismatches", 0)]) == 0
+    assert fleet_exit_code([r("PASS", 0), r("FAIL", 1), r("ERROR", 2)]) == 1
+    assert fleet_exit_code([r("PASS", 0), r("INCOMPLETE", 2)]) == 2
+    assert fleet_exit_code([r("PASS", 0), r("SKIPPED", 0)]) == 0
+    assert fleet_exit_code([r("SKIPPED", 0)]) == 2  # nothing validated is not a pass
+
+
+def test_port_field_and_entries():
+    from mlvalidate.fleet import target_from_entry
+
+    e = {"id": "n1", "host": "10.0.0.5", "inference_port": 5050, "poc_port": 8080, "max_concurrent": 500,
+         "models": {"MiniMaxAI/MiniMax-M2.7": {"args": []}}}
+    t = target_from_entry(e, 0, "inference_port", "admin")
+    assert (t.url, t.api, t.models) == ("http://10.0.0.5:5050", "vllm", ["MiniMaxAI/MiniMax-M2.7"])
+    t = target_from_entry(e, 0, "poc_port", "admin")
+    assert (t.url, t.api) == ("http://10.0.0.5:8080", "mlnode")
+    assert target_from_entry({**e, "host": "fd00::1"}, 0, "inference_port", "admin").url == "http://[fd00::1]:5050"
+    assert target_from_entry({**e, "inference_port": "5050"}, 0, "inference_port", "admin").problem
+    assert target_from_entry(42, 3, "inference_port", "admin").problem.startswith("entry #4")
+
+
+def test_speed_and_vector_outliers():
+    from mlvalidate.report.compare import speed_outliers, vector_outliers
+
+    class B:
+        def __init__(self, name, rate, pub=None):
+            self.name, self._rate, self._pub, self.threshold = name, rate, pub, 0.2
+
+        def steady_per_min(self):
+            return self._rate
+
+        def published_per_min(self):
+            return self._pub
+
+    runs = [B("a", 1000, 1000), B("b", 1050, 1000), B("c", 300, 1000), B("d", 980)]
+    flags = speed_outliers(runs)
+    assert set(flags) == {"c"} and "30 % of its profile's published" in flags["c"] and "median" in flags["c"]
+    d = np.array([[0, 0.01, 0.02, 0.9], [0.01, 0, 0.015, 0.9], [0.02, 0.015, 0, 0.9], [0.9, 0.9, 0.9, 0]])
+    m = [[(float(x), 24, None) for x in row] for row in d]
+    assert set(vector_outliers(runs, m)) == {"d"}
+    assert vector_outliers(runs[:2], [row[:2] for row in m[:2]]) == {}  # two nodes: no one to blame
