@@ -15,14 +15,12 @@ Running. Each node is one `pipeline.run_live` in its own worker thread (at most 
 at a time), with its own `--timeout`: a dead or hostile node ends on its own deadline and never
 holds the others. Signals reach Python's main thread only, so the main thread only waits; on
 Ctrl-C or SIGTERM it hands every worker an interrupt that the worker raises at its next wait
-(an HTTP request in flight or a sleep, polled every POLL_S), so each node's run ends the way a
+(an HTTP request in flight or a sleep, checked every few tenths of a second), so each node's run ends the way a
 Ctrl-C ends `validate`: the node's generation loop is stopped, what came back is kept and the
 bundle is written. Nodes not started yet get a bundle saying so.
 
-The hand-over uses a thread-local token that two wrappers read while a fleet runs (see
-`interruptible_waits`): HttpClient._attempt, whose wait for an answer is sliced, and
-time.sleep, which waits on the token instead. Threads without a token (anything not a fleet
-worker) see the original functions.
+The hand-over is mlvalidate/interrupts.py: each worker binds a Token, which the HTTP client's
+waits and the pipeline's sleeps check.
 """
 
 from __future__ import annotations
@@ -35,11 +33,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Interrupted, MlvalidateError
+from . import interrupts
+from .errors import MlvalidateError
+from .interrupts import Token
 
 PORT_FIELDS = ("inference_port", "poc_port")
 API_OF_PORT = {"inference_port": "vllm", "poc_port": "mlnode"}
-POLL_S = 0.1
 
 
 class FleetError(MlvalidateError):
@@ -179,104 +178,6 @@ def load_nodes_file(path: str | Path, port_field: str = "inference_port", *, api
 
 
 # ----------------------------------------------------------------------------------------
-# interrupting the workers: a one-shot token per worker, read at every wait
-# ----------------------------------------------------------------------------------------
-class StopToken:
-    """What the main thread hands a worker on Ctrl-C/SIGTERM: the worker raises `Interrupted`
-    once, at its next wait; later waits (stopping the node's generation) run normally."""
-
-    def __init__(self):
-        self.pending = threading.Event()
-        self.signal_name = "SIGINT (Ctrl-C)"
-        self.delivered = False
-
-    def request(self, signal_name: str) -> None:
-        self.signal_name = signal_name
-        self.pending.set()
-
-    def fire(self):
-        self.pending.clear()
-        self.delivered = True
-        raise Interrupted(self.signal_name)
-
-
-_local = threading.local()
-_patch_lock = threading.Lock()
-_patch_depth = 0
-_originals: dict = {}
-
-
-def current_token() -> StopToken | None:
-    return getattr(_local, "token", None)
-
-
-def _attempt_interruptible(self, method, url, data, timeout_s):
-    """HttpClient._attempt with its wait sliced so that a worker's token interrupts it."""
-    tok = current_token()
-    if tok is None:
-        return _originals["attempt"](self, method, url, data, timeout_s)
-    if tok.pending.is_set():
-        tok.fire()
-    box: dict = {}
-    done, cancelled = threading.Event(), threading.Event()
-
-    def work() -> None:
-        try:
-            box["result"] = self._exchange(method, url, data, timeout_s, cancelled)
-        except BaseException as e:  # handed to the worker
-            box["error"] = e
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="mlvalidate-fleet-http", daemon=True).start()
-    end = time.monotonic() + timeout_s
-    while not done.wait(min(POLL_S, max(0.0, end - time.monotonic()))):
-        if tok.pending.is_set():
-            cancelled.set()
-            tok.fire()
-        if time.monotonic() >= end:
-            cancelled.set()
-            raise TimeoutError
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-def _sleep_interruptible(seconds):
-    tok = current_token()
-    if tok is None:
-        return _originals["sleep"](seconds)
-    if tok.pending.wait(max(0.0, float(seconds))):
-        tok.fire()
-
-
-class interruptible_waits:
-    """While active, fleet workers' HTTP waits and sleeps end at their token's interrupt."""
-
-    def __enter__(self):
-        global _patch_depth
-        from .engines.http import HttpClient
-
-        with _patch_lock:
-            if _patch_depth == 0:
-                _originals["attempt"], _originals["sleep"] = HttpClient._attempt, time.sleep
-                HttpClient._attempt = _attempt_interruptible
-                time.sleep = _sleep_interruptible
-            _patch_depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        global _patch_depth
-        from .engines.http import HttpClient
-
-        with _patch_lock:
-            _patch_depth -= 1
-            if _patch_depth == 0:
-                HttpClient._attempt, time.sleep = _originals.pop("attempt"), _originals.pop("sleep")
-        return False
-
-
-# ----------------------------------------------------------------------------------------
 # one node
 # ----------------------------------------------------------------------------------------
 @dataclass
@@ -345,7 +246,7 @@ def reference_for(target: NodeTarget, opts: FleetOptions) -> tuple[str | None, s
         ": pass --model ID or --reference FILE"
 
 
-def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: StopToken, log) -> NodeResult:
+def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Token, log) -> NodeResult:
     """Validate one node in this (worker) thread and write its bundle; never raises."""
     from .pipeline import RunOptions, run_live
     from .report.bundle import write_bundle
@@ -355,7 +256,7 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Stop
     t0 = time.monotonic()
     out = opts.out / "nodes" / bundle_dir_name(target.id)
     res = NodeResult(target, "ERROR", 2, started=True)
-    _local.token = token
+    interrupts.bind(token)
     try:
         run = run_live(RunOptions(
             url=target.url, reference=reference, api=target.api, model=None, batch_size=opts.batch_size,
@@ -371,7 +272,7 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Stop
         res.wall_s = time.monotonic() - t0
         return res
     finally:
-        _local.token = None
+        interrupts.bind(None)
     run.name = target.id
     run.inputs["node_id"] = {"value": target.id, "source": target.source}
     if token.delivered:
@@ -442,7 +343,7 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
     opts.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     results: dict[int, NodeResult] = {}
-    tokens: dict[int, StopToken] = {}
+    tokens: dict[int, Token] = {}
     slots = threading.Semaphore(max(1, opts.concurrency))
     stop_all = threading.Event()
     lock = threading.Lock()
@@ -455,7 +356,7 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
             say(f"[{t.id}] {'cannot be validated: ' + t.problem if t.problem else 'skipped: ' + why}")
         else:
             plan.append((i, t, ref))
-            tokens[i] = StopToken()
+            tokens[i] = Token()
 
     finished: set[int] = set()  # workers that have returned (never Thread.join: an interrupt inside
     # join can leave a live thread looking finished on Python 3.11)
@@ -477,28 +378,27 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
                 finished.add(i)
 
     interrupted: str | None = None
-    with interruptible_waits():
-        for i, t, ref in plan:
-            threading.Thread(target=worker, args=(i, t, ref), name=f"fleet-{t.id}", daemon=True).start()
-        while True:
-            try:
+    for i, t, ref in plan:
+        threading.Thread(target=worker, args=(i, t, ref), name=f"fleet-{t.id}", daemon=True).start()
+    while True:
+        try:
+            with lock:
+                if len(finished) == len(plan):
+                    break
+            time.sleep(0.1)  # the main thread has no token: a plain sleep, where signals land
+            if wait_hook is not None:
+                wait_hook()
+        except KeyboardInterrupt as e:
+            sig = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
+            if interrupted is None:
+                interrupted = sig
+                say(f"interrupted by {sig}: stopping every node's run; each bundle is still written")
                 with lock:
-                    if len(finished) == len(plan):
-                        break
-                time.sleep(0.1)  # the main thread has no token: a plain sleep, where signals land
-                if wait_hook is not None:
-                    wait_hook()
-            except KeyboardInterrupt as e:
-                sig = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
-                if interrupted is None:
-                    interrupted = sig
-                    say(f"interrupted by {sig}: stopping every node's run; each bundle is still written")
-                    with lock:
-                        stop_all.set()
-                        for i, _t, _ref in plan:
-                            tokens[i].request(sig)
-                else:
-                    say("still stopping the nodes (each within its own deadline)")
+                    stop_all.set()
+                    for i, _t, _ref in plan:
+                        tokens[i].request(sig)
+            else:
+                say("still stopping the nodes (each within its own deadline)")
     for i, t, ref in plan:
         if i not in results:  # never started: the fleet was interrupted first
             reason = f"not started: the fleet was interrupted by {interrupted}"

@@ -4,8 +4,9 @@ Python delivers signals to the main thread only. A thread that runs a validation
 `Token`; the waits a run spends its time in — an HTTP answer (engines/http.py) and the sleeps
 between polls and samples (`sleep` here) — check it every fraction of a second and raise
 `Interrupted` once it is set, so the worker leaves through the same path as Ctrl-C (the node's
-generation is stopped, what came back is kept, the bundle is written). A thread with no token
-waits as before, where a signal reaches it directly.
+generation is stopped, what came back is kept, the bundle is written). The interrupt is
+delivered once: the waits of that clean-up run normally. A thread with no token waits as
+before, where a signal reaches it directly.
 """
 
 from __future__ import annotations
@@ -20,19 +21,29 @@ _local = threading.local()
 
 
 class Token:
+    """What a controlling thread hands a worker: `request()` an interrupt, which the worker
+    raises once, at its next wait."""
+
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._pending = threading.Event()
         self.signal_name = "SIGINT (Ctrl-C)"
+        self.delivered = False
 
-    def set(self, signal_name: str) -> None:
+    def request(self, signal_name: str) -> None:
         self.signal_name = signal_name
-        self._event.set()
+        self._pending.set()
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
+    def take(self) -> None:
+        """Raise the requested interrupt (once)."""
+        if self._pending.is_set():
+            self._pending.clear()
+            self.delivered = True
+            raise Interrupted(self.signal_name)
 
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(seconds)
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, or raise the interrupt as soon as it is requested."""
+        if self._pending.wait(seconds):
+            self.take()
 
 
 def bind(token: Token | None) -> None:
@@ -46,8 +57,8 @@ def current() -> Token | None:
 
 def check() -> None:
     token = current()
-    if token is not None and token.is_set():
-        raise Interrupted(token.signal_name)
+    if token is not None:
+        token.take()
 
 
 def sleep(seconds: float) -> None:
@@ -55,8 +66,8 @@ def sleep(seconds: float) -> None:
     token = current()
     if token is None:
         time.sleep(max(0.0, seconds))
-    elif token.wait(max(0.0, seconds)):
-        raise Interrupted(token.signal_name)
+    else:
+        token.wait(max(0.0, seconds))
 
 
 def join(thread: threading.Thread, seconds: float) -> None:
@@ -71,4 +82,4 @@ def join(thread: threading.Thread, seconds: float) -> None:
         if left <= 0:
             return
         thread.join(min(SLICE_S, left))
-        check()
+        token.take()
