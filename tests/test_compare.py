@@ -25,7 +25,8 @@ from mlvalidate.poc.stats import compare_vectors
 from mlvalidate.serving.environment import environment
 from mlvalidate.report.bundle import write_bundle
 from mlvalidate.results import RunRecord
-from mlvalidate.report.compare import NO_PLOTS, distance_matrix, load_bundles, write_compare
+from mlvalidate.report.bundles import NO_PLOTS, distance_matrix, load_bundles
+from mlvalidate.report.compare import write_compare
 
 N, K = 40, 64
 CHROMIUM = Path("/usr/bin/chromium")

@@ -378,7 +378,7 @@ def test_port_field_and_entries():
 
 
 def test_speed_and_vector_outliers():
-    from mlvalidate.report.compare import speed_outliers, vector_outliers
+    from mlvalidate.report.fleet_report import speed_outliers, vector_outliers
 
     class B:
         def __init__(self, name, rate, pub=None):

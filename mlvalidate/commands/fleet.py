@@ -1,6 +1,6 @@
 """`mlvalidate fleet`: validate every ML node of a host concurrently, then one fleet report.
 
-Wiring only: discovery and the runs are mlvalidate.fleet, the report is report/compare.py.
+Wiring only: discovery and the runs are mlvalidate.fleet, the report is report/fleet_report.py.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def finish(fleet, out: Path, junit=None) -> int:
     """The fleet report (and JUnit), the per-node summary printed; the fleet's exit code."""
     import sys
 
-    from ..report.compare import fleet_headline, write_fleet_report
+    from ..report.fleet_report import fleet_headline, write_fleet_report
     from .compare import _profile_or_none
 
     try:

@@ -1,0 +1,170 @@
+"""The fleet report: one row per node, outliers by vectors and by speed, the fleet total."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .text import fmt_float
+from .bundles import CompareError, NO_PLOTS, RunBundle, _pct, load_bundle, matrix_gate
+from .compare import MATRIX_TEXT, _md_distributions, _md_table, _md_throughput, build_report, template_env, write_plots
+
+# ----------------------------------------------------------------------------------------
+OUTLIER_FACTOR = 3.0  # vectors: median L2 to peers above this many times the fleet's typical one ...
+OUTLIER_GATE_FRACTION = 0.5  # ... and above this fraction of the gate
+SPEED_BAND = (0.5, 1.5)  # steady rate / the profile's published figure outside this band
+PEER_SPEED_BAND = (0.5, 2.0)  # steady rate / the median of the nodes that measured one
+
+
+def vector_outliers(runs: list[RunBundle], m) -> dict[str, str]:
+    """Nodes whose vectors sit far from every peer's: per node the distance to its NEAREST peer
+    (the smallest pairwise median L2 in the distance matrix), flagged when it is over
+    OUTLIER_FACTOR × the fleet's median of that score and over OUTLIER_GATE_FRACTION × the gate.
+    Nearest peer, not the median over peers, so one cheater among a few nodes cannot drag the
+    honest nodes' scores up. Needs 3 comparable nodes (with 2, nothing says which one is off);
+    nodes that cheat alike sit near each other and are not outliers (their verdicts say FAIL)."""
+    scores: dict[int, float] = {}
+    for i in range(len(runs)):
+        peers = [m[i][j][0] for j in range(len(runs)) if j != i and m[i][j][0] is not None]
+        if peers:
+            scores[i] = float(min(peers))
+    if len(scores) < 3:
+        return {}
+    typical = float(np.median(list(scores.values())))
+    gate = matrix_gate(runs) or 0.0
+    bar = max(OUTLIER_FACTOR * typical, OUTLIER_GATE_FRACTION * gate)
+    return {runs[i].name: f"vectors far from every peer: median L2 to the nearest {s:.3g} (fleet typical "
+            f"{typical:.3g}, flagged above {bar:.3g})" for i, s in scores.items() if s > bar and s > 0}
+
+
+def speed_outliers(runs: list[RunBundle]) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    rates = {r.name: r.steady_per_min() for r in runs if r.steady_per_min() is not None}
+    for r in runs:
+        v, pub = rates.get(r.name), r.published_per_min()
+        if v is not None and pub and not SPEED_BAND[0] <= v / pub <= SPEED_BAND[1]:
+            out.setdefault(r.name, []).append(f"speed {100 * v / pub:.0f} % of its profile's published {pub:,.0f}/min")
+    if len(rates) >= 3:
+        typical = float(np.median(list(rates.values())))
+        for name, v in rates.items():
+            if typical > 0 and not PEER_SPEED_BAND[0] <= v / typical <= PEER_SPEED_BAND[1]:
+                out.setdefault(name, []).append(f"speed {v:,.0f}/min vs the fleet's median {typical:,.0f}/min")
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+FLEET_HEAD = ["node", "URL", "verdict", "n_mismatch / n_total", "p-value", "steady nonces/min",
+              "% of published", "% of roofline", "wall s", "outlier", "error"]  # fmt: skip
+
+
+def fleet_summary(fleet, runs: list[RunBundle], m) -> dict:
+    """fleet.json: per node its verdict, counts, rate and flags; the fleet's totals."""
+    by_bundle = {str(r.path): r for r in runs}
+    flags_v, flags_s = vector_outliers(runs, m), speed_outliers(runs)
+    nodes = []
+    for res in fleet.results:
+        b = by_bundle.get(str(res.bundle)) if res.bundle else None
+        rep = b.report if b else {}
+        per_min = b.steady_per_min() if b else None
+        flags = [f for f in (flags_v.get(res.target.id), flags_s.get(res.target.id)) if f]
+        nodes.append({
+            "id": res.target.id, "url": res.target.url, "api": res.target.api, "source": res.target.source,
+            "models": res.target.models, "verdict": res.verdict, "exit_code": res.exit_code,
+            "n_mismatch": rep.get("n_mismatch"), "n_total": rep.get("n_total"), "p_value": rep.get("p_value"),
+            "steady_nonces_per_min": per_min, "published_nonces_per_min": b.published_per_min() if b else None,
+            "roofline_nonces_per_min": b.roofline_per_min() if b else None, "profile": b.profile_name if b else None,
+            "wall_s": round(res.wall_s, 3), "bundle": str(res.bundle) if res.bundle else None, "error": res.error,
+            "interrupted": res.interrupted, "outlier": flags,
+        })  # fmt: skip
+    rates = [n["steady_nonces_per_min"] for n in nodes if n["steady_nonces_per_min"] is not None]
+    pubs = [n["published_nonces_per_min"] for n in nodes
+            if n["steady_nonces_per_min"] is not None and n["published_nonces_per_min"]]
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n["verdict"]] = counts.get(n["verdict"], 0) + 1
+    return {"schema": "mlvalidate.fleet/1", "exit_code": fleet.exit_code, "wall_s": round(fleet.wall_s, 3),
+            "interrupted": fleet.interrupted, "verdict_counts": counts, "nodes": nodes,
+            "fleet_nonces_per_min": sum(rates) if rates else None, "nodes_measured": len(rates),
+            "fleet_published_nonces_per_min": sum(pubs) if pubs else None}
+
+
+def _short_flag(flag: str) -> str:
+    """The table's word for an outlier flag (the Outliers section has the whole sentence)."""
+    return "vectors" if flag.startswith("vectors") else "speed"
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _fleet_rows(summary: dict) -> list[list[str]]:
+    rows = []
+    for n in summary["nodes"]:
+        v, pub, roof = n["steady_nonces_per_min"], n["published_nonces_per_min"], n["roofline_nonces_per_min"]
+        rows.append([
+            n["id"], n["url"] or "n/a", n["verdict"],
+            f"{n['n_mismatch']} / {n['n_total']}" if n["n_total"] is not None else "n/a",
+            fmt_float(n["p_value"], 3), f"{v:,.1f}" if v is not None else "n/a",
+            _pct(v, pub), _pct(v, roof, 1), f"{n['wall_s']:.1f}", ", ".join(_short_flag(f) for f in n["outlier"]),
+            _clip(n["error"] or "", 90),
+        ])  # fmt: skip
+    return rows
+
+
+def fleet_headline(summary: dict) -> str:
+    c = summary["verdict_counts"]
+    word = {0: "every node passed", 1: "FRAUD on at least one node", 2: "not every node could be checked"}
+    return (f"{len(summary['nodes'])} node(s): " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+            + f" — {word.get(summary['exit_code'], '')} (exit {summary['exit_code']})")
+
+
+def _fleet_rate_line(summary: dict) -> str:
+    tot, pub = summary["fleet_nonces_per_min"], summary["fleet_published_nonces_per_min"]
+    if tot is None:
+        return "fleet throughput: no node measured a steady rate"
+    return (f"fleet throughput: {tot:,.1f} nonces/min summed over {summary['nodes_measured']} node(s)"
+            + (f" ({100 * tot / pub:.0f} % of their profiles' published {pub:,.0f}/min)" if pub else ""))
+
+
+def write_fleet_report(fleet, out_dir: str | Path, profiles=None) -> dict[str, Path]:
+    """report.md, report.html and fleet.json for a fleet run (mlvalidate.fleet.FleetResult)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for res in fleet.results:
+        if res.bundle is None:
+            continue
+        try:
+            b = load_bundle(res.bundle, profiles)
+        except CompareError:
+            continue
+        b.name = res.target.id
+        runs.append(b)
+    rep = build_report(runs)
+    summary = fleet_summary(fleet, runs, rep["matrix_raw"])
+    rows = _fleet_rows(summary)
+    plot_dir = write_plots(rep, out)
+    from ..artifacts import write_json
+
+    write_json(out / "fleet.json", summary)
+    md = ["# mlvalidate fleet", "", f"**{fleet_headline(summary)}**", "", _fleet_rate_line(summary), ""]
+    if fleet.interrupted:
+        md += [f"> interrupted by {fleet.interrupted}: every node's run was stopped; bundles were written", ""]
+    if not rep["plots"]:
+        md += [f"> {NO_PLOTS}", ""]
+    md += ["## Nodes", "", *_md_table(FLEET_HEAD, rows)]
+    flagged = [n for n in summary["nodes"] if n["outlier"]]
+    md += ["## Outliers", ""] + ([f"* **{n['id']}**: {'; '.join(n['outlier'])}" for n in flagged]
+                                 or ["none flagged"]) + [""]
+    if runs:
+        md += ["## Distance matrix", "", MATRIX_TEXT, "", *_md_table(*rep["matrix"])]
+        md += _md_distributions(runs, rep, plot_dir)
+        md += _md_throughput(rep, plot_dir)
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    page = template_env().get_template("fleet.html.j2").render(
+        runs=runs, rep=rep, fs=summary, head=FLEET_HEAD, rows=rows, headline=fleet_headline(summary),
+        rate_line=_fleet_rate_line(summary), flagged=flagged, interrupted=fleet.interrupted)
+    html_path = out / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    return {"markdown": md_path, "html": html_path, "json": out / "fleet.json"}
