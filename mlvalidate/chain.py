@@ -286,7 +286,7 @@ def intent_coverage(client: ChainClient, participants: list, model: str, *, look
 def chain_status(node: str, model: str | None = None, epoch: int | None = None, *, intents: bool = True,
                  deadline_s: float = 60.0, backoff_s: float = 1.0, lookup_deadline_s: float = 20.0,
                  min_interval_s: float = 0.1, log=None) -> ChainStatus:
-    from .serving.profiles import load_chain
+    from .serving.chain_model import load_chain
 
     chain = None
     try:

@@ -13,7 +13,8 @@ from test_hardware import FakeNVML
 from mlvalidate.artifacts import load_reference, resolve_stat_test
 from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
-from mlvalidate.serving.profiles import load_chain, load_profile
+from mlvalidate.serving.chain_model import load_chain
+from mlvalidate.serving.profiles import load_profile
 from mlvalidate.engines.base import PocParams
 from mlvalidate.engines.reference import ReferenceEngine
 from mlvalidate.serving.environment import environment, nvml_sample

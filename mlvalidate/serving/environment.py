@@ -71,7 +71,7 @@ def _backends(profile) -> dict:
     """The attention and MoE backends the profile sets (vLLM args, then its env), null without one."""
     if profile is None:
         return {"attention_backend": None, "moe_backend": None, "backend_env": None}
-    from .profiles import flag_value
+    from .vllm_args import flag_value
 
     args, env = profile.vllm_args(), dict(profile.env)
     words = ("ATTENTION", "MOE", "FLASHINFER", "BACKEND")
@@ -85,7 +85,7 @@ def _backends(profile) -> dict:
 def model_revision(run) -> str | None:
     """The chain's hf_commit when the reference's model has a chain definition (the profile's or
     configs/chain/), else None."""
-    from .profiles import load_chain
+    from .chain_model import load_chain
     from ..errors import MlvalidateError
 
     model = run.reference.model
