@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._common import EXIT_PASS, Formatter
 
+
 def register(sub) -> None:
     p = sub.add_parser(
         "hw",

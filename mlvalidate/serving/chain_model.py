@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import safe_id
-from .config_files import CHAIN_DIR, REPO_CONFIGS, Fields, ProfileError, configs_dir, read_yaml
+from .config_files import (
+    CHAIN_DIR,
+    REPO_CONFIGS,
+    Fields,
+    ProfileError,
+    configs_dir,
+    read_yaml,
+)
 from .vllm_args import Flag, effective_flags, parse_flags
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -13,12 +13,13 @@ import platform
 import socket
 from typing import Any
 
+
 def nvml_sample(label: str, nvml: Any = None) -> dict:
     """This host's GPU clocks, power and memory now, read with serving.hardware.read_inventory
     (`nvml`: pynvml by default, an NVML-shaped object in tests). Never raises: where NVML cannot
     answer, {"available": False, "reason": ...}."""
-    from .hardware import GIB, read_inventory
     from ..errors import MlvalidateError
+    from .hardware import GIB, read_inventory
 
     at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     try:
@@ -85,8 +86,8 @@ def _backends(profile) -> dict:
 def model_revision(run) -> str | None:
     """The chain's hf_commit when the reference's model has a chain definition (the profile's or
     configs/chain/), else None."""
-    from .chain_model import load_chain
     from ..errors import MlvalidateError
+    from .chain_model import load_chain
 
     model = run.reference.model
     chain = getattr(run.profile, "chain", None)

@@ -57,7 +57,15 @@ from .diagnose import (
     read_log_end,
     read_tail,
 )
-from .endpoint import base_url, check_port_free, model_ids, model_in_command, probe, readiness_state, served_model_names
+from .endpoint import (
+    base_url,
+    check_port_free,
+    model_ids,
+    model_in_command,
+    probe,
+    readiness_state,
+    served_model_names,
+)
 from .processes import LAUNCH_TOKEN_ENV, ProcessTree
 
 DEFAULT_PORT = 5000

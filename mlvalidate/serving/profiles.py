@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from .chain_model import ChainModel, find_chain, load_chain, str_list
-from .config_files import CHAIN_DIR, PROFILE_FILE, Fields, ProfileError, configs_dir, read_yaml
+from .config_files import (
+    CHAIN_DIR,
+    PROFILE_FILE,
+    Fields,
+    ProfileError,
+    configs_dir,
+    read_yaml,
+)
 from .vllm_args import merge_args, parse_flags
 
 # node-config values every Gonka layout uses unless the profile says otherwise

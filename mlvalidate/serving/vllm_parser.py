@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
 
-
 # where vLLM keeps its CLI pieces; module paths move between releases, so each is probed in order
 _VLLM_PROBES = {
     "FlexibleArgumentParser": ["vllm.utils.argparse_utils", "vllm.utils"],
