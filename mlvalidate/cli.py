@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlvalidate", description=DESCRIPTION, formatter_class=Formatter)
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="the version, its commit when known, and the vLLM and torch this Python has")
+    parser.add_argument("--configs", action="append", default=[], metavar="DIR",
+                        help="a folder of chain definitions and profiles (chain/<model>.yaml, <profile>/profile.yaml) "
+                        "looked up before the shipped ones; repeatable (also: $MLVALIDATE_CONFIGS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
@@ -84,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
+    if args.configs:  # before anything reads a profile: the configs folders are looked up in this order
+        os.environ["MLVALIDATE_CONFIGS"] = os.pathsep.join(
+            [*args.configs, *filter(None, os.environ.get("MLVALIDATE_CONFIGS", "").split(os.pathsep))])
     try:
         return int(args.func(args))
     except MlvalidateError as e:
@@ -91,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted — nothing was reported as passed", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except Exception as e:  # a bug: still one line and exit 2 (exit 1 means fraud and nothing else)
         if os.environ.get("MLVALIDATE_DEBUG"):

@@ -153,7 +153,7 @@ def ensure_deployed(http: HttpClient, model: str, *, dtype: str, additional_args
 def model_source(ref, prof) -> tuple[str, str | None, str]:
     """hf_repo, hf_commit and where they came from: the chain definition of the reference's
     model (the profile's, or configs/chain/), else the model id itself with no commit."""
-    from .serving.profiles import load_chain
+    from .serving.chain_model import load_chain
 
     chains = [prof.chain] if prof is not None and prof.chain is not None else []
     try:

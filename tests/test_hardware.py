@@ -11,13 +11,13 @@ import pytest
 import yaml
 
 from mlvalidate.cli import main
+from mlvalidate.commands.hw import render_report
 from mlvalidate.serving.hardware import (
     GIB,
     HardwareError,
     build_report,
     fit_estimate,
     read_inventory,
-    render_report,
 )
 from mlvalidate.serving.profiles import list_profiles, load_profile
 

@@ -1,4 +1,5 @@
-"""mlvalidate.serving.launch: the vLLM server lifecycle.
+"""mlvalidate.serving.launch: the vLLM server lifecycle (with serving.diagnose, .endpoint, .processes
+and the `mlvalidate launch` command).
 
 Fast tests use stand-in servers (a tiny Python HTTP server, `python -c`) for the paths that
 need no vLLM: busy port, early exit with diagnosis, timeout, Ctrl-C / SIGTERM of the CLI,
@@ -27,18 +28,11 @@ from pathlib import Path
 import pytest
 
 from mlvalidate.cli import main
-from mlvalidate.serving.launch import (
-    KNOWN_FAILURES,
-    PYTHON_SERVER_CMD,
-    LaunchError,
-    ServerExited,
-    VllmServer,
-    check_port_free,
-    diagnose,
-    group_alive,
-    launched,
-    served_model_names,
-)
+from mlvalidate.errors import LaunchError
+from mlvalidate.serving.diagnose import KNOWN_FAILURES, ServerExited, diagnose
+from mlvalidate.serving.endpoint import check_port_free, served_model_names
+from mlvalidate.serving.launch import PYTHON_SERVER_CMD, VllmServer, launched
+from mlvalidate.serving.processes import group_alive
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -28,7 +28,9 @@ import pytest
 
 import mlvalidate.serving.launch as launch_mod
 from mlvalidate.cli import main
-from mlvalidate.serving.launch import VllmServer, _exit_status_advice
+from mlvalidate.serving.diagnose import exit_status_advice
+from mlvalidate.serving.launch import VllmServer
+from mlvalidate.serving.processes import is_subreaper
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -254,7 +256,6 @@ def test_library_stop_of_sigterm_ignoring_server_records_our_kill(setup, tmp_pat
                          "--model", str(model), "--host", "127.0.0.1", "--port", str(port)],
                         host="127.0.0.1", port=port, model=str(model), log_path=tmp_path / "s.log", startup_timeout=60,
                         stop_grace=0.5)  # fmt: skip
-    is_subreaper = getattr(launch_mod, "is_subreaper", lambda: False)
     was_subreaper = is_subreaper()
     with server:
         watched.append(identity(server.pid))
@@ -265,7 +266,7 @@ def test_library_stop_of_sigterm_ignoring_server_records_our_kill(setup, tmp_pat
     assert is_subreaper() == was_subreaper  # turned off again with the last server
     assert server.returncode == -signal.SIGKILL
     assert server.sigkill_after_s is not None and 0.4 < server.sigkill_after_s < 5
-    advice = _exit_status_advice(server.returncode, server.sigkill_after_s)
+    advice = exit_status_advice(server.returncode, server.sigkill_after_s)
     # the grace is 0.5 s; the measured time can read 0.6 s on a loaded machine
     assert re.search(r"ignored SIGTERM for \d+\.\d s", advice) and "killed by mlvalidate" in advice
     assert "out-of-memory" not in advice
@@ -273,8 +274,8 @@ def test_library_stop_of_sigterm_ignoring_server_records_our_kill(setup, tmp_pat
 
 
 def test_unexplained_sigkill_still_points_at_oom_killer():
-    assert "out-of-memory killer" in _exit_status_advice(-signal.SIGKILL)
-    assert _exit_status_advice(1) is None
+    assert "out-of-memory killer" in exit_status_advice(-signal.SIGKILL)
+    assert exit_status_advice(1) is None
 
 
 def test_stop_spares_unrelated_children_of_the_launching_process(setup, tmp_path):

@@ -9,17 +9,11 @@ import pytest
 import yaml
 
 from mlvalidate.cli import main
-from mlvalidate.serving import profile_check
-from mlvalidate.serving.profiles import (
-    ProfileError,
-    REPO_CONFIGS,
-    configs_dir,
-    effective_flags,
-    list_profiles,
-    load_chain,
-    load_profile,
-    parse_flags,
-)
+from mlvalidate.serving import profile_check, vllm_parser
+from mlvalidate.serving.chain_model import load_chain
+from mlvalidate.serving.config_files import REPO_CONFIGS, ProfileError, configs_dir
+from mlvalidate.serving.profiles import list_profiles, load_profile
+from mlvalidate.serving.vllm_args import effective_flags, parse_flags
 
 COMMIT = "d494266a4affc0d2995ba1fa35c8481cbd84294b"
 # MINIMAX_M2.md §1, typed here independently of configs/chain/*.yaml
@@ -294,11 +288,11 @@ def test_non_chain_profile_never_passes_the_chain_check(tmp_path, capsys):
 
 def test_config_check_says_when_vllm_is_not_importable(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ModuleNotFoundError
-    profile_check.vllm_cli.cache_clear()
+    vllm_parser.vllm_cli.cache_clear()
     try:
         assert main(["config", "check", "h100x4"]) == 0
     finally:
-        profile_check.vllm_cli.cache_clear()
+        vllm_parser.vllm_cli.cache_clear()
     out = capsys.readouterr().out
     assert "skip  vLLM parser: skipped — vllm not importable" in out and "h100x4: OK" in out
 
@@ -317,8 +311,8 @@ def test_config_list(capsys):
 def vllm_available():
     pytest.importorskip("vllm", reason="vLLM not installed: its CLI parser path is checked only where it imports")
     try:
-        return profile_check.vllm_cli()
-    except profile_check.VllmUnavailable as e:
+        return vllm_parser.vllm_cli()
+    except vllm_parser.VllmUnavailable as e:
         pytest.skip(f"vLLM installed but its CLI parser could not be found: {e}")
 
 

@@ -111,7 +111,7 @@ def chain_status(node: str, model: str | None = None, epoch: int | None = None, 
                  deadline_s: float = 60.0, backoff_s: float = 1.0, lookup_deadline_s: float = LOOKUP_TIMEOUT_S,
                  lookup_backoff_s: float = 0.5, lookup_retries: int = LOOKUP_RETRIES,
                  min_interval_s: float = LOOKUP_INTERVAL_S, log=None) -> ChainStatus:
-    from ..serving.profiles import load_chain
+    from ..serving.chain_model import load_chain
 
     chain = None
     try:

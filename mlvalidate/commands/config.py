@@ -1,8 +1,13 @@
-"""`mlvalidate config list|show|check`: per-hardware vLLM profiles."""
+"""`mlvalidate config list|show|check`: per-hardware vLLM profiles.
+
+The profiles, their rendering and their checks are serving's (profiles, render,
+profile_check); this module prints them and turns check results into the exit code.
+"""
 
 from __future__ import annotations
 
-from ._common import EXIT_PASS, Formatter
+from ..errors import MlvalidateError
+from ._common import EXIT_ERROR, EXIT_PASS, Formatter
 
 
 def register(sub) -> None:
@@ -20,9 +25,14 @@ def register(sub) -> None:
     lp = csub.add_parser("list", help="the profiles under configs/", formatter_class=Formatter)
 
     def run_list(args) -> int:
-        from ..serving.profile_check import list_profiles_text
+        from ..serving.config_files import configs_dirs
+        from ..serving.render import profile_summaries
 
-        print(list_profiles_text())
+        rows = profile_summaries()
+        if not rows:
+            raise MlvalidateError(f"no profile found in {', '.join(map(str, configs_dirs()))}",
+                                  "pass --configs DIR (folders of <profile>/profile.yaml) or reinstall mlvalidate")
+        print(list_text(rows))
         return EXIT_PASS
 
     lp.set_defaults(func=run_list)
@@ -49,7 +59,7 @@ def register(sub) -> None:
                     "(default 'vllm serve')")  # fmt: skip
 
     def run_show(args) -> int:
-        from ..serving.profile_check import show_profile
+        from ..serving.render import show_profile
 
         print(show_profile(args.profile, args.format, model=args.model, host=args.host, port=args.port,
                            server_cmd=args.server_cmd))  # fmt: skip
@@ -72,8 +82,52 @@ def register(sub) -> None:
     cp.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def run_check(args) -> int:
-        from ..serving.profile_check import run_config_check
+        import json
 
-        return run_config_check(args.profiles, use_vllm=not args.no_vllm, as_json=args.json)
+        from ..serving.profile_check import check_profiles
+
+        results = check_profiles(args.profiles, use_vllm=not args.no_vllm)
+        print(json.dumps([r.as_dict() for r in results], indent=2) if args.json else check_text(results))
+        # only a clean chain deployment passes (a chain: null profile never does)
+        return EXIT_PASS if all(r.clean for r in results) else EXIT_ERROR
 
     cp.set_defaults(func=run_check)
+
+
+def check_text(results) -> str:
+    """`config check`'s report: per profile its status, then FAIL / warn / ok / skip lines."""
+    lines = []
+    for r in results:
+        where = f" ({r.path})" if r.path else ""
+        lines.append(f"{r.profile}: {r.status}{where}")
+        lines += [f"  FAIL  {p}" for p in r.problems]
+        lines += [f"  warn  {w}" for w in r.warnings]
+        lines += [f"  ok    {p}" for p in r.passed]
+        lines += [f"  skip  {s}" for s in r.skipped]
+        if not r.is_chain and not r.problems:
+            lines.append("  note  chain: null — the chain check does not apply, so this profile cannot pass it")
+    n_ok = sum(r.clean for r in results)
+    lines.append(f"{n_ok} of {len(results)} profile(s) pass the chain check")
+    return "\n".join(lines)
+
+
+def list_text(rows) -> str:
+    """`config list`'s table: one line per profile, its throughput reference against the
+    roofline ceiling (dense peak FLOP/s x 60 / FLOPs per nonce, docs/minimax-m2.md §5)."""
+
+    def shown(v):
+        return "-" if v is None else v
+
+    out = [f"{'profile':<10} {'GPUs':<24} {'TP':>2}  {'chain':<24} {'batch':>5} {'nonces/min':>10} "
+           f"{'per GPU':>7} {'ceiling/GPU':>11} {'of peak':>7}"]  # fmt: skip
+    for r in rows:
+        if r.error:
+            out.append(f"{r.name:<10} error: {r.error}")
+            continue
+        ceiling = f"{r.ceiling_per_gpu:,.0f}" if r.ceiling_per_gpu else "-"
+        pct = f"{r.of_peak:.0f} %" if r.of_peak is not None else "-"
+        out.append(
+            f"{r.name:<10} {r.gpus:<24} {r.tensor_parallel_size:>2}  {r.chain:<24} {shown(r.batch):>5} "
+            f"{shown(r.nonces_per_min):>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
+        )
+    return "\n".join(out)

@@ -1,8 +1,20 @@
-"""`mlvalidate launch`: vLLM with a profile's args, until Ctrl-C."""
+"""`mlvalidate launch`: vLLM with a profile's args, until Ctrl-C.
+
+The server's lifecycle is serving.launch's (`VllmServer`); this module shows the wait, prints
+the URL and the stop, turns SIGINT / SIGTERM / SIGHUP into a requested stop, and picks the exit
+code: 0 after a requested stop; 2 (via the raised LaunchError) if the server failed to start,
+exited on its own, or was interrupted before it was ready.
+"""
 
 from __future__ import annotations
 
-from ._common import Formatter
+import contextlib
+import shlex
+import signal
+import sys
+from typing import Iterator
+
+from ._common import EXIT_PASS, Formatter
 
 
 def register(sub) -> None:
@@ -32,9 +44,73 @@ def register(sub) -> None:
                    help="server log, appended (default: mlvalidate-runs/launch-<time>-port<port>.log)")
 
     def run(args) -> int:
-        from ..serving.launch import run_launch
-
         return run_launch(args.profile, args.model, port=args.port, host=args.host, server_cmd=args.server_cmd,
                           timeout=args.timeout, log=args.log)
 
     p.set_defaults(func=run)
+
+
+def run_launch(profile: str, model: str, *, port: int, host: str, server_cmd: str | None, timeout: float,
+               log: str | None = None, out=None, err=None) -> int:  # fmt: skip
+    """Start, wait until ready, serve in the foreground until Ctrl-C or SIGTERM, stop."""
+    from ..errors import LaunchError
+    from ..progress import StatusLine
+    from ..serving.diagnose import ServerFailed
+    from ..serving.launch import DEFAULT_SERVER_CMD, VllmServer
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not timeout > 0:
+        raise LaunchError(f"--timeout must be > 0 s, got {timeout}", "e.g. --timeout 1800")
+    server = VllmServer.from_profile(
+        profile, model, port=port, host=host, server_cmd=server_cmd if server_cmd is not None else DEFAULT_SERVER_CMD,
+        log_path=log, startup_timeout=timeout, status=StatusLine("launch", err),
+    )  # fmt: skip
+    print(f"starting: {shlex.join(server.command)}", file=err)
+    print(f"log: {server.log_path}", file=err)
+    with _signals_raise_interrupt():
+        try:
+            server.start()
+            print(f"vLLM ready at {server.url} (model {server.model_names[0] if server.model_names else '?'}; "
+                  f"pid {server.pid}, process group {server.pgid}) after {server.ready_after_s:.1f} s "
+                  f"— Ctrl-C or SIGTERM stops it", file=out, flush=True)  # fmt: skip
+            server.serve()  # returns only by an exception
+        except ServerFailed as e:
+            for line in e.report_lines():
+                print(line, file=err)
+            raise
+        except KeyboardInterrupt:
+            if server.ready_after_s is None:
+                raise  # interrupted while starting: the finally below stops it; exit 2
+            _ignore_interrupts(err)
+            print("stopping the server ...", file=err, flush=True)
+            took = server.stop()
+            print(f"stopped (process group {server.pgid}) in {took:.1f} s{server.kill_note()}", file=out, flush=True)
+            return EXIT_PASS
+        finally:
+            _ignore_interrupts(err)
+            server.stop()
+
+
+@contextlib.contextmanager
+def _signals_raise_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM (and SIGHUP) raise KeyboardInterrupt in the main thread meanwhile."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    sigs = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    old = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _ignore_interrupts(err) -> None:
+    """While stopping, a second Ctrl-C must not abandon the process group half-stopped."""
+    def handler(signum, frame):
+        print("still stopping the server ...", file=err, flush=True)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)

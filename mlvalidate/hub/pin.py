@@ -31,7 +31,7 @@ _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
 
 def pinned_model() -> tuple[str, str]:
     """(hf_repo, hf_commit) the chain pins, from its chain definition (ProfileError if unreadable)."""
-    from ..serving.profiles import load_chain
+    from ..serving.chain_model import load_chain
 
     chain = load_chain(CHAIN_ID)
     return chain.hf_repo, chain.hf_commit

