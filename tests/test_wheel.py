@@ -1,0 +1,89 @@
+"""The wheel a host installs: built from this checkout, installed WITHOUT extras into a fresh
+virtual environment made here (no system site-packages), and run from a folder that is not
+the checkout. It must carry the golden references and the profiles, work without torch, and
+say in one line which extra a torch command needs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True, text=True, timeout=600)
+    wheel = next((tmp / "dist").glob("mlvalidate-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=300)
+    py = tmp / "venv" / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {"python": py, "bin": tmp / "venv" / "bin", "wheel": wheel, "cwd": tmp}
+
+
+def run(venv, *args, check_rc: int | None = 0):
+    r = subprocess.run([str(venv["bin"] / "mlvalidate"), *args], cwd=venv["cwd"], capture_output=True, text=True,
+                       timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(venv["cwd"])})
+    assert "Traceback" not in r.stderr, r.stderr
+    if check_rc is not None:
+        assert r.returncode == check_rc, (args, r.stdout[-2000:], r.stderr[-2000:])
+    return r
+
+
+def test_the_core_installs_without_torch_or_transformers(venv):
+    for module in ("torch", "transformers", "vllm"):
+        r = subprocess.run([str(venv["python"]), "-c", f"import {module}"], capture_output=True, text=True)
+        assert r.returncode != 0, f"{module} is importable in the core-only venv"
+    meta = subprocess.run([str(venv["python"]), "-c", "from importlib.metadata import requires; "
+                           "import json; print(json.dumps(requires('mlvalidate')))"],
+                          capture_output=True, text=True, check=True)
+    reqs = json.loads(meta.stdout)
+    core = [r for r in reqs if "extra ==" not in r]
+    assert not [r for r in core if r.split(">")[0].split("=")[0].strip() in ("torch", "transformers")], core
+    assert not [r for r in reqs if "==" in r.split(";")[0]], f"exact pins in the metadata: {reqs}"
+
+
+def test_the_wheel_carries_the_references_and_the_profiles(venv):
+    import zipfile
+
+    names = zipfile.ZipFile(venv["wheel"]).namelist()
+    shipped = sorted(p.name for p in (ROOT / "artifacts").glob("*.json"))
+    assert sorted(Path(n).name for n in names if n.startswith("mlvalidate/data/artifacts/")) == shipped
+    assert "mlvalidate/data/configs/h200x2/profile.yaml" in names
+    assert "mlvalidate/data/configs/chain/minimaxai-minimax-m2.7.yaml" in names
+    out = run(venv, "config", "list").stdout
+    for profile in ("a100x4", "h100x4", "h200x2", "b200x2"):
+        assert profile in out
+    args = run(venv, "config", "show", "h200x2", "--format", "args").stdout
+    assert "--revision" in args and "--tensor-parallel-size" in args
+
+
+def test_inspect_and_check_of_the_shipped_minimax_reference(venv, tmp_path):
+    out = run(venv, "inspect", "MiniMaxAI/MiniMax-M2.7").stdout
+    assert "200" in out and "fraud declared at >= 28 mismatches of 200" in out
+    copy = tmp_path / "computed.json"
+    copy.write_bytes((ROOT / "artifacts" / "minimaxai-minimax-m2.7.json").read_bytes())
+    r = run(venv, "check", "MiniMaxAI/MiniMax-M2.7", str(copy))
+    assert r.stdout.startswith("VERDICT: PASS")
+
+
+def test_validate_help_and_version_work_without_torch(venv):
+    assert "--timeout" in run(venv, "validate", "--help").stdout
+    v = run(venv, "--version").stdout
+    assert v.startswith("mlvalidate ") and "torch not installed" in v and "vLLM not installed" in v
+
+
+@pytest.mark.parametrize("command", [["demo"], ["make-tiny", "x"], ["bake", "--model", "m", "--model-id", "i",
+                                                                       "--out", "o.json"]])
+def test_a_command_that_needs_the_reference_extra_says_so(venv, command):
+    r = run(venv, *command, check_rc=2)
+    assert r.stderr.count("\n") == 1 and "pip install 'mlvalidate[reference]'" in r.stderr
