@@ -9,6 +9,7 @@ pydantic models (422 details as FastAPI gives them); callbacks are posted with h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -378,7 +379,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, {"status": "OK", "pow_status": {"status": "STOPPED"}})
             raise ApiError(404, "Not Found")
         except ApiError as e:
-            self._send(e.status, {"detail": e.detail})
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client left first
+                self._send(e.status, {"detail": e.detail})
         except (BrokenPipeError, ConnectionResetError):
             pass
 

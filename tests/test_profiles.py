@@ -160,12 +160,25 @@ def test_profile_file_errors(tmp_path):
         load_chain(bad)
 
 
-def test_configs_dir_override(tmp_path, monkeypatch):
+def test_user_configs_come_first_and_the_shipped_ones_stay(tmp_path, monkeypatch):
+    """$MLVALIDATE_CONFIGS (and `--configs DIR`) add folders before the shipped configs/: a
+    profile of one's own is found, one with a shipped name replaces it, the shipped ones stay."""
     write_profile(tmp_path, "mine", args=["--max-num-seqs", "64"])
+    write_profile(tmp_path, "h200x2", args=["--max-num-seqs", "8"])
     monkeypatch.setenv("MLVALIDATE_CONFIGS", str(tmp_path))
-    assert configs_dir() == tmp_path and list_profiles() == ["mine"]
-    p = load_profile("mine")  # its chain falls back to the repository's configs/chain/
+    assert configs_dir() == tmp_path
+    assert list_profiles() == ["a100x4", "b200x2", "h100x4", "h200x2", "mine"]
+    p = load_profile("mine")  # its chain falls back to the shipped configs/chain/
     assert p.chain.hf_commit == COMMIT and p.vllm_args()[-2:] == ["--max-num-seqs", "64"]
+    assert load_profile("h200x2").vllm_args()[-2:] == ["--max-num-seqs", "8"]
+
+
+def test_the_configs_option_adds_a_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLVALIDATE_CONFIGS", "")  # main() extends it; monkeypatch puts it back after
+    write_profile(tmp_path, "mine", args=["--max-num-seqs", "64"])
+    assert main(["--configs", str(tmp_path), "config", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "\nmine " in out and "\nh200x2 " in out
 
 
 # ----------------------------------------------------------------------------------------
