@@ -7,6 +7,7 @@ way out), and the `RunRecord` carries the reason. What the pipeline runs:
   live node, vLLM PoC API   plan, [throughput], validate           (+ --server-side, readiness)
   live node, MLNode API     plan, download, deploy, throughput, validate   (each skippable)
   in-process engine         validate                               (the demo)
+  stock vLLM in process     plan, start, validate, [throughput]    (`run`: run_inprocess)
 
 The vLLM-API run is the MLNode run without download and deploy. `--timeout` bounds every
 phase: the validation's fetches and retries together, the throughput phase beyond its warm-up
@@ -333,3 +334,160 @@ def _ask_node(run: RunRecord, engine, opts: RunOptions, log) -> None:
                                                    opts.batch_size, run.stat_test.values.as_dict())
         except EngineError as e:
             run.node_verdict = {"error": e.one_line()}
+
+
+# ----------------------------------------------------------------------------------------
+# stock vLLM, in this process (`mlvalidate run`)
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InprocessOptions:
+    """Everything `run` is asked to do."""
+
+    profile: str  # a profile name or a profile YAML path
+    model_dir: str
+    reference: str | None = None  # a reference file or model id; None: the profile's model id
+    batch_size: int = 32
+    stat: StatOverrides = field(default_factory=StatOverrides)
+    throughput: bool = True
+    warmup_rounds: int = 1
+    measure_s: float = 60.0
+    min_rounds: int = 3
+    progress: bool = True
+
+
+THROUGHPUT_NONCE_BASE = 1_000_000_000  # throughput rounds use nonces no reference holds
+
+
+def inprocess_throughput(engine, ref: Reference, prof, batch: int, *, warmup_rounds: int, measure_s: float,
+                         min_rounds: int, log) -> dict:
+    """Steady-state nonces/s of an in-process engine at `batch`: `warmup_rounds` computes of one
+    batch each are thrown away, then batches are computed until `measure_s` has passed (at least
+    `min_rounds`). Returns the bundle's `throughput_phase` section (the live run's shape)."""
+    import statistics
+
+    params = PocParams.from_reference(ref)
+    nxt = THROUGHPUT_NONCE_BASE
+
+    def one_round() -> tuple[float, dict]:
+        nonlocal nxt
+        nonces = list(range(nxt, nxt + batch))
+        nxt += batch
+        res = engine.compute(nonces, params, batch_size=batch)
+        return res.elapsed_s, res.info
+
+    t0 = time.perf_counter()
+    for _ in range(warmup_rounds):
+        one_round()
+    warm = time.perf_counter() - t0
+    rounds, infos = [], []
+    t1 = time.perf_counter()
+    while len(rounds) < min_rounds or time.perf_counter() - t1 < measure_s:
+        s, info = one_round()
+        rounds.append(s)
+        infos.append(info)
+    rates = [batch / s for s in rounds if s > 0]
+    steady = batch * len(rounds) / sum(rounds) if sum(rounds) > 0 else None
+    fwd = sum(i.get("vllm_forward_s", 0.0) for i in infos)
+    summary = {
+        "api": getattr(engine, "name", "in-process"), "n_samples": len(rounds), "warmup_s": warm, "batch_size": batch,
+        "n_replicas": 1, "steady_nonces_per_second": steady,
+        "steady_nonces_per_min": steady * 60 if steady is not None else None,
+        "min_nonces_per_second": min(rates) if rates else None,
+        "median_nonces_per_second": statistics.median(rates) if rates else None,
+        "max_nonces_per_second": max(rates) if rates else None,
+        "node_cumulative_nonces_per_second": None, "replicas": {}, "spot_check_received": 0,
+        "outside_forward_share": round(1 - fwd / sum(rounds), 4) if sum(rounds) > 0 and fwd else None,
+    }
+    out = {"summary": summary, "samples": [{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
+           "spot_verdict": "not run",
+           "spot_check": "not needed: every vector is computed in this process and compared here"}
+    if prof is not None and steady is not None:
+        from .throughput import profile_reference_text
+
+        text = profile_reference_text(prof, steady * 60)
+        if text:
+            out["reference"] = text
+        out["profile"] = prof.name
+    log(f"      {steady:.2f} nonces/s over {len(rounds)} batches of {batch} after {warm:.1f} s warm-up"
+        if steady is not None else "      no steady rate")
+    return out
+
+
+def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
+    """Validate a deployment by running stock vLLM in this process with the profile's engine
+    args: [start] vLLM, [validate] every reference nonce computed inside vLLM's model runner and
+    compared here, [throughput] steady nonces/s at the profile's batch. Returns the record
+    however the run ended (errors of the inputs, before anything ran, raise instead)."""
+    from .report.text import stat_test_line
+    from .serving.profiles import load_profile
+
+    prof = load_profile(opts.profile)
+    ref_arg = opts.reference or prof.model_id
+    if not ref_arg:
+        raise MlvalidateError(f"profile {prof.name} names no model, so no reference can be looked up",
+                              "pass --reference FILE")
+    ref = load_reference(ref_arg)
+    st = resolve_stat_test(ref, opts.stat.as_dict())
+    args = prof.vllm_args()
+    from .engines.vllm_inprocess import POC_ENGINE_SETTINGS, vllm_version
+
+    inputs = {"model_dir": opts.model_dir, "reference": str(ref.path), "batch_size": opts.batch_size,
+              "profile": prof.name, "throughput_batch_size": prof.effective_batch() if opts.throughput else None}
+    inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
+    inputs["profile"]["source"] = str(prof.path) if prof.path else "cli"
+    inputs["vllm_args"] = {"value": args, "source": f"profile {prof.name} (config show --format args)"}
+    inputs["env"] = {"value": dict(prof.env), "source": f"profile {prof.name}"}
+    inputs["poc_engine_settings"] = {"value": dict(POC_ENGINE_SETTINGS), "source": "engines/vllm_inprocess.py"}
+    inputs["stat_test"] = st.as_dict()
+
+    class _Pending:  # describe() before the engine exists (a start that fails still writes a bundle)
+        name = "vllm-inprocess"
+
+        def describe(self):
+            return {"engine": self.name, "model": ref.model, "model_dir": opts.model_dir, "vllm": vllm_version(),
+                    "vllm_args": args}
+
+    run = new_run("run", ref, st, _Pending(), opts.batch_size, inputs, prof)
+    order = ("plan", "start", "validate", *(("throughput",) if opts.throughput else ()))
+    r = Runner(run, order, log)
+    r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}, "
+                     f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
+    log(f"      stat test {stat_test_line(st)}")
+    log(f"      vLLM args [{prof.name}]: {' '.join(args) or '(none)'}")
+    if prof.env:
+        log(f"      env [{prof.name}]: {' '.join(f'{k}={v}' for k, v in prof.env.items())}")
+    if prof.model_id and prof.model_id != ref.model:
+        log(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
+    holder: dict = {}
+
+    def start():
+        from .engines.vllm_inprocess import VllmInProcessEngine
+
+        eng = VllmInProcessEngine(opts.model_dir, args, env=prof.env, model_id=ref.model, log=log)
+        holder["engine"] = eng
+        run.engine = eng.describe()
+        if eng.overridden:
+            log(f"      the PoC settings override {eng.overridden}")
+        return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s", {
+            "start_seconds": round(eng.start_seconds, 3), "overridden": {k: str(v) for k, v in eng.overridden.items()}}
+
+    def validate():
+        return validate_phase(run, holder["engine"], progress=opts.progress)
+
+    def throughput():
+        batch = prof.effective_batch()
+        run.throughput = inprocess_throughput(holder["engine"], ref, prof, batch, warmup_rounds=opts.warmup_rounds,
+                                              measure_s=opts.measure_s, min_rounds=opts.min_rounds, log=log)
+        return throughput_status(run.throughput)
+
+    try:
+        r.phase("start", f"vLLM in this process on {opts.model_dir}", start)
+        r.phase("validate", f"every reference nonce inside vLLM's model runner (chunks of {opts.batch_size}); "
+                            "comparing here", validate)
+        if opts.throughput:
+            r.phase("throughput", f"steady rate at the profile's batch {prof.effective_batch()}", throughput)
+    finally:
+        eng = holder.get("engine")
+        if eng is not None:
+            eng.close()
+    return run

@@ -251,6 +251,20 @@ def measure_throughput(
     return res
 
 
+def profile_reference_text(prof, per_min: float) -> str:
+    """A measured rate against the profile's published figure and its roofline ('' if it has neither)."""
+    bits = []
+    if prof.throughput_reference and prof.throughput_reference.get("nonces_per_min"):
+        want = prof.throughput_reference["nonces_per_min"]
+        bits.append(f"{per_min / want:.0%} of the published {want} nonces/min for {prof.name} "
+                    f"(batch {prof.throughput_reference.get('batch')})")
+    roof = prof.roofline_nonces_per_min_per_gpu()
+    if roof:
+        bits.append(f"{per_min / (roof * prof.gpu_count):.1%} of the {prof.gpu_count}-GPU roofline "
+                    f"({roof * prof.gpu_count:,.0f} nonces/min)")
+    return "; ".join(bits)
+
+
 def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print) -> dict:
     """The throughput phase of a run: the node's generation loop measured (`opts`: a
     pipeline.ThroughputOptions), the spot-check of golden nonces that arrived by callback
@@ -271,16 +285,7 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
         out["start_answer"] = res.start_answer
     per_min = summary["steady_nonces_per_min"]
     if prof is not None and per_min is not None:
-        bits = []
-        if prof.throughput_reference and prof.throughput_reference.get("nonces_per_min"):
-            want = prof.throughput_reference["nonces_per_min"]
-            bits.append(f"{per_min / want:.0%} of the published {want} nonces/min for {prof.name} "
-                        f"(batch {prof.throughput_reference.get('batch')})")
-        roof = prof.roofline_nonces_per_min_per_gpu()
-        if roof:
-            bits.append(f"{per_min / (roof * prof.gpu_count):.1%} of the {prof.gpu_count}-GPU roofline "
-                        f"({roof * prof.gpu_count:,.0f} nonces/min)")
-        out["reference"] = "; ".join(bits)
+        out["reference"] = profile_reference_text(prof, per_min)
         out["profile"] = prof.name
     spot = res.spot
     if spot is not None and (spot.n or spot.n_malformed):

@@ -2,9 +2,9 @@
 typed results and raise typed errors; cli.py only assembles these."""
 
 from . import (
-    bake, chain, check, compare, config, demo, hw, inspect, launch, make_tiny, pull, serve, validate, verify_weights,
+    bake, chain, check, compare, config, demo, hw, inspect, launch, make_tiny, pull, run, serve, validate, verify_weights,
 )
 
 # the order of `mlvalidate --help`
-COMMANDS = [demo, validate, serve, inspect, check, make_tiny, bake, pull, verify_weights, launch, config, hw, compare,
+COMMANDS = [demo, validate, run, serve, inspect, check, make_tiny, bake, pull, verify_weights, launch, config, hw, compare,
             chain]

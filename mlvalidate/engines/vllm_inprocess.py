@@ -3,7 +3,8 @@
 No Gonka build and no HTTP: the engine starts `vllm.LLM` with the deployment's engine args
 (parsed by vLLM's own `EngineArgs` parser) and three settings of its own —
 `enable_prompt_embeds=True` (the nonce inputs enter as prompt embeddings, spec §1.4),
-`enable_prefix_caching=False` (each nonce its own KV blocks, spec §3.1) and
+`enable_prefix_caching=False` (each nonce its own KV blocks, spec §3.1), `enforce_eager=True`
+(Gonka's PoC forward is eager, spec §2.2 (c); hooks do not run in a compiled graph) and
 `worker_extension_cls=mlvalidate.engines.vllm_worker.PocWorkerExtension`. Per `compute()`:
 
 1. `collective_rpc("poc_install")` puts the PoC hooks on the model inside every worker
@@ -43,8 +44,12 @@ from .base import EngineResult, PocParams
 
 EXTENSION = "mlvalidate.engines.vllm_worker.PocWorkerExtension"
 FINGERPRINT_DIMS = 16
-# settings the PoC computation needs, whatever the deployment's args say (spec §1.4, §3.1)
-POC_ENGINE_SETTINGS = {"enable_prompt_embeds": True, "enable_prefix_caching": False, "worker_extension_cls": EXTENSION}
+# settings the PoC computation needs, whatever the deployment's args say: prompt embeddings
+# (spec §1.4), no prefix sharing (spec §3.1), the hooks' extension, and an eager model — Gonka's
+# PoC forward bypasses torch.compile and CUDA graphs too (spec §2.2 (c)), and Python hooks do
+# not run inside a compiled graph
+POC_ENGINE_SETTINGS = {"enable_prompt_embeds": True, "enable_prefix_caching": False, "enforce_eager": True,
+                       "worker_extension_cls": EXTENSION}
 TESTED_VERSIONS = ("0.32.0",)
 
 
@@ -68,8 +73,20 @@ def vllm_version() -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return f"{type(e).__name__}: {text[:400]}"
+    """`Type: message`; an exception without a message (a bare assert) names where it was raised,
+    `(at pkg/module.py:LINE: source)`, with the path from the package directory on."""
+    import traceback
+
+    text = " ".join(str(e).split())
+    out = f"{type(e).__name__}: {text[:400]}" if text else type(e).__name__
+    if not text or isinstance(e, AssertionError):
+        frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
+        if frames:
+            f = frames[-1]
+            parts = Path(f.filename).parts
+            short = "/".join(parts[parts.index("vllm"):]) if "vllm" in parts else "/".join(parts[-3:])
+            out += f" (at {short}:{f.lineno}: {(f.line or '').strip()})"
+    return out
 
 
 def _import_vllm():
@@ -150,13 +167,16 @@ class VllmInProcessEngine:
         self.version = vllm_version()
         self.llm = None
         self._env_cm = None
-        vllm, LLM, SamplingParams, _, _ = _import_vllm()
-        self._SamplingParams = SamplingParams
         if not Path(self.model_dir).exists():
             raise EngineError(f"model directory {self.model_dir} does not exist", "pass --model DIR")
-        self._env_cm = applied_env(self.env)
+        # the profile's env, and vLLM's INFO log kept out of the report unless asked for; set
+        # before vLLM is imported (it reads its logging settings then) and kept while it runs
+        quiet = {} if "VLLM_LOGGING_LEVEL" in os.environ else {"VLLM_LOGGING_LEVEL": "WARNING"}
+        self._env_cm = applied_env({**quiet, **self.env})
         self._env_cm.__enter__()
         try:
+            vllm, LLM, SamplingParams, _, _ = _import_vllm()
+            self._SamplingParams = SamplingParams
             self.kwargs = engine_kwargs(self.model_dir, self.engine_args)
             clash = [k for k in ("worker_extension_cls",) if k in self.kwargs]
             if clash:
@@ -270,10 +290,10 @@ class VllmInProcessEngine:
         timing["fetch_s"] += t3 - t2
         timing["vllm_forward_s"] += got["forward_s"]
         timing["vllm_forwards"] += got["forwards"]
-        if got["layer_calls"] == 0 and got["forwards"] == 0:
-            raise EngineError(f"the PoC hooks never ran in vLLM {self.version}: the model ran compiled (CUDA graphs "
-                              "or torch.compile), where Python hooks are not called",
-                              "add --enforce-eager to the engine args (Gonka's PoC forward is eager too, spec §2.2 (c))")
+        if got["layer_calls"] == 0:
+            raise EngineError(f"the PoC hooks never ran in vLLM {self.version}: the decoder layers ran compiled "
+                              "(CUDA graphs or torch.compile) although enforce_eager was asked for",
+                              f"this engine was tested with vLLM {', '.join(TESTED_VERSIONS)}")
         out: dict[int, np.ndarray] = {}
         rows, fps = got["rows"], got["fps"]
         if len(rows) != len(fps):

@@ -181,7 +181,8 @@ class PocWorkerExtension:
         rank = getattr(self, "rank", None)
         return {"rank": rank, "layers": list(hooks.layer_range), "dtype": str(p.dtype).replace("torch.", ""),
                 "device": str(p.device), "model_class": type(model).__name__, "last_stage": hooks.last_stage,
-                "hidden_size": int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0)}
+                "hidden_size": int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0),
+                "moe_layers": sorted({type(m).__name__ for m in model.modules() if "MoE" in type(m).__name__})}
 
     def poc_fetch(self) -> dict:
         if self._poc_hooks is None:
