@@ -264,18 +264,22 @@ class VllmInProcessEngine:
         return {"rows": rows, "fps": fps, "forwards": a["forwards"], "forward_s": a["forward_s"],
                 "layer_calls": a["layer_calls"]}
 
-    def _run_chunk(self, chunk: list[int], params: PocParams, timing: dict) -> dict[int, np.ndarray]:
-        """Last-position rows (float32 [D]) of the unique nonces of `chunk`, by nonce."""
+    def _inputs(self, chunk: list[int], params: PocParams):
+        """The prompts of a chunk's unique nonces and their fingerprints (runs on the helper thread)."""
         import torch
 
         from ..poc import input_embeddings
 
-        uniq = list(dict.fromkeys(chunk))
         t0 = time.perf_counter()
+        uniq = list(dict.fromkeys(chunk))
         x = input_embeddings(params.block_hash, params.public_key, uniq, params.seq_len, self.hidden_size,
                              dtype=self.torch_dtype, stronger_rng=params.stronger_rng)  # [B, S, D]
         keys = x[:, -1, : self.fp_dims].to(torch.float32).numpy()
         prompts = [{"prompt_embeds": x[i]} for i in range(len(uniq))]
+        return uniq, keys, prompts, time.perf_counter() - t0
+
+    def _forward(self, uniq: list[int], keys: np.ndarray, prompts: list, timing: dict) -> dict[int, np.ndarray]:
+        """One chunk through vLLM: last-position rows (float32 [D]) by nonce, matched by fingerprint."""
         t1 = time.perf_counter()
         try:
             self.llm.generate(prompts, self._SamplingParams(max_tokens=1, detokenize=False), use_tqdm=False)
@@ -284,10 +288,8 @@ class VllmInProcessEngine:
                               "see vLLM's log above") from None
         t2 = time.perf_counter()
         got = self._fetch()
-        t3 = time.perf_counter()
-        timing["inputs_s"] += t1 - t0
         timing["generate_s"] += t2 - t1
-        timing["fetch_s"] += t3 - t2
+        timing["fetch_s"] += time.perf_counter() - t2
         timing["vllm_forward_s"] += got["forward_s"]
         timing["vllm_forwards"] += got["forwards"]
         if got["layer_calls"] == 0:
@@ -302,48 +304,68 @@ class VllmInProcessEngine:
         for row, fp in zip(rows, fps):
             d = np.abs(keys - fp).max(axis=1)
             j = int(np.argmin(d))
-            if d[j] == 0.0:
+            if d[j] == 0.0:  # the prompt's own input row, bit for bit
                 out.setdefault(uniq[j], row)
         return out
 
-    def compute(self, nonces: Sequence[int], params: PocParams, batch_size: int = 32, progress=None) -> EngineResult:
-        """Vectors for `nonces`, `batch_size` requests at a time, in request order."""
+    @staticmethod
+    def _post(chunk: list[int], rows: dict[int, np.ndarray], params: PocParams):
+        """poc_vectors of a chunk's rows, NaN rows dropped (spec §3.4; runs on the helper thread)."""
+        import torch
+
         from ..poc import finite_rows, poc_vectors
+
+        t0 = time.perf_counter()
+        alive = [n for n in chunk if n in rows and not np.isnan(rows[n]).any()]
+        if not alive:
+            return [], np.zeros((0, params.k_dim), np.float16), time.perf_counter() - t0
+        last = torch.from_numpy(np.stack([rows[n] for n in alive]))
+        vecs = poc_vectors(last, params.block_hash, params.public_key, alive, params.k_dim)
+        fin = finite_rows(vecs)  # and again after the fp16 conversion
+        return [n for n, f in zip(alive, fin) if f], vecs[fin], time.perf_counter() - t0
+
+    def compute(self, nonces: Sequence[int], params: PocParams, batch_size: int = 32, progress=None) -> EngineResult:
+        """Vectors for `nonces`, `batch_size` requests at a time, in request order.
+
+        While vLLM computes chunk k, a helper thread makes chunk k+1's inputs and post-processes
+        chunk k-1, so the time outside vLLM's forward is mostly hidden."""
+        from concurrent.futures import ThreadPoolExecutor
 
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if self.llm is None:
             raise EngineError("the vLLM engine is closed")
         nonces = [int(n) for n in nonces]
+        chunks = [nonces[a : a + batch_size] for a in range(0, len(nonces), batch_size)]
         timing = {"inputs_s": 0.0, "generate_s": 0.0, "fetch_s": 0.0, "vllm_forward_s": 0.0, "post_s": 0.0,
                   "vllm_forwards": 0}
-        kept_n, kept_v, chunk_s = [], [], []
+        chunk_s, posts = [], []
         t_start = time.perf_counter()
         self._rpc("poc_install", params.block_hash, params.seq_len, self.fp_dims)
         try:
-            for a in range(0, len(nonces), batch_size):
-                chunk = nonces[a : a + batch_size]
-                tc = time.perf_counter()
-                rows = self._run_chunk(chunk, params, timing)
-                tp = time.perf_counter()
-                alive = [n for n in chunk if n in rows and not np.isnan(rows[n]).any()]  # spec §3.4
-                if alive:
-                    import torch
-
-                    last = torch.from_numpy(np.stack([rows[n] for n in alive]))
-                    vecs = poc_vectors(last, params.block_hash, params.public_key, alive, params.k_dim)
-                    fin = finite_rows(vecs)
-                    kept_n += [n for n, f in zip(alive, fin) if f]
-                    kept_v.append(vecs[fin])
-                t_end = time.perf_counter()
-                timing["post_s"] += t_end - tp
-                chunk_s.append(t_end - tc)
-                if progress is not None:
-                    progress(min(a + batch_size, len(nonces)), len(nonces))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="poc-prep") as helper:
+                nxt = helper.submit(self._inputs, chunks[0], params) if chunks else None
+                done = 0
+                for k, chunk in enumerate(chunks):
+                    tc = time.perf_counter()
+                    uniq, keys, prompts, s_in = nxt.result()
+                    timing["inputs_s"] += s_in
+                    if k + 1 < len(chunks):
+                        nxt = helper.submit(self._inputs, chunks[k + 1], params)
+                    rows = self._forward(uniq, keys, prompts, timing)
+                    posts.append(helper.submit(self._post, chunk, rows, params))
+                    chunk_s.append(time.perf_counter() - tc)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, len(nonces))
+                results = [p.result() for p in posts]
         finally:
             with contextlib.suppress(EngineError):
                 self._rpc("poc_remove")
         elapsed = time.perf_counter() - t_start
+        kept_n = [n for ns, _, _ in results for n in ns]
+        kept_v = [v for _, v, _ in results]
+        timing["post_s"] = sum(s for _, _, s in results)
         vectors = np.concatenate(kept_v) if kept_v else np.zeros((0, params.k_dim), np.float16)
         info = {**self.describe(), **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in timing.items()}}
         info["outside_forward_share"] = round(1 - timing["vllm_forward_s"] / elapsed, 4) if elapsed > 0 else None
