@@ -364,3 +364,51 @@ def test_tiny_minimax_m2_in_stock_vllm(vllm_ok, layout, request):
     d = _distances(got, ref)
     _report(f"bf16 MiniMax-M2 ({layout}) vLLM vs reference", d)
     assert np.mean(d > GATE["dist_threshold"]) <= 0.15
+
+
+# ---- `mlvalidate serve --engine vllm`: the PoC API over stock vLLM ------------------------
+@pytest.mark.slow
+def test_serve_engine_vllm_answers_validate_over_http(bf16_setup, tiny_qwen3, tmp_path, capsys):
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from mlvalidate.cli import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = bf16_setup
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "mlvalidate", "serve", "--engine", "vllm", "--profile",
+                             str(s["profile"]), "--model", str(tiny_qwen3), "--model-id", "test/tiny-qwen3",
+                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5):
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "serve --engine vllm did not come up in 300 s"
+                time.sleep(1)
+        rc = main(["validate", "--url", url, "--reference", str(s["ref"]), "--batch-size", "8", "--skip-throughput",
+                   "--out", str(tmp_path / "bundle")])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        report = json.loads((tmp_path / "bundle" / "report.json").read_text())
+        assert report["verdict"].startswith("PASS") and report["n_missing"] == 0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    text = (tmp_path / "serve.log").read_text()
+    assert "vllm-inprocess engine" in text and "stopped" in text, text[-3000:]
