@@ -468,6 +468,8 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
         run.engine = eng.describe()
         if eng.overridden:
             log(f"      the PoC settings override {eng.overridden}")
+        if eng.serve_only:
+            log(f"      not used in process (read by vLLM's HTTP server only): {' '.join(eng.serve_only)}")
         return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s", {
             "start_seconds": round(eng.start_seconds, 3), "overridden": {k: str(v) for k, v in eng.overridden.items()}}
 

