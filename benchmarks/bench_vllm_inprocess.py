@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--omp-bind", default=None, metavar="CPUS",
+                    help="VLLM_CPU_OMP_THREADS_BIND for vLLM's worker, e.g. 0-1 (default: vLLM's auto, which "
+                    "keeps one CPU for the frontend)")
     ap.add_argument("--uni", action="store_true",
                     help="run vLLM's engine core and worker in this process (default: its spawned processes)")
     args = ap.parse_args()
@@ -43,13 +46,16 @@ def main() -> None:
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
     vargs = ["--dtype", vdtype, "--max-model-len", str(max(512, args.seq_len)),
              "--max-num-batched-tokens", str(args.batch_size * args.seq_len)]
+    if args.omp_bind:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = args.omp_bind
     if args.uni:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         vargs += ["--distributed-executor-backend", "uni"]
     params = PocParams("TEST_BLOCK", "test_pub_keys_v2", seq_len=args.seq_len)
     nonces = list(range(args.nonces))
     print(f"{args.arch}, {args.dtype}, {args.nonces} nonces x seq_len {args.seq_len}, batch {args.batch_size}, "
-          f"best of {args.reps}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
+          f"best of {args.reps}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, vLLM OMP bind "
+          f"{args.omp_bind or 'auto'}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         make = make_tiny_qwen3_moe if args.arch == "qwen3_moe" else make_tiny_dense
