@@ -230,6 +230,12 @@ def test_fp32_dense_matches_the_reference_engine_through_the_spawned_worker(vllm
     with _engine(tiny_qwen3, "float32", fast=False, extra=["--max-num-batched-tokens", "512"]) as eng:
         print(f"vLLM start (spawned engine core + worker): {eng.start_seconds:.1f} s")
         got = eng.compute(nonces, params, batch_size=16)
+        assert eng._rpc("poc_remove") == [False]  # compute took its hooks off again
+        # a failure inside the worker comes back across the process boundary as one line
+        with pytest.raises(EngineError) as err:
+            eng._rpc("poc_fetch")
+        line = err.value.one_line()
+        assert f"vLLM {eng.version}" in line and "poc_fetch before poc_install" in line and "\n" not in line
     # chunks of 16, 16, 8 nonces x 128 tokens at <= 512 tokens a step: at least 4 + 4 + 2 steps
     assert got.info["vllm_forwards"] >= 10
     ref = ReferenceEngine(tiny_qwen3, dtype="fp32").compute(nonces, params, batch_size=16)
