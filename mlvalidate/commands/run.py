@@ -22,7 +22,8 @@ def register(sub) -> None:
         "computation needs (prompt embeddings on, prefix caching off, eager model, the PoC worker extension). "
         "Every reference nonce is computed inside vLLM's model runner — per-layer Householder hooks, the final "
         "norm's last position — and compared here; then steady-state throughput at the profile's batch. Writes "
-        "the same run bundle as `validate`. Exit 0 PASS, 1 FAIL (fraud), 2 error or incomplete run.",
+        "the same run bundle as `validate`. vLLM logs at WARNING unless VLLM_LOGGING_LEVEL is set. "
+        "Exit 0 PASS, 1 FAIL (fraud), 2 error or incomplete run.",
         formatter_class=Formatter,
     )
     p.add_argument("--profile", required=True,

