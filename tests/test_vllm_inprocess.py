@@ -432,3 +432,49 @@ def test_serve_engine_vllm_answers_validate_over_http(bf16_setup, tiny_qwen3, tm
             proc.wait(timeout=30)
     text = (tmp_path / "serve.log").read_text()
     assert "vllm-inprocess engine" in text and "stopped" in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_is_an_error_with_a_bundle_and_leaves_no_vllm_process(bf16_setup, tiny_qwen3, tmp_path):
+    """The default executor (spawned engine core and worker): SIGTERM during the throughput
+    phase ends the run like Ctrl-C — exit 2, the bundle written, every vLLM process gone."""
+    import os
+    import signal
+    import time
+
+    s = bf16_setup
+    profile = write_profile(tmp_path / "mp.yaml", ["--dtype", "bfloat16", "--max-model-len", "512"],
+                            {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    out = tmp_path / "out.txt"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "mlvalidate", "run", "--profile", str(profile), "--model",
+                                 str(tiny_qwen3), "--reference", str(s["ref"]), "--batch-size", "8",
+                                 "--measure-seconds", "600", "--out", str(tmp_path / "bundle")], cwd=REPO,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "] throughput:" not in out.read_text():
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run did not reach its throughput phase in 300 s"
+            time.sleep(1)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    text = out.read_text()
+    assert rc == 2, text[-3000:]
+    report = json.loads((tmp_path / "bundle" / "report.json").read_text())
+    assert report["verdict"] == "ERROR" and "SIGTERM" in report["error"]
+    assert [p["status"] for p in report["phases"]][:2] == ["OK", "PASS"]
+    time.sleep(2)
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) == proc.pid:
+                left.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80]))
+        except (OSError, ProcessLookupError):
+            continue
+    assert not [p for p in left if b"VLLM" in p[1] or b"mlvalidate" in p[1]], left
