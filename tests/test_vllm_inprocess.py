@@ -114,9 +114,11 @@ def test_hooks_map_rows_to_nonces_whatever_the_scheduling():
     xs = input_embeddings(BH, PK, nonces, S, D, dtype=torch.float32)
 
     # expected: reflect (h, r) after each layer, the final norm, position S-1
-    handles = [layer.register_forward_hook(
-        lambda m, a, o, v=householder_vector(BH, i, D): (householder_reflect(o[0], v), householder_reflect(o[1], v)))
-        for i, layer in enumerate(model.model.layers)]  # fmt: skip
+    def reflect_both(v):
+        return lambda m, a, o: (householder_reflect(o[0], v), householder_reflect(o[1], v))
+
+    handles = [layer.register_forward_hook(reflect_both(householder_vector(BH, i, D)))
+               for i, layer in enumerate(model.model.layers)]
     with torch.no_grad():
         want = _last_rows_per_sequence(model, xs)
     for h in handles:
@@ -351,7 +353,7 @@ def test_run_4bit_cheater_fails(bf16_setup, capsys):
 @pytest.mark.slow
 def test_run_that_cannot_start_vllm_is_an_error_with_a_bundle(bf16_setup, tmp_path, capsys):
     s = bf16_setup
-    rc, text = _run_cli(capsys, "--profile", s["profile"], "--model", tmp_path / "missing", "--reference",
+    rc, _ = _run_cli(capsys, "--profile", s["profile"], "--model", tmp_path / "missing", "--reference",
                         s["ref"], "--skip-throughput", "--out", tmp_path / "b")
     assert rc == 2
     report = json.loads((tmp_path / "b" / "report.json").read_text())
@@ -401,11 +403,11 @@ def test_serve_engine_vllm_answers_validate_over_http(bf16_setup, tiny_qwen3, tm
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     s = bf16_setup
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "mlvalidate", "serve", "--engine", "vllm", "--profile",
-                             str(s["profile"]), "--model", str(tiny_qwen3), "--model-id", "test/tiny-qwen3",
-                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlvalidate", "serve", "--engine", "vllm", "--profile",
+                                 str(s["profile"]), "--model", str(tiny_qwen3), "--model-id", "test/tiny-qwen3",
+                                 "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300

@@ -130,7 +130,7 @@ def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
                               "check them with `mlvalidate config check PROFILE`")
         return ns, EngineArgs.from_cli_args(ns)
 
-    (_, base), (ns, ea) = parse([]), parse(args)
+    (_, base), (_, ea) = parse([]), parse(args)
     out = {}
     fields = {f.name for f in dataclasses.fields(ea)}
     # vllm.LLM has defaults of its own for some engine args (e.g. gpu_memory_utilization): an
@@ -189,7 +189,7 @@ class VllmInProcessEngine:
         self._env_cm = applied_env({**quiet, **self.env})
         self._env_cm.__enter__()
         try:
-            vllm, LLM, SamplingParams, _, _ = _import_vllm()
+            _, LLM, SamplingParams, _, _ = _import_vllm()
             self._SamplingParams = SamplingParams
             self.kwargs, self.serve_only = engine_kwargs(self.model_dir, self.engine_args)
             clash = [k for k in ("worker_extension_cls",) if k in self.kwargs]

@@ -36,8 +36,8 @@ import time
 
 import torch
 
-from ..poc import householder_vector
-from ..poc import householder_reflect as _reflect  # spec §2.2, in the activations' dtype
+# spec §2.1 (v_i), §2.2 (the reflection, in the activations' dtype)
+from ..poc import householder_reflect, householder_vector
 
 
 class _PocHooks:
@@ -94,9 +94,9 @@ class _PocHooks:
                 vv = cache[key] = v.to(device=ref.device, dtype=ref.dtype)
             if isinstance(output, tuple):
                 if len(output) >= 2:
-                    return (_reflect(output[0], vv), _reflect(output[1], vv), *output[2:])
-                return (_reflect(output[0], vv),)
-            return _reflect(output, vv)
+                    return (householder_reflect(output[0], vv), householder_reflect(output[1], vv), *output[2:])
+                return (householder_reflect(output[0], vv),)
+            return householder_reflect(output, vv)
 
         return hook
 
@@ -104,7 +104,6 @@ class _PocHooks:
         if self._t0 is not None:
             self.forward_s += time.perf_counter() - self._t0
             self._t0 = None
-        return None
 
     def _pre_hook(self, module, args, kwargs):
         self.forwards += 1
@@ -113,7 +112,7 @@ class _PocHooks:
         positions, embeds = bound.get("positions"), bound.get("inputs_embeds")
         self._sel = None
         if positions is None:
-            return None
+            return
         pos = positions[-1] if positions.dim() > 1 else positions  # M-RoPE [3, T]: any row holds the text position
         sel = (pos == self.seq_len - 1).nonzero().flatten()
         self._sel = sel
@@ -122,14 +121,12 @@ class _PocHooks:
                 raise RuntimeError("the model was called without inputs_embeds: the prompt embeddings cannot be "
                                    "matched to their nonces (pipeline parallelism is not supported)")
             self.fps.append(embeds[sel, : self.fp_dims].detach().to("cpu", torch.float32))
-        return None
 
     def _norm_hook(self, module, args, output):
         out = output[0] if isinstance(output, tuple) else output
         sel = self._sel
         if sel is not None and sel.numel():
             self.rows.append(out[sel].detach().to("cpu", torch.float32))
-        return None
 
     def fetch(self) -> dict:
         """The rows captured since the last fetch (float32 bytes + shape: tensors sent through
