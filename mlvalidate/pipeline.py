@@ -7,6 +7,7 @@ way out), and the `RunRecord` carries the reason. What the pipeline runs:
   live node, vLLM PoC API   plan, [throughput], validate           (+ --server-side, readiness)
   live node, MLNode API     plan, download, deploy, throughput, validate   (each skippable)
   in-process engine         validate                               (the demo)
+  stock vLLM in process     plan, start, validate, [throughput]    (`run`: pipeline_inprocess.py)
 
 The vLLM-API run is the MLNode run without download and deploy. `--timeout` bounds every
 phase: the validation's fetches and retries together, the throughput phase beyond its warm-up
@@ -348,3 +349,7 @@ def _ask_node(run: RunRecord, engine, opts: RunOptions, log) -> None:
                                                    opts.batch_size, run.stat_test.values.as_dict())
         except EngineError as e:
             run.node_verdict = {"error": e.one_line()}
+
+
+# ----------------------------------------------------------------------------------------
+# stock vLLM, in this process (`mlvalidate run`)

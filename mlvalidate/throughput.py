@@ -252,6 +252,20 @@ def measure_throughput(
     return res
 
 
+def profile_reference_text(prof, per_min: float) -> str:
+    """A measured rate against the profile's published figure and its roofline ('' if it has neither)."""
+    bits = []
+    if prof.throughput_reference and prof.throughput_reference.get("nonces_per_min"):
+        want = prof.throughput_reference["nonces_per_min"]
+        bits.append(f"{per_min / want:.0%} of the published {want} nonces/min for {prof.name} "
+                    f"(batch {prof.throughput_reference.get('batch')})")
+    roof = prof.roofline_nonces_per_min_per_gpu()
+    if roof:
+        bits.append(f"{per_min / (roof * prof.gpu_count):.1%} of the {prof.gpu_count}-GPU roofline "
+                    f"({roof * prof.gpu_count:,.0f} nonces/min)")
+    return "; ".join(bits)
+
+
 def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print) -> dict:
     """The throughput phase of a run: the node's generation loop measured (`opts`: a
     pipeline.ThroughputOptions), the spot-check of golden nonces that arrived by callback
@@ -272,16 +286,7 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
         out["start_answer"] = res.start_answer
     per_min = summary["steady_nonces_per_min"]
     if prof is not None and per_min is not None:
-        bits = []
-        if prof.throughput_reference and prof.throughput_reference.get("nonces_per_min"):
-            want = prof.throughput_reference["nonces_per_min"]
-            bits.append(f"{per_min / want:.0%} of the published {want} nonces/min for {prof.name} "
-                        f"(batch {prof.throughput_reference.get('batch')})")
-        roof = prof.roofline_nonces_per_min_per_gpu()
-        if roof:
-            bits.append(f"{per_min / (roof * prof.gpu_count):.1%} of the {prof.gpu_count}-GPU roofline "
-                        f"({roof * prof.gpu_count:,.0f} nonces/min)")
-        out["reference"] = "; ".join(bits)
+        out["reference"] = profile_reference_text(prof, per_min)
         out["profile"] = prof.name
     spot = res.spot
     if spot is not None and (spot.n or spot.n_malformed):
@@ -305,4 +310,63 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
         out["spot_verdict"] = "not run"
         out["spot_check"] = ("no golden nonce arrived by callback (can the node reach "
                              f"{res.callback_url}?): not checked at full speed")
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# an in-process engine (`mlvalidate run`): no node loop to sample, batches timed here
+# ----------------------------------------------------------------------------------------
+THROUGHPUT_NONCE_BASE = 1_000_000_000  # throughput rounds use nonces no reference holds
+
+
+def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, measure_s: float,
+                         min_rounds: int, log) -> dict:
+    """Steady-state nonces/s of an in-process engine at `batch`: `warmup_rounds` computes of one
+    batch each are thrown away, then batches are computed until `measure_s` has passed (at least
+    `min_rounds`). Returns the bundle's `throughput_phase` section (the live run's shape)."""
+    from .engines.base import PocParams
+
+    params = PocParams.from_reference(ref)
+    nxt = THROUGHPUT_NONCE_BASE
+
+    def one_round() -> tuple[float, dict]:
+        nonlocal nxt
+        nonces = list(range(nxt, nxt + batch))
+        nxt += batch
+        res = engine.compute(nonces, params, batch_size=batch)
+        return res.elapsed_s, res.info
+
+    t0 = time.perf_counter()
+    for _ in range(warmup_rounds):
+        one_round()
+    warm = time.perf_counter() - t0
+    rounds, infos = [], []
+    t1 = time.perf_counter()
+    while len(rounds) < min_rounds or time.perf_counter() - t1 < measure_s:
+        s, info = one_round()
+        rounds.append(s)
+        infos.append(info)
+    rates = [batch / s for s in rounds if s > 0]
+    steady = batch * len(rounds) / sum(rounds) if sum(rounds) > 0 else None
+    fwd = sum(i.get("vllm_forward_s", 0.0) for i in infos)
+    summary = {
+        "api": getattr(engine, "name", "in-process"), "n_samples": len(rounds), "warmup_s": warm, "batch_size": batch,
+        "n_replicas": 1, "steady_nonces_per_second": steady,
+        "steady_nonces_per_min": steady * 60 if steady is not None else None,
+        "min_nonces_per_second": min(rates) if rates else None,
+        "median_nonces_per_second": statistics.median(rates) if rates else None,
+        "max_nonces_per_second": max(rates) if rates else None,
+        "node_cumulative_nonces_per_second": None, "replicas": {}, "spot_check_received": 0,
+        "outside_forward_share": round(1 - fwd / sum(rounds), 4) if sum(rounds) > 0 and fwd else None,
+    }
+    out = {"summary": summary, "samples": [{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
+           "spot_verdict": "not run",
+           "spot_check": "not needed: every vector is computed in this process and compared here"}
+    if prof is not None and steady is not None:
+        text = profile_reference_text(prof, steady * 60)
+        if text:
+            out["reference"] = text
+        out["profile"] = prof.name
+    log(f"      {steady:.2f} nonces/s over {len(rounds)} batches of {batch} after {warm:.1f} s warm-up"
+        if steady is not None else "      no steady rate")
     return out

@@ -25,7 +25,7 @@ FLOORS = {
     1: ["artifacts", "results"],
     2: ["engines", "weights", "fixtures", "hub", "serving", "chain", "mlnode", "throughput", "server", "bake",
         "report"],
-    3: ["pipeline", "fleet", "demo", "check", "inspect_ref"],
+    3: ["pipeline", "pipeline_inprocess", "fleet", "demo", "check", "inspect_ref"],
     4: ["commands"],
     5: ["cli", "__main__"],
 }

@@ -87,7 +87,7 @@ def test_every_mlvalidate_line_parses_with_the_real_cli(workflow):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     found = _all_invocations(workflow)
-    assert {argv[0] for _, argv in found} >= {"hw", "pull", "verify-weights", "config", "launch", "validate"}
+    assert {argv[0] for _, argv in found} >= {"hw", "pull", "verify-weights", "config", "launch", "validate", "run"}
     for where, argv in found:
         assert argv and argv[0] in sub.choices, f"{where}: no such command mlvalidate {argv[:1]}"
         try:
@@ -113,6 +113,27 @@ def test_validate_step_writes_bundle_and_junit_and_the_job_fails_on_its_exit_cod
     upload = next(s for s in after if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert upload["if"] == "always()"
     assert "bundle/" in upload["with"]["path"] and "junit.xml" in upload["with"]["path"]
+
+
+def test_both_paths_are_offered_and_the_stock_vllm_step_fails_the_job_on_its_exit_code(workflow):
+    on = workflow.get("on", workflow.get(True))
+    path = on["workflow_dispatch"]["inputs"]["path"]
+    assert set(path["options"]) == {"gonka-build", "stock-vllm", "both"} and path["default"] == "gonka-build"
+    assert "!= 'stock-vllm'" in workflow["jobs"]["validate"]["if"]
+    job = workflow["jobs"]["validate-stock-vllm"]
+    assert "!= 'gonka-build'" in job["if"]
+    parser = build_parser()
+    lines = [argv for where, argv in _all_invocations(workflow) if argv[0] == "run"]
+    assert len(lines) == 1
+    args = parser.parse_args(lines[0])
+    assert args.profile  # the matrix profile (a placeholder here)
+    assert args.model == "/models/MiniMaxAI--MiniMax-M2.7" and args.reference == "MiniMaxAI/MiniMax-M2.7"
+    assert args.out == "bundle" and args.junit == "junit.xml" and not args.skip_throughput
+    step = next(s for s in job["steps"] if "mlvalidate run" in s.get("run", ""))
+    assert "rc=${PIPESTATUS[0]}" in step["run"] and "exit $rc" in step["run"] and not step.get("continue-on-error")
+    upload = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()" and "bundle/" in upload["with"]["path"]
+    assert not any("launch" in s.get("run", "") for s in job["steps"])  # no server: vLLM runs in process
 
 
 def test_the_host_vllm_is_never_replaced(workflow):

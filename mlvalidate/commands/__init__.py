@@ -2,9 +2,10 @@
 typed results and raise typed errors; cli.py only assembles these."""
 
 from . import (
-    bake, chain, check, compare, config, demo, fleet, hw, inspect, launch, make_tiny, pull, serve, validate, verify_weights,
+    bake, chain, check, compare, config, demo, fleet, hw, inspect, launch, make_tiny, pull, run, serve, validate,
+    verify_weights,
 )
 
 # the order of `mlvalidate --help`
-COMMANDS = [demo, validate, fleet, serve, inspect, check, make_tiny, bake, pull, verify_weights, launch, config, hw, compare,
-            chain]
+COMMANDS = [demo, validate, run, fleet, serve, inspect, check, make_tiny, bake, pull, verify_weights, launch, config,
+            hw, compare, chain]

@@ -1,4 +1,5 @@
-"""`mlvalidate serve`: the Gonka vLLM PoC API over the reference engine."""
+"""`mlvalidate serve`: the Gonka vLLM PoC API over the reference engine, or over stock vLLM in
+this process (`--engine vllm --profile P`: engines/vllm_inprocess.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ def register(sub) -> None:
         help="serve the Gonka vLLM PoC API from a local checkpoint (for dry runs and tests)",
         description="A reference PoC server: the Gonka vLLM PoC API (/api/v1/pow/*: generate with its queue, "
         "init/generate, status, stop) plus /health and /v1/models, computed by the reference engine. "
-        "A client written for a Gonka vLLM node works against it unchanged. Runs until Ctrl-C / SIGTERM.",
+        "A client written for a Gonka vLLM node works against it unchanged. Runs until Ctrl-C / SIGTERM. "
+        "With --engine vllm the vectors are computed inside a stock vLLM started in this process with the "
+        "--profile's engine args (as `mlvalidate run` does): the PoC API for a vLLM without Gonka's routes.",
         formatter_class=Formatter,
     )
     p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory")
@@ -20,7 +23,11 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="(--engine reference) activation dtype")
+    p.add_argument("--engine", default="reference", choices=["reference", "vllm"],
+                   help="reference: transformers in process; vllm: stock vLLM in process with --profile's engine args")
+    p.add_argument("--profile", default=None,
+                   help="(--engine vllm) profile name or YAML path whose engine args and env start vLLM")
 
     def run(args) -> int:
         require_extra("reference", "serve")
@@ -28,13 +35,25 @@ def register(sub) -> None:
         from ..server import make_server
 
         model_id = args.model_id or args.model
-        engine = ReferenceEngine(args.model, device=args.device, dtype=args.dtype, model_id=model_id)
+        if args.engine == "vllm":
+            if not args.profile:
+                raise MlvalidateError("--engine vllm needs --profile", "the profile's engine args start vLLM")
+            from ..engines.vllm_inprocess import VllmInProcessEngine
+            from ..serving.profiles import load_profile
+
+            prof = load_profile(args.profile)
+            engine = VllmInProcessEngine(args.model, prof.vllm_args(), env=prof.env, model_id=model_id)
+        else:
+            if args.profile:
+                raise MlvalidateError("--profile is for --engine vllm", "drop it, or add --engine vllm")
+            engine = ReferenceEngine(args.model, device=args.device, dtype=args.dtype, model_id=model_id)
         try:
             server = make_server(engine, model_id, args.host, args.port, served_names=[args.model])
         except OSError as e:
+            getattr(engine, "close", lambda: None)()
             raise MlvalidateError(f"cannot listen on {args.host}:{args.port}: {e.strerror}", "pick another --port") from None
         stop_on_sigterm()  # stop like Ctrl-C
-        print(f"serving {model_id} (PoC API) at {server.url} — Ctrl-C to stop", flush=True)
+        print(f"serving {model_id} (PoC API, {engine.name} engine) at {server.url} — Ctrl-C to stop", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -42,6 +61,7 @@ def register(sub) -> None:
         finally:
             server.service.close()
             server.server_close()
+            getattr(engine, "close", lambda: None)()
         print("stopped", flush=True)
         return EXIT_PASS
 

@@ -1,0 +1,111 @@
+"""`mlvalidate run`: the same pipeline with stock vLLM started in this process
+(engines/vllm_inprocess.py): plan, start, validate, throughput, on `pipeline.Runner`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .artifacts import load_reference, resolve_stat_test
+from .errors import MlvalidateError
+from .pipeline import Runner, StatOverrides, new_run, throughput_status, validate_phase
+from .results import PhaseStatus, RunRecord
+
+
+@dataclass(frozen=True)
+class InprocessOptions:
+    """Everything `run` is asked to do."""
+
+    profile: str  # a profile name or a profile YAML path
+    model_dir: str
+    reference: str | None = None  # a reference file or model id; None: the profile's model id
+    batch_size: int = 32
+    stat: StatOverrides = field(default_factory=StatOverrides)
+    throughput: bool = True
+    warmup_rounds: int = 1
+    measure_s: float = 60.0
+    min_rounds: int = 3
+    progress: bool = True
+
+
+def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
+    """Validate a deployment by running stock vLLM in this process with the profile's engine
+    args: [start] vLLM, [validate] every reference nonce computed inside vLLM's model runner and
+    compared here, [throughput] steady nonces/s at the profile's batch. Returns the record
+    however the run ended (errors of the inputs, before anything ran, raise instead)."""
+    from .report.text import stat_test_line
+    from .serving.profiles import load_profile
+
+    prof = load_profile(opts.profile)
+    ref_arg = opts.reference or prof.model_id
+    if not ref_arg:
+        raise MlvalidateError(f"profile {prof.name} names no model, so no reference can be looked up",
+                              "pass --reference FILE")
+    ref = load_reference(ref_arg)
+    st = resolve_stat_test(ref, opts.stat.as_dict())
+    args = prof.vllm_args()
+    from .engines.vllm_inprocess import POC_ENGINE_SETTINGS, vllm_version
+
+    inputs = {"model_dir": opts.model_dir, "reference": str(ref.path), "batch_size": opts.batch_size,
+              "profile": prof.name, "throughput_batch_size": prof.effective_batch() if opts.throughput else None}
+    inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
+    inputs["profile"]["source"] = str(prof.path) if prof.path else "cli"
+    inputs["vllm_args"] = {"value": args, "source": f"profile {prof.name} (config show --format args)"}
+    inputs["env"] = {"value": dict(prof.env), "source": f"profile {prof.name}"}
+    inputs["poc_engine_settings"] = {"value": dict(POC_ENGINE_SETTINGS), "source": "engines/vllm_inprocess.py"}
+    inputs["stat_test"] = st.as_dict()
+
+    class _Pending:  # describe() before the engine exists (a start that fails still writes a bundle)
+        name = "vllm-inprocess"
+
+        def describe(self):
+            return {"engine": self.name, "model": ref.model, "model_dir": opts.model_dir, "vllm": vllm_version(),
+                    "vllm_args": args}
+
+    run = new_run("run", ref, st, _Pending(), opts.batch_size, inputs, prof)
+    order = ("plan", "start", "validate", *(("throughput",) if opts.throughput else ()))
+    r = Runner(run, order, log)
+    r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}, "
+                     f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
+    log(f"      stat test {stat_test_line(st)}")
+    log(f"      vLLM args [{prof.name}]: {' '.join(args) or '(none)'}")
+    if prof.env:
+        log(f"      env [{prof.name}]: {' '.join(f'{k}={v}' for k, v in prof.env.items())}")
+    if prof.model_id and prof.model_id != ref.model:
+        log(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
+    holder: dict = {}
+
+    def start():
+        from .engines.vllm_inprocess import VllmInProcessEngine
+
+        eng = VllmInProcessEngine(opts.model_dir, args, env=prof.env, model_id=ref.model, log=log)
+        holder["engine"] = eng
+        run.engine = eng.describe()
+        if eng.overridden:
+            log(f"      the PoC settings override {eng.overridden}")
+        if eng.serve_only:
+            log(f"      not used in process (read by vLLM's HTTP server only): {' '.join(eng.serve_only)}")
+        return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s", {
+            "start_seconds": round(eng.start_seconds, 3), "overridden": {k: str(v) for k, v in eng.overridden.items()}}
+
+    def validate():
+        return validate_phase(run, holder["engine"], progress=opts.progress)
+
+    def throughput():
+        batch = prof.effective_batch()
+        from .throughput import inprocess_throughput
+
+        run.throughput = inprocess_throughput(holder["engine"], ref, prof, batch, warmup_rounds=opts.warmup_rounds,
+                                              measure_s=opts.measure_s, min_rounds=opts.min_rounds, log=log)
+        return throughput_status(run.throughput)
+
+    try:
+        r.phase("start", f"vLLM in this process on {opts.model_dir}", start)
+        r.phase("validate", f"every reference nonce inside vLLM's model runner (chunks of {opts.batch_size}); "
+                            "comparing here", validate)
+        if opts.throughput:
+            r.phase("throughput", f"steady rate at the profile's batch {prof.effective_batch()}", throughput)
+    finally:
+        eng = holder.get("engine")
+        if eng is not None:
+            eng.close()
+    return run
