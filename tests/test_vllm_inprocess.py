@@ -325,7 +325,7 @@ def test_run_honest_bf16_passes_and_writes_the_bundle(bf16_setup, tiny_qwen3, ca
     config = json.loads((out / "config.json").read_text())
     env = json.loads((out / "environment.json").read_text())
     assert report["verdict"].startswith("PASS") and report["n_total"] == 64 and report["n_missing"] == 0
-    from mlvalidate.serving.profile_check import show_profile
+    from mlvalidate.serving.render import show_profile
 
     assert config["engine"]["engine"] == "vllm-inprocess" and config["engine"]["vllm"] == env["vllm"]
     assert config["engine"]["vllm_args"] == shlex.split(show_profile(str(s["profile"]), "args"))

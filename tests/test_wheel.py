@@ -65,6 +65,8 @@ def test_the_wheel_carries_the_references_and_the_profiles(venv):
         assert profile in out
     args = run(venv, "config", "show", "h200x2", "--format", "args").stdout
     assert "--revision" in args and "--tensor-parallel-size" in args
+    node = json.loads(run(venv, "config", "show", "h200x2", "--format", "node-json").stdout)
+    assert node["models"]["MiniMaxAI/MiniMax-M2.7"]["args"] and node["poc_port"] == 8080
 
 
 def test_inspect_and_check_of_the_shipped_minimax_reference(venv, tmp_path):
@@ -87,3 +89,36 @@ def test_validate_help_and_version_work_without_torch(venv):
 def test_a_command_that_needs_the_reference_extra_says_so(venv, command):
     r = run(venv, *command, check_rc=2)
     assert r.stderr.count("\n") == 1 and "pip install 'mlvalidate[reference]'" in r.stderr
+
+
+def test_the_core_validates_a_node_served_from_the_main_environment(venv, tiny_minimax_fp8, tmp_path):
+    """The core-only install talks to a node: `validate` from the venv against a reference PoC
+    server started from the main environment (which has the reference extra)."""
+    import socket
+
+    from mlvalidate.bake import bake_reference
+    from mlvalidate.engines.base import PocParams
+    from mlvalidate.engines.reference import ReferenceEngine
+
+    ref, _ = bake_reference(ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id="test/tiny"), model_id="test/tiny",
+                            out=tmp_path / "ref.json", n_nonces=16, batch_size=8,
+                            params=PocParams("TEST_BLOCK", "test_pub_keys_v2", 32),
+                            stat_test={"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05},
+                            progress=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlvalidate", "serve", "--model", str(tiny_minimax_fp8),
+                               "--model-id", "test/tiny", "--dtype", "fp32", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "serving" in server.stdout.readline()
+        r = run(venv, "validate", "--url", f"http://127.0.0.1:{port}", "--reference", str(ref), "--batch-size", "8",
+                "--skip-throughput", "--timeout", "60", "--out", str(tmp_path / "bundle"))
+        assert r.stdout.splitlines()[-1].startswith("bundle") and "VERDICT: PASS" in r.stdout
+        report = json.loads((tmp_path / "bundle" / "report.json").read_text())
+        env = json.loads((tmp_path / "bundle" / "environment.json").read_text())
+        assert report["verdict"] == "PASS" and env["torch"] is None  # the venv has no torch
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -114,7 +114,7 @@ def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
     A rejected arg is an EngineError."""
     import dataclasses
 
-    from ..serving.profile_check import VllmUnavailable, parse_with_vllm
+    from ..serving.vllm_parser import VllmUnavailable, parse_with_vllm
     from ..serving.profiles import parse_flags
 
     _, LLM, _, EngineArgs, _ = _import_vllm()
