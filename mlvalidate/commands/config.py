@@ -125,9 +125,14 @@ def list_text(rows) -> str:
             out.append(f"{r.name:<10} error: {r.error}")
             continue
         ceiling = f"{r.ceiling_per_gpu:,.0f}" if r.ceiling_per_gpu else "-"
+        rate = "none" if r.nonces_per_min is None and r.reference_note else shown(r.nonces_per_min)
         pct = f"{r.of_peak:.0f} %" if r.of_peak is not None else "-"
         out.append(
             f"{r.name:<10} {r.gpus:<24} {r.tensor_parallel_size:>2}  {r.chain:<24} {shown(r.batch):>5} "
-            f"{shown(r.nonces_per_min):>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
+            f"{rate:>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
         )
+    notes = [f"{r.name}: {r.reference_note}" for r in rows if not r.error and r.nonces_per_min is None
+             and r.reference_note]  # fmt: skip
+    if notes:
+        out += ["", "throughput reference:", *(f"  {n}" for n in notes)]
     return "\n".join(out)
