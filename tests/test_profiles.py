@@ -102,7 +102,7 @@ def test_further_layouts_keep_the_chain_args_and_say_no_published_figure(name, c
     assert p.throughput_reference["note"].startswith("no published figure")
     assert p.effective_batch() * 1024 <= 32768  # the --max-num-batched-tokens check holds where set
     assert main(["config", "list"]) == 0
-    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(name + " ")][0]
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(name + " "))
     assert row.split()[-4] == "none"  # nonces/min column: none published, not a number
 
 
