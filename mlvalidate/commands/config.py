@@ -74,7 +74,10 @@ def register(sub) -> None:
         "commit, tensor x pipeline parallel = the layout's GPUs, --max-num-batched-tokens (where set) >= PoC batch "
         "x seq_len. When vLLM is importable: vLLM's CLI parser accepts the args, and the tool/reasoning parser "
         "and attention backend names are registered in vLLM. Exit 0 only when every profile is a chain "
-        "deployment with no problem; 2 otherwise (a chain: null profile is never reported as passing).",
+        "deployment with no problem; 2 otherwise (a chain: null profile is never reported as passing). "
+        "--node-config FILE checks a host's Gonka node-config.json instead: a chain ModelArg missing or changed is "
+        "an ERROR (exit 2), a difference from the matching profile (--profile P, else the one with the entry's "
+        "--tensor-parallel-size) a WARNING (exit 0 when there are only warnings).",
         formatter_class=Formatter,
     )
     cp.add_argument("profiles", nargs="*", metavar="PROFILE", help="default: every profile under configs/")

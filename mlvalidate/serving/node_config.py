@@ -30,7 +30,7 @@ from .config_files import ProfileError
 from .profiles import NODE_DEFAULTS, Profile, list_profiles, load_profile
 from .vllm_args import Flag, effective_flags, parse_flags
 
-# why a chain-arg difference matters, where the documents say (MINIMAX_M2.md §4, §4.1)
+# why a chain-arg difference matters, where the documents say (docs/minimax-m2.md §4, §4.1)
 _HINTS = {
     ("--reasoning-parser", "minimax_m2"): "the plain minimax_m2 reasoning parser is broken for M2.5+",
 }
