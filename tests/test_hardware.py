@@ -174,8 +174,9 @@ def test_report_matches_profile_and_flags_memory_held_at_start():
     inv = read_inventory(FakeNVML("NVIDIA H100 80GB HBM3", 4, 81559, used_mib={0: 71_000}, procs={0: [(4242, 70_400)]}))
     rep = build_report(inv, profiles())
     assert rep["matched_profile"] == "h100x4"
-    assert {m["profile"]: m["match"] for m in rep["matches"]} == {"a100x4": False, "b200x2": False,
-                                                                 "h100x4": True, "h200x2": False}  # fmt: skip
+    assert {m["profile"]: m["match"] for m in rep["matches"]} == {
+        "a100x4": False, "a100x8": False, "b200x2": False, "b200x4": False, "b300x1": False,
+        "h100x4": True, "h200x2": False}  # fmt: skip
     assert rep["fit_measured"]["memory_source"] == "measured" and rep["fit_measured"]["fits"]
     start = {s["gpu"]: s for s in rep["startup"]}
     assert not start[0]["ok"] and start[1]["ok"]  # vLLM wants 0.92 x total free on every GPU
@@ -193,6 +194,10 @@ def test_report_matches_profile_and_flags_memory_held_at_start():
         ("NVIDIA H100 80GB HBM3", 8, 81559, None, "8 GPUs here, the profile is for 4"),
         ("NVIDIA A100-SXM4-40GB", 4, 40960, None, "is not NVIDIA A100 80GB"),
         ("NVIDIA A100-SXM4-80GB", 4, 81920, "a100x4", None),
+        ("NVIDIA A100-SXM4-80GB", 8, 81920, "a100x8", None),
+        ("NVIDIA B200", 4, 183359, "b200x4", None),
+        ("NVIDIA B300 SXM6 AC", 1, 274_000, "b300x1", None),
+        ("NVIDIA GB300", 1, 274_000, None, "is not NVIDIA B300"),
         ("NVIDIA H200", 2, 143771, "h200x2", None),
         ("NVIDIA B200", 2, 183359, "b200x2", None),
         ("NVIDIA GB200", 2, 189471, None, "is not NVIDIA B200"),
@@ -251,3 +256,25 @@ def test_hw_profiles_only_needs_no_gpu(capsys):
     rep = json.loads(capsys.readouterr().out)
     assert [r["profile"] for r in rep["fit"]] == ["h200x2"] and rep["fit"][0]["fits"] is True
     assert "gpus" not in rep
+
+
+def test_hw_profiles_only_fit_rows_for_the_further_layouts(capsys):
+    """8x A100 TP 8, 4x B200 TP 4, 1x B300 TP 1 (MINIMAX_M2.md §4): each fits at 0.92."""
+    assert main(["hw", "--profiles-only", "--json", "--profile", "a100x8", "--profile", "b200x4",
+                 "--profile", "b300x1"]) == 0  # fmt: skip
+    fit = {r["profile"]: r for r in json.loads(capsys.readouterr().out)["fit"]}
+    assert sorted(fit) == ["a100x8", "b200x4", "b300x1"]
+    for name, tp in [("a100x8", 8), ("b200x4", 4), ("b300x1", 1)]:
+        row = fit[name]
+        assert row["fits"] is True and row["spare_gib"] > 0 and row["tensor_parallel_size"] == tp, name
+        assert row["weights_gib"] == pytest.approx((214.3 - 0.18) / tp + 0.18, abs=1e-3)
+        assert row["gpu_memory_utilization"] == 0.92
+    # KV heads: 8 over TP 8 is one per GPU; B300 keeps all 8 (124 KiB per token)
+    assert fit["a100x8"]["kv_bytes_per_token"] == 124 * 1024 // 8
+    assert fit["b300x1"]["kv_bytes_per_token"] == 124 * 1024
+    # B300: 214.3 + 21.3 (one 180000-token fp8 sequence) + 4 <= 268.2 x 0.92 — only ~7 GiB spare
+    assert fit["b300x1"]["needed_gib"] == pytest.approx(239.6, abs=0.1) and fit["b300x1"]["spare_gib"] < 10
+    assert fit["b300x1"]["layout_vram_gb"] < fit["b300x1"]["chain_vram_per_instance_gb"]  # 288 GB < 320 GB
+    assert main(["hw", "--profiles-only"]) == 0
+    text = capsys.readouterr().out
+    assert all(n in text for n in fit)

@@ -21,12 +21,22 @@ CHAIN_ARGS = ["--enable-auto-tool-choice", "--max-model-len", "180000", "--kv-ca
               "--tool-call-parser", "minimax_m2", "--reasoning-parser", "minimax_m2_append_think"]  # fmt: skip
 COMMON = ["--max-num-seqs", "128", "--gpu-memory-utilization", "0.92", "--trust-remote-code"]
 # MINIMAX_M2.md §4: profile -> (GPU count, TP, layout-specific args, env)
+# plus §4.1's --max-num-batched-tokens 32768 on A100 and H200 (>= PoC batch x 1024)
+BATCHED = ["--max-num-batched-tokens", "32768"]
 LAYOUTS = {
-    "a100x4": (4, 4, ["--moe-backend", "marlin"], {"VLLM_USE_FLASHINFER_MOE_FP8": "0"}),
+    "a100x4": (4, 4, ["--moe-backend", "marlin", *BATCHED], {"VLLM_USE_FLASHINFER_MOE_FP8": "0"}),
     "h100x4": (4, 4, ["--attention-backend", "FLASHINFER", "--moe-backend", "triton"], {}),
-    "h200x2": (2, 2, ["--attention-backend", "FLASHINFER", "--moe-backend", "triton"], {}),
+    "h200x2": (2, 2, ["--attention-backend", "FLASHINFER", "--moe-backend", "triton", *BATCHED], {}),
     "b200x2": (2, 2, ["--attention-backend", "FLASHINFER", "--moe-backend", "FLASHINFER_TRTLLM"], {}),
 }
+# MINIMAX_M2.md §4 "other published variants" and issue #14's further layouts: no rate in §5
+NEW_LAYOUTS = {
+    "a100x8": (8, 8, ["--enable-expert-parallel", "--moe-backend", "marlin", *BATCHED],
+               {"VLLM_USE_FLASHINFER_MOE_FP8": "0"}),
+    "b200x4": (4, 4, ["--attention-backend", "FLASHINFER", "--moe-backend", "FLASHINFER_TRTLLM"], {}),
+    "b300x1": (1, 1, ["--attention-backend", "FLASHINFER"], {}),
+}
+ALL_LAYOUTS = {**LAYOUTS, **NEW_LAYOUTS}
 
 
 def write_profile(tmp_path, name="custom", *, chain="minimaxai-minimax-m2.7", args=(), **fields):
@@ -46,9 +56,9 @@ def write_profile(tmp_path, name="custom", *, chain="minimaxai-minimax-m2.7", ar
 # ----------------------------------------------------------------------------------------
 # shipped configs
 # ----------------------------------------------------------------------------------------
-def test_shipped_profiles_are_the_four_layouts():
+def test_shipped_profiles_are_the_four_layouts_and_the_further_ones():
     assert configs_dir() == REPO_CONFIGS
-    assert list_profiles() == sorted(LAYOUTS)
+    assert list_profiles() == sorted(ALL_LAYOUTS)
 
 
 def test_chain_definition_matches_minimax_m2_md():
@@ -79,6 +89,32 @@ def test_shipped_profile_contains_every_chain_arg_unchanged(name):
     assert p.env == env
     assert p.node == {"max_concurrent": 500, "inference_port": 5000, "poc_port": 8080}
     assert p.throughput_reference["batch"] in (16, 32) and p.peak_tflops > 0
+
+
+@pytest.mark.parametrize("name", sorted(NEW_LAYOUTS))
+def test_further_layouts_keep_the_chain_args_and_say_no_published_figure(name, capsys):
+    n_gpus, tp, specific, env = NEW_LAYOUTS[name]
+    p = load_profile(name)
+    assert (p.gpu_count, p.tensor_parallel_size, p.instances_per_host) == (n_gpus, tp, 1)
+    assert p.vllm_args() == CHAIN_ARGS + ["--revision", COMMIT, "--tensor-parallel-size", str(tp)] + COMMON + specific
+    assert p.env == env and p.gpu_memory_gib > 0 and p.gpu_name_pattern
+    assert p.throughput_reference["nonces_per_min"] is None
+    assert p.throughput_reference["note"].startswith("no published figure")
+    assert p.effective_batch() * 1024 <= 32768  # the --max-num-batched-tokens check holds where set
+    assert main(["config", "list"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(name + " "))
+    assert row.split()[-4] == "none"  # nonces/min column: none published, not a number
+
+
+def test_throughput_reference_schema(tmp_path):
+    ok = write_profile(tmp_path, "none", throughput_reference={"nonces_per_min": None, "note": "no published figure"})
+    assert load_profile(ok).throughput_reference["nonces_per_min"] is None
+    for bad, key in [({"nonces_per_min": 0}, "nonces_per_min"), ({"nonces_per_min": "many"}, "nonces_per_min"),
+                     ({"batch": True}, "batch"), ({"figure": 3}, "figure"), ({"note": 3}, "note")]:  # fmt: skip
+        path = write_profile(tmp_path, "bad", throughput_reference=bad)
+        with pytest.raises(ProfileError) as e:
+            load_profile(path)
+        assert key in e.value.one_line()
 
 
 def test_throughput_references_and_roofline():
@@ -149,7 +185,7 @@ def test_profile_file_errors(tmp_path):
         load_profile(write_profile(tmp_path, "a", tensor_paralel_size=4))
     with pytest.raises(ProfileError, match="no profile 'nope'") as e:
         load_profile("nope")
-    assert "known profiles: a100x4, b200x2, h100x4, h200x2" in e.value.one_line()
+    assert f"known profiles: {', '.join(sorted(ALL_LAYOUTS))}" in e.value.one_line()
     with pytest.raises(ProfileError, match="no chain definition 'other-model'"):
         load_profile(write_profile(tmp_path, "b", chain="other-model"))
     bad = tmp_path / "chain.yaml"
@@ -167,7 +203,7 @@ def test_user_configs_come_first_and_the_shipped_ones_stay(tmp_path, monkeypatch
     write_profile(tmp_path, "h200x2", args=["--max-num-seqs", "8"])
     monkeypatch.setenv("MLVALIDATE_CONFIGS", str(tmp_path))
     assert configs_dir() == tmp_path
-    assert list_profiles() == ["a100x4", "b200x2", "h100x4", "h200x2", "mine"]
+    assert list_profiles() == sorted([*ALL_LAYOUTS, "mine"])
     p = load_profile("mine")  # its chain falls back to the shipped configs/chain/
     assert p.chain.hf_commit == COMMIT and p.vllm_args()[-2:] == ["--max-num-seqs", "64"]
     assert load_profile("h200x2").vllm_args()[-2:] == ["--max-num-seqs", "8"]
@@ -252,11 +288,11 @@ def test_config_show_yaml_node_json_command(capsys):
 def test_config_check_shipped_profiles_clean(capsys):
     assert main(["config", "check", "--no-vllm"]) == 0
     out = capsys.readouterr().out
-    for name in LAYOUTS:
+    for name in ALL_LAYOUTS:
         assert f"{name}: OK" in out
     assert "chain ModelArgs: all 5 present and unchanged" in out
     assert "vLLM parser: skipped — --no-vllm" in out
-    assert out.rstrip().endswith("4 of 4 profile(s) pass the chain check")
+    assert out.rstrip().endswith(f"{len(ALL_LAYOUTS)} of {len(ALL_LAYOUTS)} profile(s) pass the chain check")
 
 
 def test_config_check_batched_tokens_below_batch_times_seq_len(tmp_path, capsys):
@@ -337,7 +373,7 @@ def _chain_copy(tmp_path, **changes):
     return str(path)
 
 
-@pytest.mark.parametrize("name", sorted(LAYOUTS))
+@pytest.mark.parametrize("name", sorted(ALL_LAYOUTS))
 def test_vllm_parser_accepts_shipped_profiles(vllm_available, name):
     res = profile_check.check_profile(name)
     assert res.problems == [] and res.clean

@@ -74,16 +74,30 @@ def register(sub) -> None:
         "commit, tensor x pipeline parallel = the layout's GPUs, --max-num-batched-tokens (where set) >= PoC batch "
         "x seq_len. When vLLM is importable: vLLM's CLI parser accepts the args, and the tool/reasoning parser "
         "and attention backend names are registered in vLLM. Exit 0 only when every profile is a chain "
-        "deployment with no problem; 2 otherwise (a chain: null profile is never reported as passing).",
+        "deployment with no problem; 2 otherwise (a chain: null profile is never reported as passing). "
+        "--node-config FILE checks a host's Gonka node-config.json instead: a chain ModelArg missing or changed is "
+        "an ERROR (exit 2), a difference from the matching profile (--profile P, else the one with the entry's "
+        "--tensor-parallel-size) a WARNING (exit 0 when there are only warnings).",
         formatter_class=Formatter,
     )
     cp.add_argument("profiles", nargs="*", metavar="PROFILE", help="default: every profile under configs/")
     cp.add_argument("--no-vllm", action="store_true", help="skip vLLM's parser even when vLLM is importable")
     cp.add_argument("--json", action="store_true", help="print the results as JSON")
+    cp.add_argument("--node-config", default=None, metavar="FILE",
+                    help="check a host's Gonka node-config.json instead: every arg that differs from the chain's "
+                    "ModelArgs is an ERROR (exit 2), every one that differs from the matching profile a WARNING "
+                    "(exit 0)")  # fmt: skip
+    cp.add_argument("--profile", default=None, metavar="P",
+                    help="with --node-config: the profile to compare with (default: the one whose "
+                    "tensor_parallel_size is the entry's --tensor-parallel-size)")  # fmt: skip
 
     def run_check(args) -> int:
         import json
 
+        if args.node_config is not None:
+            return run_node_config(args)
+        if args.profile is not None:
+            raise MlvalidateError("--profile goes with --node-config", "list profiles to check as PROFILE arguments")
         from ..serving.profile_check import check_profiles
 
         results = check_profiles(args.profiles, use_vllm=not args.no_vllm)
@@ -92,6 +106,20 @@ def register(sub) -> None:
         return EXIT_PASS if all(r.clean for r in results) else EXIT_ERROR
 
     cp.set_defaults(func=run_check)
+
+
+def run_node_config(args) -> int:
+    """`config check --node-config FILE [--profile P]`: exit 2 on any error, 0 with warnings only."""
+    import json
+
+    from ..serving.node_config import check_node_config, node_config_text
+
+    if args.profiles:
+        raise MlvalidateError("--node-config checks a node-config file, not PROFILE arguments",
+                              "name the profile to compare with by --profile P")  # fmt: skip
+    check = check_node_config(args.node_config, profile=args.profile)
+    print(json.dumps(check.as_dict(), indent=2) if args.json else node_config_text(check))
+    return EXIT_ERROR if check.n_errors else EXIT_PASS
 
 
 def check_text(results) -> str:
@@ -125,9 +153,14 @@ def list_text(rows) -> str:
             out.append(f"{r.name:<10} error: {r.error}")
             continue
         ceiling = f"{r.ceiling_per_gpu:,.0f}" if r.ceiling_per_gpu else "-"
+        rate = "none" if r.nonces_per_min is None and r.reference_note else shown(r.nonces_per_min)
         pct = f"{r.of_peak:.0f} %" if r.of_peak is not None else "-"
         out.append(
             f"{r.name:<10} {r.gpus:<24} {r.tensor_parallel_size:>2}  {r.chain:<24} {shown(r.batch):>5} "
-            f"{shown(r.nonces_per_min):>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
+            f"{rate:>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
         )
+    notes = [f"{r.name}: {r.reference_note}" for r in rows if not r.error and r.nonces_per_min is None
+             and r.reference_note]  # fmt: skip
+    if notes:
+        out += ["", "throughput reference:", *(f"  {n}" for n in notes)]
     return "\n".join(out)

@@ -176,6 +176,31 @@ _PROFILE_KEYS = {"name", "chain", "model", "gpu_model", "gpu_name_pattern", "gpu
                  "throughput_reference", "peak_tflops"}  # fmt: skip
 
 
+_TREF_KEYS = {"batch", "nonces_per_min", "nonces_per_min_per_gpu", "note"}
+
+
+def _throughput_reference(tref: dict | None, path: Path) -> dict | None:
+    """`throughput_reference:` checked: batch an integer >= 1; the rates positive numbers or null
+    (null, or left out, with a `note` such as "no published figure" where none is published)."""
+    if tref is None:
+        return None
+    unknown = sorted(set(tref) - _TREF_KEYS)
+    if unknown:
+        raise ProfileError(f"profile {path}: unknown throughput_reference key(s) {', '.join(unknown)}",
+                           f"known: {', '.join(sorted(_TREF_KEYS))}")  # fmt: skip
+    b = tref.get("batch")
+    if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+        raise ProfileError(f"profile {path}: throughput_reference.batch must be an integer >= 1", "fix the file")
+    for k in ("nonces_per_min", "nonces_per_min_per_gpu"):
+        v = tref.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            raise ProfileError(f"profile {path}: throughput_reference.{k} must be a positive number or null",
+                               'write null and a `note: "no published figure"` where none is published')  # fmt: skip
+    if "note" in tref and not isinstance(tref["note"], str):
+        raise ProfileError(f"profile {path}: throughput_reference.note must be text", "quote it")
+    return dict(tref)
+
+
 def _find_profile(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.is_file():
@@ -225,9 +250,7 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     poc_batch = poc.get("batch")
     if poc_batch is not None and (isinstance(poc_batch, bool) or not isinstance(poc_batch, int) or poc_batch < 1):
         raise ProfileError(f"profile {path}: poc.batch must be an integer >= 1", "fix the file")
-    tref = f.get("throughput_reference", dict)
-    if tref is not None and "batch" in tref and (not isinstance(tref["batch"], int) or tref["batch"] < 1):
-        raise ProfileError(f"profile {path}: throughput_reference.batch must be an integer >= 1", "fix the file")
+    tref = _throughput_reference(f.get("throughput_reference", dict), path)
     pattern = f.get("gpu_name_pattern", str)
     if pattern is not None:
         try:

@@ -60,6 +60,7 @@ class ProfileSummary:
     nonces_per_min: float | None = None  # the throughput reference, per instance
     nonces_per_min_per_gpu: float | None = None
     ceiling_per_gpu: float | None = None  # dense peak FLOP/s x 60 / FLOPs per nonce
+    reference_note: str | None = None  # e.g. "no published figure ..." where the rate is null
     error: str | None = None
 
     @property
@@ -93,5 +94,6 @@ def profile_summaries() -> list[ProfileSummary]:
             nonces_per_min=ref.get("nonces_per_min"),
             nonces_per_min_per_gpu=per_gpu,
             ceiling_per_gpu=p.roofline_nonces_per_min_per_gpu(),
+            reference_note=ref.get("note"),
         ))  # fmt: skip
     return rows
