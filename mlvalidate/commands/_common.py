@@ -44,3 +44,15 @@ def require_extra(extra: str, command: str) -> None:
     if missing:
         raise MlvalidateError(f"`mlvalidate {command}` needs {' and '.join(missing)}, which this Python does not have",
                               f"pip install 'mlvalidate[{extra}]'")
+
+
+def add_throughput_args(p, whom: str = "the node") -> None:
+    """The throughput phase's options, shared by `validate` and `fleet`."""
+    t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
+    t.add_argument("--skip-throughput", action="store_true", help="only validate")
+    t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
+    t.add_argument("--warmup-seconds", type=float, default=30.0, help="generation time before the first sample")
+    t.add_argument("--measure-seconds", type=float, default=60.0, help="sampling window")
+    t.add_argument("--sample-interval", type=float, default=10.0, help="seconds between status samples")
+    t.add_argument("--callback-host", default="127.0.0.1",
+                   help=f"address {whom} can reach this machine at, for the spot-check callbacks")

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_stat_test_args, stop_on_sigterm
+from ._common import Formatter, add_stat_test_args, add_throughput_args, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -64,14 +64,7 @@ def register(sub) -> None:
                    help="fleet folder: report.md, report.html, fleet.json, nodes/ID/ (default: "
                    "mlvalidate-runs/fleet-<time>)")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per node")
-    t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
-    t.add_argument("--skip-throughput", action="store_true", help="only validate")
-    t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
-    t.add_argument("--warmup-seconds", type=float, default=30.0, help="generation time before the first sample")
-    t.add_argument("--measure-seconds", type=float, default=60.0, help="sampling window")
-    t.add_argument("--sample-interval", type=float, default=10.0, help="seconds between status samples")
-    t.add_argument("--callback-host", default="127.0.0.1",
-                   help="address the nodes can reach this machine at, for the spot-check callbacks")
+    add_throughput_args(p, "the nodes")
     add_stat_test_args(p)
 
     def run(args) -> int:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_stat_test_args, stop_on_sigterm
+from ._common import Formatter, add_stat_test_args, add_throughput_args, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -54,14 +54,7 @@ def register(sub) -> None:
     p.add_argument("--server-side", action="store_true",
                    help="(--api vllm) also ask the node to validate the reference itself and show its answer "
                    "next to the harness's (never trusted for the verdict)")
-    t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
-    t.add_argument("--skip-throughput", action="store_true", help="only validate")
-    t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
-    t.add_argument("--warmup-seconds", type=float, default=30.0, help="generation time before the first sample")
-    t.add_argument("--measure-seconds", type=float, default=60.0, help="sampling window")
-    t.add_argument("--sample-interval", type=float, default=10.0, help="seconds between status samples")
-    t.add_argument("--callback-host", default="127.0.0.1",
-                   help="address the node can reach this machine at, for the spot-check callbacks")
+    add_throughput_args(p, "the node")
     m = p.add_argument_group("MLNode phases (--api mlnode only)")
     m.add_argument("--skip-download", action="store_true", help="do not check or download the weights")
     m.add_argument("--download-timeout", type=float, default=7200.0, metavar="S", help="seconds to wait for the download")
