@@ -29,15 +29,16 @@ import numpy as np
 
 from .artifacts import ResolvedStatTest, load_reference, resolve_stat_test
 from .bake import bake_reference
-from .fixtures.quantize import write_quantized_copy
-from .fixtures.tiny import make_tiny
 from .engines.base import PocParams
 from .engines.reference import ReferenceEngine
-from .serving.environment import environment
+from .errors import MlvalidateError
+from .fixtures.quantize import write_quantized_copy
+from .fixtures.tiny import make_tiny
 from .pipeline import Runner, new_run, validate_phase
 from .report.bundle import write_bundle
 from .report.text import percentiles_line
 from .results import Phase, PhaseStatus, RunRecord
+from .serving.environment import environment
 
 DEMO_MODEL_ID = "mlvalidate/tiny-minimax-m2-fp8"
 DEMO_SEQ_LEN = 256
@@ -114,9 +115,10 @@ def run_demo(out_dir: str | Path | None = None, *, seq_len: int | None = None, n
         })
         Runner(run, ("validate",), log=None).phase(
             "validate", what, lambda: validate_phase(run, engine, progress=progress))  # fmt: skip
-        if run.error:  # interrupted (the runner caught it): still write what there is, then stop
+        if run.error:  # the phase failed or was interrupted: keep what there is, then stop with the reason
             write_bundle(out / name, run)
-            raise KeyboardInterrupt
+            raise MlvalidateError(f"the demo's {name} validation did not finish: {run.error}",
+                                  f"its bundle is {out / name}")
         run.environment = environment(run)
         bundle = write_bundle(out / name, run)
         runs[name] = run

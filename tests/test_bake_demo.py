@@ -83,3 +83,21 @@ def test_demo_end_to_end(tmp_path):
     assert load_reference(ref).collection_batch_size == 32
     assert main(["check", str(ref), str(out / "honest" / "vectors.json")]) == 0
     assert main(["check", str(ref), str(out / "cheater" / "vectors.json")]) == 1
+
+
+def test_a_demo_validation_that_fails_is_one_line_with_its_bundle_not_an_interrupt(tmp_path, monkeypatch, capsys):
+    """A phase error inside the demo (here: the engine fails) ends it with that reason, exit 2,
+    and the run's bundle is still written; it is not reported as Ctrl-C."""
+    import mlvalidate.demo as demo
+    from mlvalidate.errors import EngineError
+
+    def broken(run, engine, progress=True):
+        raise EngineError("the engine fell over")
+
+    monkeypatch.setattr(demo, "DEMO_SEQ_LEN", 32)
+    monkeypatch.setattr(demo, "DEMO_NONCES", 20)
+    monkeypatch.setattr(demo, "validate_phase", broken)
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "did not finish" in err and "the engine fell over" in err and "interrupted" not in err
+    assert (tmp_path / "d" / "honest" / "report.json").is_file()

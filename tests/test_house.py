@@ -21,7 +21,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "mlvalidate"
 
 FLOORS = {
-    0: ["errors", "interrupts", "progress", "jsonio", "shipped", "poc", "__init__"],
+    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "poc", "__init__"],
     1: ["artifacts", "results"],
     2: ["engines", "weights", "fixtures", "hub", "serving", "chain", "mlnode", "throughput", "server", "bake",
         "report"],

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..environ import applied_env
 from ..errors import EngineError
 from .base import EngineResult, PocParams
 
@@ -114,8 +115,8 @@ def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
     A rejected arg is an EngineError."""
     import dataclasses
 
-    from ..serving.vllm_parser import VllmUnavailable, parse_with_vllm
     from ..serving.profiles import parse_flags
+    from ..serving.vllm_parser import VllmUnavailable, parse_with_vllm
 
     _, LLM, _, EngineArgs, _ = _import_vllm()
 
@@ -146,22 +147,6 @@ def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
     serve_only = [f.name for f in parse_flags(list(args))
                   if f.name[2:].replace("-", "_") not in fields and not f.name.startswith("--no-")]
     return out, serve_only
-
-
-@contextlib.contextmanager
-def applied_env(env: dict[str, str] | None):
-    """Set `env` (a profile's env vars) for as long as the engine lives; restore afterwards."""
-    env = dict(env or {})
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class VllmInProcessEngine:

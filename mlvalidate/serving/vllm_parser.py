@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
 
+from ..environ import applied_env
+
 # where vLLM keeps its CLI pieces; module paths move between releases, so each is probed in order
 _VLLM_PROBES = {
     "FlexibleArgumentParser": ["vllm.utils.argparse_utils", "vllm.utils"],
@@ -49,24 +51,19 @@ def _vllm_import_env():
     """VLLM_TARGET_DEVICE=cpu when there is no CUDA (the official wheel needs it on CPU) and quiet
     logging, only while vLLM is imported or its parser runs; the caller's environment is restored
     afterwards (a vLLM server started later by `launch` gets the environment it was given)."""
-    saved = {k: os.environ.get(k) for k in ("VLLM_TARGET_DEVICE", "VLLM_LOGGING_LEVEL")}
-    try:
-        if saved["VLLM_TARGET_DEVICE"] is None:
-            try:
-                import torch
+    env = {}
+    if os.environ.get("VLLM_TARGET_DEVICE") is None:
+        try:
+            import torch
 
-                if not torch.cuda.is_available():
-                    os.environ["VLLM_TARGET_DEVICE"] = "cpu"
-            except Exception:  # pragma: no cover - torch is a dependency
-                pass
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+            if not torch.cuda.is_available():
+                env["VLLM_TARGET_DEVICE"] = "cpu"
+        except Exception:  # pragma: no cover - torch is a dependency where vLLM is
+            pass
+    if os.environ.get("VLLM_LOGGING_LEVEL") is None:
+        env["VLLM_LOGGING_LEVEL"] = "WARNING"
+    with applied_env(env):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @lru_cache(maxsize=1)
