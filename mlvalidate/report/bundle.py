@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import reference_document, write_json
-from ..results import RunRecord, outcome, returned_nonces
+from ..results import RateStats, RunRecord, ThroughputPhase, outcome, returned_nonces
 from .text import comparison_block
 
 REPORT_SCHEMA = "mlvalidate.report/1"
@@ -51,7 +51,7 @@ def report_document(run: RunRecord) -> dict:
         "batch_size": run.batch_size,
         "distances": ({str(int(n)): _json_float(d) for n, d in zip(comp.nonces, comp.distances)}
                       if comp is not None else {}),
-        "throughput_phase": run.throughput,
+        "throughput_phase": run.throughput.as_dict() if run.throughput is not None else None,
         "node_verdict": run.node_verdict,
         "node_versions": run.node_versions,
         "throughput": {
@@ -80,7 +80,7 @@ def report_text(run: RunRecord) -> str:
                   + (f" ({n / run.elapsed_s:.2f} nonces/s)" if n and run.elapsed_s > 0 else "")]
     else:
         lines.append("validation    " + ("not reached" if run.error else "skipped") + ": no vector was compared")
-    if run.throughput:
+    if run.throughput is not None:
         lines += throughput_lines(run.throughput)
     nv = run.node_verdict
     if nv:
@@ -99,32 +99,29 @@ def report_text(run: RunRecord) -> str:
     return "\n".join(lines) + "\n"
 
 
-def throughput_lines(t: dict) -> list[str]:
-    s = t["summary"]
+def throughput_lines(t: ThroughputPhase) -> list[str]:
+    s = t.summary
 
     def f(x, unit=""):
         return "n/a" if x is None else f"{x:.2f}{unit}"
 
-    lines = [f"throughput    steady {f(s['steady_nonces_per_second'], ' nonces/s')} = "
-             f"{f(s['steady_nonces_per_min'], ' nonces/min')} (batch {s['batch_size']}, after {s['warmup_s']:.0f} s "
-             f"warm-up; per-interval min {f(s['min_nonces_per_second'])} / median {f(s['median_nonces_per_second'])} / "
-             f"max {f(s['max_nonces_per_second'])}; the node's cumulative average says "
-             f"{f(s['node_cumulative_nonces_per_second'])})"]
-    reps = s.get("replicas") or {}
-    if len(reps) > 1 or s.get("api") == "mlnode":
-        plural = "s" if len(reps) != 1 else ""
-        lines[0] = lines[0].replace("steady ", f"steady (sum of {len(reps)} replica{plural}) ", 1)
-        for key, r in reps.items():
-            lines.append(f"  replica {key}: steady {f(r['steady_nonces_per_second'], ' nonces/s')} (min "
-                         f"{f(r['min_nonces_per_second'])} / median {f(r['median_nonces_per_second'])} / max "
-                         f"{f(r['max_nonces_per_second'])}; the node's cumulative average says "
-                         f"{f(r['node_cumulative_nonces_per_second'])}; {r['total_processed']} processed)")
-    ref = t.get("reference")
-    if ref:
-        lines.append(f"              {ref}")
-    spot = t.get("spot_check")
-    if spot:
-        lines.append(f"spot-check    {spot}")
+    def spread(r: RateStats) -> str:
+        return (f"min {f(r.min)} / median {f(r.median)} / max {f(r.max)}; the node's cumulative average says "
+                f"{f(r.node_cumulative)}")
+
+    head = "steady " if len(s.replicas) <= 1 and s.api != "mlnode" else \
+        f"steady (sum of {len(s.replicas)} replica{'s' if len(s.replicas) != 1 else ''}) "
+    lines = [f"throughput    {head}{f(s.steady_nonces_per_second, ' nonces/s')} = "
+             f"{f(s.steady_nonces_per_min, ' nonces/min')} (batch {s.batch_size}, after {s.warmup_s:.0f} s "
+             f"warm-up; per-interval {spread(s.rates)})"]
+    if head != "steady ":
+        for key, r in s.replicas.items():
+            lines.append(f"  replica {key}: steady {f(r.steady, ' nonces/s')} ({spread(r)}; {r.total_processed} "
+                         "processed)")
+    if t.reference:
+        lines.append(f"              {t.reference}")
+    if t.spot_check:
+        lines.append(f"spot-check    {t.spot_check}")
     return lines
 
 
@@ -146,6 +143,7 @@ def write_bundle(out_dir: str | Path, run: RunRecord) -> Path:
             {k: run.engine.get(k) for k in ("engine", "model", "device", "dtype")}),
         collection_batch_size=run.batch_size,
     ))
-    write_json(out / "environment.json", {**(run.environment or {"captured": False}), "engine": run.engine})
+    env = run.environment.as_dict() if run.environment is not None else {"captured": False}
+    write_json(out / "environment.json", {**env, "engine": run.engine})
     (out / "report.txt").write_text(report_text(run), encoding="utf-8")
     return out

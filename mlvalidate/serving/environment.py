@@ -1,8 +1,8 @@
 """What a run ran in: host, GPUs (NVML samples of clocks and power taken while measuring, or
 why NVML could not answer), torch / transformers / vLLM versions (vLLM read from package
 metadata, never imported), the profile's attention and MoE backends, batch size, profile and
-the model revision the chain pins. Captured by the run pipeline; report/ writes it as
-environment.json. torch and transformers are reported when importable, never required.
+the model revision the chain pins, as a results.Environment. Captured by the run pipeline;
+report/ writes it as environment.json. torch and transformers are reported when importable, never required.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 import platform
 import socket
 from typing import Any
+
+from ..results import Environment
 
 
 def nvml_sample(label: str, nvml: Any = None) -> dict:
@@ -122,30 +124,28 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def environment(run=None, *, nvml: Any = None) -> dict:
-    """environment.json. With a run (a results.RunRecord): its NVML samples (one taken now if it
-    has none), batch size, profile, backends and model revision."""
+def environment(run=None, *, nvml: Any = None) -> Environment:
+    """What this host runs (a results.Environment). With a run (a results.RunRecord): its NVML
+    samples (one taken now if it has none), batch size, profile, backends and model revision."""
     torch_facts = _torch_facts()
-    env = {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        **{k: v for k, v in torch_facts.items() if k not in ("cuda", "gpus")},
-        "transformers": _version("transformers"),
-    }
-    if "gpus" in torch_facts:
-        env["gpus"] = torch_facts["gpus"]
-    env["vllm"], env["vllm_distribution"] = _vllm_version()
+    vllm, vllm_dist = _vllm_version()
     samples = (run.nvml_samples if run is not None else []) or [nvml_sample("bundle", nvml)]
     nv = _nvml_section(samples)
-    names = [g["name"] for g in nv["gpus"]] if nv["available"] else env.get("gpus", [])
-    env.update(
+    names = [g["name"] for g in nv["gpus"]] if nv["available"] else torch_facts.get("gpus", [])
+    env = Environment(
+        hostname=socket.gethostname(), platform=platform.platform(), python=platform.python_version(),
+        cpu_count=os.cpu_count(), torch=torch_facts["torch"], torch_threads=torch_facts["torch_threads"],
+        cuda_available=torch_facts["cuda_available"], transformers=_version("transformers"),
+        gpus=torch_facts.get("gpus"), vllm=vllm, vllm_distribution=vllm_dist,
         gpu_model=", ".join(sorted(set(names))) or None, gpu_count=len(names),
         driver_version=nv.get("driver_version"), cuda_driver_version=nv.get("cuda_version"),
         cuda=torch_facts["cuda"], nvml=nv,
     )  # fmt: skip
     if run is not None:
-        env.update(batch_size=run.batch_size, profile=getattr(run.profile, "name", None), **_backends(run.profile),
-                   model_revision=model_revision(run))  # fmt: skip
+        env.with_run = True
+        env.batch_size = run.batch_size
+        env.profile = getattr(run.profile, "name", None)
+        for k, v in _backends(run.profile).items():
+            setattr(env, k, v)
+        env.model_revision = model_revision(run)
     return env
