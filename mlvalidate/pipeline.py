@@ -24,6 +24,7 @@ import numpy as np
 
 from .artifacts import Reference, ResolvedStatTest, load_reference, resolve_stat_test
 from .engines.base import Engine, PocParams
+from .engines.poc_http import DEFAULT_IN_FLIGHT
 from .errors import EngineError, Interrupted, MlvalidateError
 from .poc.stats import compare_intake, compare_vectors
 from .progress import Progress
@@ -73,6 +74,7 @@ class RunOptions:
     deploy_timeout_s: float = 1800.0
     dtype: str = "auto"
     progress: bool = True
+    in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks at a time; 0: one wait=true request at a time
 
 
 # ----------------------------------------------------------------------------------------
@@ -239,9 +241,11 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
 
     ref, st, prof = load_inputs(opts)
     mlnode = opts.api == "mlnode"
-    engine = (MlnodeApiEngine if mlnode else VllmPocApiEngine)(opts.url, ref.model, deadline_s=opts.timeout_s, log=log)
+    engine = (MlnodeApiEngine if mlnode else VllmPocApiEngine)(opts.url, ref.model, deadline_s=opts.timeout_s,
+                                                               in_flight=opts.in_flight, log=log)
     engine.http.connect_grace_s = opts.connect_grace_s
     inputs = {"url": opts.url, "api": opts.api, "reference": str(ref.path), "batch_size": opts.batch_size,
+              "in_flight": opts.in_flight,
               "profile": prof.name if prof else None, "timeout_s": opts.timeout_s}
     inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
     inputs["stat_test"] = st.as_dict()
@@ -317,8 +321,10 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
         r.skip("validate", "--skip-validate")
     else:
         how = "requests" if mlnode else "chunks"
-        r.phase("validate", f"fetching vectors {'through' if mlnode else 'from'} {opts.url} (wait=true, {how} of "
-                            f"{opts.batch_size}); comparing locally", validate)
+        how = (f"{how} of {opts.batch_size}, {opts.in_flight} queued at a time" if opts.in_flight
+               else f"wait=true, {how} of {opts.batch_size}")
+        r.phase("validate", f"fetching vectors {'through' if mlnode else 'from'} {opts.url} ({how}); comparing locally",
+                validate)
     if opts.server_side:
         r.step("--server-side", lambda: _ask_node(run, engine, opts, log))
     if opts.chain_node:

@@ -106,6 +106,7 @@ class FakeHub:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per answer
     hub: FakeHub
 
     def log_message(self, *args) -> None:  # quiet

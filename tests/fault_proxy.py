@@ -2,8 +2,11 @@
 
 Every request is forwarded to the real server; a scenario may rewrite the JSON answer of a
 route, answer in its place, or take over the connection (hang, trickle, close half-way,
-send a huge body). It also keeps every /generate answer it sent, so a test can judge the
-harness's verdict from what the node really said, independently of the harness's code.
+send a huge body). Vectors come back either in a `wait: true` answer to POST /generate or,
+for a queued request, in the completed answer to GET /generate/{id}: both are handed to the
+scenario's `answer` as a /generate answer with the request that asked for them. The proxy
+keeps every such answer it sent, so a test can judge the harness's verdict from what the
+node really said, independently of the harness's code.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class FaultProxy:
         self.scenario = scenario or Scenario()
         self.closing = threading.Event()
         self.sent: list[tuple[list[int], object]] = []  # (nonces asked, the /generate answer body sent)
+        self.queued: dict[str, dict] = {}  # request_id -> the queued /generate request
         self.calls: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.client = httpx.Client(trust_env=False, timeout=120)
@@ -110,6 +114,7 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per answer
 
             def log_message(self, *a):
                 pass
@@ -146,10 +151,20 @@ class FaultProxy:
                 body = r.json()
             except ValueError:
                 body = r.text
-            status, body = self.scenario.answer(path, request, r.status_code, body)
-            if path == GENERATE and isinstance(request, dict):
+            status = r.status_code
+            if method == "POST" and path == GENERATE and isinstance(body, dict) and body.get("status") == "queued":
                 with self.lock:
-                    self.sent.append((list(request.get("nonces") or []), body))
+                    self.queued[str(body.get("request_id"))] = request
+            asked = request
+            if method == "GET" and path.startswith(GENERATE + "/") and isinstance(body, dict) and "artifacts" in body:
+                with self.lock:
+                    asked = self.queued.get(str(body.get("request_id")))
+                path = GENERATE  # the vectors of a queued request: judged like a wait=true answer
+            status, body = self.scenario.answer(path, asked, status, body)
+            acknowledged = method == "POST" and isinstance(body, dict) and body.get("status") == "queued"
+            if path == GENERATE and isinstance(asked, dict) and not acknowledged:
+                with self.lock:
+                    self.sent.append((list(asked.get("nonces") or []), body))
             conn.send(status, body)
         except (BrokenPipeError, ConnectionResetError):
             pass

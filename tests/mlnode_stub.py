@@ -2,7 +2,8 @@
 
 It proxies `/api/v1/inference/pow/*` to real PoC backends (`mlvalidate.server.make_server`)
 the way an MLNode does: `/generate` round-robin to one backend with a proxy timeout (502 when
-it runs out, the backend's status and text re-raised otherwise), `init/generate` fanned out
+it runs out, the backend's status and text re-raised otherwise; a queued request's id becomes
+"{port}:{uuid}" and its poll is routed back to that backend), `init/generate` fanned out
 with group_id = i and n_groups = #backends (sorted by port), `status` aggregated
 (GENERATING | MIXED | IDLE) with one entry per backend port, `stop` fanned out. Model download
 and deployment are small state machines advanced by the status polls:
@@ -19,6 +20,7 @@ import json
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -178,7 +180,25 @@ class MlnodeStub(ThreadingHTTPServer):
             return 502, {"detail": f"Backend {_port(b)} unreachable: {e}"}
         if code != 200:
             return code, {"detail": text}  # the backend's status, its text as the detail
-        return 200, json.loads(text)
+        answer = json.loads(text)
+        if isinstance(answer, dict) and answer.get("status") == "queued":  # §5.2: "{port}:{uuid}" routes polls back
+            answer["request_id"] = f"{_port(b)}:{answer['request_id']}"
+        return 200, answer
+
+    def generate_result(self, composite: str) -> tuple[int, dict]:
+        """GET .../generate/{port}:{uuid}: the poll routed to the backend that queued it."""
+        port, sep, rid = urllib.parse.unquote(composite).partition(":")
+        if not sep or not port.isdigit():
+            return 400, {"detail": "Invalid request_id format (expected port:uuid)"}
+        b = next((b for b in self.backends if _port(b) == int(port)), None)
+        if b is None:
+            return 502, {"detail": f"no backend on port {port}"}
+        code, text = _forward(b + POW + "/generate/" + rid, "GET", None, 10)
+        if code != 200:
+            return code, {"detail": text}
+        answer = json.loads(text)
+        answer["request_id"] = f"{port}:{rid}"
+        return 200, answer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -222,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, s.pow_stop())
             if (method, path) == ("POST", "/api/v1/inference/pow/generate"):
                 return self._send(*s.generate(body))
+            if method == "GET" and path.startswith("/api/v1/inference/pow/generate/"):
+                return self._send(*s.generate_result(path.rsplit("/", 1)[1]))
             return self._send(404, {"detail": "Not Found"})
         except (BrokenPipeError, ConnectionResetError):
             pass

@@ -130,7 +130,7 @@ class Mutate(Scenario):
         self.fn = fn
 
     def answer(self, path, request, status, body):
-        if path == GENERATE and status == 200 and isinstance(body, dict):
+        if path == GENERATE and status == 200 and isinstance(body, dict) and "artifacts" in body:
             body = {**body, "artifacts": self.fn([dict(a) for a in body["artifacts"]], request)}
         return status, body
 
@@ -282,11 +282,93 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
-def test_validate_against_a_hostile_node(name, hostile, reference, tmp_path, capsys):
-    factory, verdict, code, check = SCENARIOS[name]
+class QueueAnswer(Scenario):
+    """Answer GET /generate/{id} (the poll of a queued request) with (status, body)."""
+
+    def __init__(self, status, body):
+        self.status, self.body = status, body
+
+    def route(self, conn, method, path, request):
+        if method == "GET" and path.startswith(GENERATE + "/"):
+            conn.send(self.status, self.body)
+            return True
+        return False
+
+
+class QueueIds(Scenario):
+    """Rewrite the request id of every queued acknowledgement with fn(id, count)."""
+
+    def __init__(self, fn):
+        self.fn, self.n = fn, 0
+
+    def answer(self, path, request, status, body):
+        if path == GENERATE and isinstance(body, dict) and body.get("status") == "queued":
+            self.n += 1
+            body = {**body, "request_id": self.fn(body["request_id"], self.n)}
+        return status, body
+
+
+class Replay(Scenario):
+    """Every answer with vectors repeats the first one (an earlier job's result)."""
+
+    def __init__(self):
+        self.first = None
+
+    def answer(self, path, request, status, body):
+        if path == GENERATE and isinstance(body, dict) and "artifacts" in body:
+            self.first = self.first or body
+            body = self.first
+        return status, body
+
+
+class TakePoll(Scenario):
+    def route(self, conn, method, path, request):
+        if method == "GET" and path.startswith(GENERATE + "/"):
+            conn.hang()
+            return True
+        return False
+
+
+class IgnoresWait(Scenario):
+    """A node without the queue: it computes a wait=false request at once and answers the vectors."""
+
+    def route(self, conn, method, path, request):
+        if method != "POST" or path != GENERATE:
+            return False
+        r = httpx.post(conn.proxy.upstream + GENERATE, json={**request, "wait": True}, timeout=60)
+        conn.send(r.status_code, r.json())
+        return True
+
+
+# the node's /generate queue (validate's default: several wait=false requests in flight)
+QUEUE_SCENARIOS = {
+    "queue: a node that ignores wait=false and answers at once": (lambda: IgnoresWait(), "PASS", 0, None),
+    "queue: submission not queued": (lambda: Replace(200, {"status": "OK"}), "INCOMPLETE", 2, None),
+    "queue: request id repeated": (lambda: QueueIds(lambda rid, n: "same-id"), "INCOMPLETE", 2, None),
+    "queue: request id not a string": (lambda: QueueIds(lambda rid, n: 12345), "INCOMPLETE", 2, None),
+    "queue: request id with a path in it": (lambda: QueueIds(lambda rid, n: "../../stop"), "INCOMPLETE", 2, None),
+    "queue: 404 on poll": (lambda: QueueAnswer(404, {"detail": "Request x not found"}), "INCOMPLETE", 2, None),
+    "queue: job failed": (lambda: QueueAnswer(200, {"status": "failed", "request_id": "x", "error":
+                                                   "Timeout waiting for engine RPC: chunk 0"}), "INCOMPLETE", 2,
+                          lambda r: "Timeout waiting for engine" in json.dumps(r)),
+    "queue: never completes": (lambda: QueueAnswer(200, {"status": "queued", "request_id": "x"}), "INCOMPLETE", 2,
+                               None),
+    "queue: completed without artifacts": (lambda: QueueAnswer(200, {"status": "completed", "request_id": "x"}),
+                                           "INCOMPLETE", 2, None),
+    "queue: cancelled": (lambda: QueueAnswer(200, {"status": "cancelled", "request_id": "x"}), "INCOMPLETE", 2, None),
+    "queue: an earlier job's vectors again": (lambda: Replay(), "INCOMPLETE", 2,
+                                              lambda r: r["n_missing"] == N - BATCH),
+    "queue: poll hangs": (lambda: TakePoll(), "INCOMPLETE", 2, None),
+}
+MODES = {"queued": [], "wait=true": ["--in-flight", "0"]}
+CASES = [(name, mode) for name in SCENARIOS for mode in MODES] + [(name, "queued") for name in QUEUE_SCENARIOS]
+
+
+@pytest.mark.parametrize("name,mode", CASES)
+def test_validate_against_a_hostile_node(name, mode, hostile, reference, tmp_path, capsys):
+    factory, verdict, code, check = {**SCENARIOS, **QUEUE_SCENARIOS}[name]
     proxy = hostile(factory())
-    rc, seconds = run_validate(proxy.url, reference, tmp_path / "bundle")
+    rc, seconds = run_validate(proxy.url, reference, tmp_path / "bundle", *MODES[mode])
     cap = capsys.readouterr()
     text = cap.out + cap.err
     assert "Traceback" not in text and "internal error" not in text, text

@@ -114,7 +114,7 @@ class DieAfterFirstChunk(Scenario):
         self.answered, self.proxy = 0, None
 
     def answer(self, path, request, status, body):
-        if path == GENERATE:
+        if path == GENERATE and isinstance(body, dict) and "artifacts" in body:  # vectors came back (once)
             self.answered += 1
         return status, body
 

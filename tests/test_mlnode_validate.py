@@ -169,11 +169,15 @@ def test_full_run_passes_with_all_four_phases_and_per_replica_throughput(engine,
     assert _call(stub.url, "/api/v1/inference/pow/status")["status"] == "IDLE"  # stopped at the end
     txt = (tmp_path / "bundle" / "report.txt").read_text()
     assert "steady (sum of 2 replicas)" in txt and txt.count("  replica ") == 2
-    # validation: one batch per request, wait=true, no group fields, spread over both replicas
+    # validation: one batch per request, queued (wait=false), no group fields, spread over both replicas and
+    # polled by the MLNode's "{port}:{uuid}" ids
     gens = stub.calls("POST", "/api/v1/inference/pow/generate")
     assert len(gens) == N // 8
-    assert all(len(g["nonces"]) == 8 and g["wait"] is True and "group_id" not in g for g in gens)
-    assert "requests of 8 nonces (one batch each)" in out
+    assert all(len(g["nonces"]) == 8 and g["wait"] is False and "group_id" not in g for g in gens)
+    polled = {path.rsplit("/", 1)[1].split(":")[0] for m, path, _ in stub.requests
+              if m == "GET" and path.startswith("/api/v1/inference/pow/generate/")}
+    assert len(polled) == 2 and all(p.isdigit() for p in polled)
+    assert "requests of 8 nonces (one batch each), up to 4 queued at a time" in out
 
 
 def test_already_running_deployment_is_reported_and_its_args_not_applied(engine, reference, stack, tmp_path, capsys):
@@ -230,13 +234,24 @@ def test_a_failed_deployment_is_an_error_with_the_nodes_message(engine, referenc
 def test_the_proxys_60s_timeout_is_explained(engine, reference, stack, tmp_path, capsys):
     stub = stack(_Faulty(engine, delay_s=1.5), proxy_timeout_s=0.3)  # the stub's proxy gives up first
     t = time.monotonic()
-    assert _validate(stub, reference, tmp_path, *SKIP_ALL_BUT_VALIDATE) == 2
+    assert _validate(stub, reference, tmp_path, *SKIP_ALL_BUT_VALIDATE, "--in-flight", "0") == 2  # wait=true
     assert time.monotonic() - t < 15  # answered at once, not retried until --timeout
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("node error"))
     assert "the MLNode's 60 s proxy timeout" in line and "lower --batch-size" in line
     assert len(stub.calls("POST", "/api/v1/inference/pow/generate")) == 1
     assert _report(tmp_path)["verdict"] == "INCOMPLETE"
+
+
+def test_queued_requests_are_not_cut_by_the_proxys_timeout(engine, reference, stack, tmp_path, capsys):
+    """Queued, the MLNode's call to its backend returns at once: a batch slower than the proxy's
+    timeout still comes back (the same node fails with wait=true, above)."""
+    stub = stack(_Faulty(engine, delay_s=1.5), proxy_timeout_s=0.3)
+    rc = main(["validate", "--api", "mlnode", "--url", stub.url, "--reference", str(reference), "--batch-size", "8",
+               "--timeout", "60", "--out", str(tmp_path / "bundle"), *SKIP_ALL_BUT_VALIDATE])
+    out = capsys.readouterr().out
+    assert rc == 0 and _report(tmp_path)["verdict"] == "PASS", out
+    assert "proxy timeout" not in out.split("requests of 8 nonces", 1)[1]
 
 
 def test_a_generation_loop_left_running_is_stopped_before_validating(engine, engine2, reference, stack, tmp_path,

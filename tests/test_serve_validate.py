@@ -160,10 +160,18 @@ def test_nan_vectors_are_never_pass(engine, reference, serving, tmp_path):
 def test_503_longer_than_the_timeout_is_an_error(engine, reference, serving, tmp_path, capsys):
     s = serving(_Faulty(engine, fail=True))
     t = time.monotonic()
-    assert _validate(s.url, reference, tmp_path, "--timeout", "3") == 2
+    assert _validate(s.url, reference, tmp_path, "--timeout", "3", "--in-flight", "0") == 2  # wait=true
     assert time.monotonic() - t < 30
     out = capsys.readouterr().out
     assert "node error" in out and "HTTP 503" in out and "VERDICT: INCOMPLETE" in out
+    assert len(_report(tmp_path)["missing_nonces"]) == N
+
+
+def test_a_queued_request_the_node_fails_is_an_error_with_its_reason(engine, reference, serving, tmp_path, capsys):
+    s = serving(_Faulty(engine, fail=True))
+    assert _validate(s.url, reference, tmp_path, "--timeout", "10") == 2  # queued: the job fails at once
+    out = capsys.readouterr().out
+    assert "the node failed request" in out and "engine not available" in out and "VERDICT: INCOMPLETE" in out
     assert len(_report(tmp_path)["missing_nonces"]) == N
 
 

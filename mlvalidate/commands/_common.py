@@ -46,13 +46,34 @@ def require_extra(extra: str, command: str) -> None:
                               f"pip install 'mlvalidate[{extra}]'")
 
 
+def add_in_flight_arg(p) -> None:
+    """--in-flight, shared by `validate` and `fleet`."""
+    from ..engines.poc_http import DEFAULT_IN_FLIGHT
+
+    p.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, metavar="N",
+                   help="chunks queued on the node at a time (POST /generate wait=false, polled), so the node never "
+                   "waits for the harness; each chunk is still computed alone at --batch-size. 0: one wait=true "
+                   f"request at a time (nodes without the /generate queue). Default {DEFAULT_IN_FLIGHT}")
+
+
+def check_in_flight(n: int) -> None:
+    from ..errors import MlvalidateError
+
+    if not 0 <= n <= 64:
+        raise MlvalidateError(f"--in-flight must be 0..64, got {n}", "the default, 4, keeps the node busy")
+
+
 def add_throughput_args(p, whom: str = "the node") -> None:
     """The throughput phase's options, shared by `validate` and `fleet`."""
     t = p.add_argument_group("throughput phase (runs before the validation unless skipped)")
     t.add_argument("--skip-throughput", action="store_true", help="only validate")
     t.add_argument("--throughput-batch-size", type=int, default=None, help="generation batch (default: --batch-size)")
     t.add_argument("--warmup-seconds", type=float, default=30.0, help="generation time before the first sample")
-    t.add_argument("--measure-seconds", type=float, default=60.0, help="sampling window")
-    t.add_argument("--sample-interval", type=float, default=10.0, help="seconds between status samples")
+    t.add_argument("--measure-seconds", type=float, default=60.0,
+                   help="measuring window after the warm-up; the steady rate is taken between the moments the "
+                   "node's counter changed in it")
+    t.add_argument("--sample-interval", type=float, default=10.0,
+                   help="about this many seconds between samples (shortened so the window holds at least 3 "
+                   "intervals); the counter is also read every ~1/40 of it, 0.02 to 0.25 s")
     t.add_argument("--callback-host", default="127.0.0.1",
                    help=f"address {whom} can reach this machine at, for the spot-check callbacks")

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_stat_test_args, add_throughput_args, stop_on_sigterm
+from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, check_in_flight, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -58,6 +58,7 @@ def register(sub) -> None:
                    help="each node's own bound of every phase (as in `validate`)")
     p.add_argument("--connect-grace", type=float, default=30.0, metavar="S",
                    help="a node that refuses connections for this long ends its run")
+    add_in_flight_arg(p)
     p.add_argument("--profile", default=None,
                    help="hardware profile for every node (an entry's `profile` wins): its published figure and roofline")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -104,13 +105,13 @@ def options(args):
 
     positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
                 "--concurrency": args.concurrency, "--sample-interval": args.sample_interval,
-                "--throughput-batch-size": args.throughput_batch_size or 1}
+                "--measure-seconds": args.measure_seconds, "--throughput-batch-size": args.throughput_batch_size or 1}
     for flag, v in positive.items():
         if not 0 < v < float("inf"):
             raise MlvalidateError(f"{flag} must be a positive number, got {v}")
-    for flag, v in {"--warmup-seconds": args.warmup_seconds, "--measure-seconds": args.measure_seconds}.items():
-        if not 0 <= v < float("inf"):
-            raise MlvalidateError(f"{flag} must be >= 0, got {v}")
+    check_in_flight(args.in_flight)
+    if not 0 <= args.warmup_seconds < float("inf"):
+        raise MlvalidateError(f"--warmup-seconds must be >= 0, got {args.warmup_seconds}")
     if args.reference:  # one line before anything runs, not one error per node
         from ..artifacts import load_reference
 
@@ -121,7 +122,7 @@ def options(args):
     out = Path(args.out) if args.out else Path("mlvalidate-runs") / f"fleet-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     return FleetOptions(reference=args.reference, model=args.model, batch_size=args.batch_size,
                         timeout_s=args.timeout, connect_grace_s=args.connect_grace, concurrency=args.concurrency,
-                        profile=args.profile, throughput=throughput,
+                        profile=args.profile, throughput=throughput, in_flight=args.in_flight,
                         stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold), out=out)
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_stat_test_args, add_throughput_args, stop_on_sigterm
+from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, check_in_flight, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -45,6 +45,7 @@ def register(sub) -> None:
                    "window plus this")
     p.add_argument("--connect-grace", type=float, default=30.0, metavar="S",
                    help="a node that refuses connections (or does not resolve) for this long ends the run at once")
+    add_in_flight_arg(p)
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
@@ -93,13 +94,14 @@ def options(args):
     if args.chain_node:
         check_url(args.chain_node, "--chain-node")
     positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
-                "--sample-interval": args.sample_interval, "--throughput-batch-size": args.throughput_batch_size or 1}
+                "--sample-interval": args.sample_interval,
+                "--measure-seconds": args.measure_seconds, "--throughput-batch-size": args.throughput_batch_size or 1}
     for flag, v in positive.items():
         if not 0 < v < float("inf"):
             raise MlvalidateError(f"{flag} must be a positive number, got {v}")
-    for flag, v in {"--warmup-seconds": args.warmup_seconds, "--measure-seconds": args.measure_seconds}.items():
-        if not 0 <= v < float("inf"):
-            raise MlvalidateError(f"{flag} must be >= 0, got {v}")
+    check_in_flight(args.in_flight)
+    if not 0 <= args.warmup_seconds < float("inf"):
+        raise MlvalidateError(f"--warmup-seconds must be >= 0, got {args.warmup_seconds}")
     if args.api == "mlnode" and args.server_side:
         raise MlvalidateError("--server-side: only with --api vllm",
                               "the MLNode's 60 s proxy timeout cuts a whole-reference request short")
@@ -116,7 +118,7 @@ def options(args):
         timeout_s=args.timeout, connect_grace_s=args.connect_grace, profile=args.profile, throughput=throughput,
         server_side=args.server_side, chain_node=args.chain_node, skip_download=args.skip_download,
         skip_deploy=args.skip_deploy, skip_validate=args.skip_validate, download_timeout_s=args.download_timeout,
-        deploy_timeout_s=args.deploy_timeout, dtype=args.dtype)
+        deploy_timeout_s=args.deploy_timeout, dtype=args.dtype, in_flight=args.in_flight)
 
 
 def finish(run, out_dir, junit=None, suite: str = "validate") -> int:

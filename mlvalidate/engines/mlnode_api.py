@@ -1,11 +1,12 @@
 """A host's MLNode API (spec §5.2; port 8080, prefix /api/v1) as a system under test.
 
-Vectors come from `POST /api/v1/inference/pow/generate` (`wait: true`, no validation, no
-group fields), which the MLNode forwards round-robin to one of its vLLM replicas with a
-60 s timeout on that call. So every request carries one batch of nonces: the backend computes
-a request in chunks of the batch size anyway (any multiple keeps the numerics), and one batch
-is the shortest request that does. A request that still outlives the proxy comes back as
-HTTP 502; that is not retried (it would time out again) but explained: lower --batch-size.
+Vectors come from `POST /api/v1/inference/pow/generate` (no validation, no group fields),
+which the MLNode forwards round-robin to one of its vLLM replicas with a 60 s timeout on that
+call. Every request carries one batch of nonces. Queued (`wait: false`, the default), the
+call returns at once with a "{port}:{uuid}" id that the MLNode routes polls back with, and the
+queued chunks spread over the replicas. With `wait: true` (--in-flight 0) the backend must
+compute the batch within the proxy's 60 s: a request that outlives it comes back as HTTP 502,
+which is not retried (it would time out again) but explained: lower --batch-size.
 A running generation loop (status GENERATING or MIXED) is stopped first, as on vLLM.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 
 from .http import Response
-from .poc_http import MLNODE, PocHttpEngine
+from .poc_http import DEFAULT_IN_FLIGHT, MLNODE, PocHttpEngine
 
 PROXY_TIMEOUT_S = 60.0  # the MLNode -> vLLM call (spec §5.2)
 SLOW_CHUNK_S = PROXY_TIMEOUT_S / 2  # warn past this: a slower batch, or a busier node, hits the timeout
@@ -31,13 +32,18 @@ class MlnodeApiEngine(PocHttpEngine):
     api = MLNODE
 
     def __init__(self, url: str, model: str, *, deadline_s: float = 300.0, request_timeout: float = 2 * PROXY_TIMEOUT_S,
-                 log=print):
-        super().__init__(url, model, deadline_s=deadline_s, request_timeout=request_timeout, log=log)
+                 in_flight: int = DEFAULT_IN_FLIGHT, log=print):
+        super().__init__(url, model, deadline_s=deadline_s, request_timeout=request_timeout, in_flight=in_flight,
+                         log=log)
         self._warned_slow = False
 
     def compute(self, nonces, params, batch_size: int = 32, progress=None):
-        self.log(f"    requests of {self.chunk_size(batch_size)} nonces (one batch each), so that each finishes well "
-                 f"within the MLNode's {PROXY_TIMEOUT_S:.0f} s proxy timeout")
+        if self.in_flight > 0:
+            self.log(f"    requests of {self.chunk_size(batch_size)} nonces (one batch each), up to {self.in_flight} "
+                     "queued at a time over the MLNode's replicas")
+        else:
+            self.log(f"    requests of {self.chunk_size(batch_size)} nonces (one batch each), so that each finishes "
+                     f"well within the MLNode's {PROXY_TIMEOUT_S:.0f} s proxy timeout")
         return super().compute(nonces, params, batch_size=batch_size, progress=progress)
 
     def fetch_chunk(self, body: dict) -> Response:
@@ -52,7 +58,7 @@ class MlnodeApiEngine(PocHttpEngine):
         return self.explain(resp)
 
     def on_chunk(self, n: int, batch_size: int, seconds: float) -> None:
-        if seconds > SLOW_CHUNK_S and not self._warned_slow:
+        if self.in_flight == 0 and seconds > SLOW_CHUNK_S and not self._warned_slow:  # queued: no proxy wait
             self.log(f"    warning: a request of {n} nonces took {seconds:.0f} s, over half the MLNode's "
                      f"{PROXY_TIMEOUT_S:.0f} s proxy timeout; a lower --batch-size is safer")
             self._warned_slow = True

@@ -4,10 +4,12 @@ A Gonka vLLM server serves PoC at `/api/v1/pow/*` (spec §5.1). A host's MLNode 
 same calls at `/api/v1/inference/pow/*` (spec §5.2) and proxies them to its vLLM replicas:
 `/generate` round-robin to one replica, `init/generate` to every replica with its own nonce
 group, `status` aggregated over replicas. `PocApi` names those differences;
-`PocHttpEngine` fetches vectors through either: `POST .../generate` with `wait: true` and no
-validation, in chunks, and the harness compares them itself (the node's verdict is never
-trusted). A chunk that cannot be fetched ends the run: what came back is returned with
-info['error'] set, so the comparison counts the rest as missing (fail closed).
+`PocHttpEngine` fetches vectors through either: `POST .../generate` without validation, in
+chunks, and the harness compares them itself (the node's verdict is never trusted). The
+chunks go through the node's /generate queue with several in flight (queued.py), or with
+`in_flight=0` one `wait: true` request at a time. A chunk that cannot be fetched ends the
+run: what came back is returned with info['error'] set, so the comparison counts the rest
+as missing (fail closed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import EngineError
 from ..poc.intake import Intake
+from .answers import artifacts_of, clip, explain_failure
 from .base import EngineResult, PocParams
 from .http import HttpClient, Response
 
@@ -75,8 +78,9 @@ def replica_stats(status_body) -> dict[str, dict]:
     return out
 
 
+DEFAULT_IN_FLIGHT = 4  # queued /generate chunks at a time (validate --in-flight)
+
 GONKA_MODEL_MISMATCH = "a bytes-like object is required"  # Gonka's 0.23 fork: its 409 breaks its error handler
-ENGINE_TIMEOUT = "Timeout after"  # Gonka's fork: an engine failure under wait=true, retried for 60 s, then 503
 
 
 def explain(resp: Response, model: str, api: PocApi = VLLM) -> str:
@@ -99,14 +103,6 @@ def explain(resp: Response, model: str, api: PocApi = VLLM) -> str:
     if 400 <= resp.status < 500:
         return f"the node refused the request ({said})"
     return f"the node answered {said}"
-
-
-def explain_failure(message: str) -> str:
-    """A hint for a request that failed after its retries (EngineError text)."""
-    if ENGINE_TIMEOUT in message:
-        return ("the node's engine could not compute a chunk: Gonka's PoC vLLM retries an engine failure for 60 s, "
-                "then answers 503 'Timeout after 60.0s' — read the node's log")
-    return ""
 
 
 def request_body(model: str, params: PocParams) -> dict:
@@ -136,20 +132,6 @@ def stop(http: HttpClient, api: PocApi, model: str, deadline_s: float | None = N
         raise EngineError(f"could not stop the node's generation loop: {explain(r, model, api)}")
 
 
-def artifacts_of(body, where: str):
-    """The `artifacts` of a /generate answer (whatever JSON value it is: the intake judges it);
-    an answer that is not a JSON object with that key is an error."""
-    if not isinstance(body, dict) or "artifacts" not in body:
-        raise EngineError(f"{where}: unexpected /generate answer: {_clip(body)}",
-                          "is the URL a Gonka PoC node? (expected a JSON object with 'artifacts')")
-    return body["artifacts"]
-
-
-def _clip(x, n: int = 200) -> str:
-    text = " ".join(str(x).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 class PocHttpEngine:
     """Vectors through a PoC HTTP API; subclasses set `name` and `api`."""
 
@@ -157,14 +139,15 @@ class PocHttpEngine:
     api: PocApi = VLLM
 
     def __init__(self, url: str, model: str, *, deadline_s: float = 300.0, request_timeout: float = 600.0,
-                 log=print):
+                 in_flight: int = DEFAULT_IN_FLIGHT, log=print):
         self.url = url.rstrip("/")
         self.model = model
+        self.in_flight = in_flight  # queued chunks at a time; 0: one wait=true request at a time
         self.log = log or (lambda m: None)
         self.http = HttpClient(self.url, request_timeout=request_timeout, deadline_s=deadline_s, log=self.log)
 
     def describe(self) -> dict:
-        return {"engine": self.name, "url": self.url, "model": self.model}
+        return {"engine": self.name, "url": self.url, "model": self.model, "in_flight": self.in_flight}
 
     def body(self, params: PocParams) -> dict:
         return request_body(self.model, params)
@@ -191,7 +174,7 @@ class PocHttpEngine:
         ints = all(type(out[k]) is int for k in ("n_total", "n_mismatch"))
         p = out["p_value"]
         if not ints or isinstance(p, bool) or not isinstance(p, (int, float)) or not isinstance(out["fraud_detected"], bool):
-            raise EngineError(f"the node's own validation answer is malformed: {_clip(r.body)}")
+            raise EngineError(f"the node's own validation answer is malformed: {clip(r.body)}")
         return out
 
     def chunk_size(self, batch_size: int) -> int:
@@ -212,46 +195,54 @@ class PocHttpEngine:
         """Fetch vectors chunk by chunk; every answer goes through one `Intake`. A chunk that
         cannot be fetched ends the run: what came back so far is returned with info['error']
         set, so the report can list what is missing."""
+        from .queued import fetch_queued
+
         nonces = [int(n) for n in nonces]
         base = self.body(params)
         size = self.chunk_size(batch_size)
         intake = Intake(params.k_dim)
         chunk_s: list[float] = []
-        error, stopped, interrupted = None, False, None
+        error, stopped, interrupted, queue = None, False, None, None
         t0 = time.perf_counter()
         try:
             stopped = self.stop_generation_if_running()
+            if self.in_flight > 0:
+                chunk_s, queue = fetch_queued(self, nonces, base, size, batch_size, self.in_flight, intake,
+                                              progress=progress, on_chunk=self.on_chunk)
+            else:
+                self._fetch_waiting(nonces, base, size, batch_size, intake, chunk_s, progress)
         except EngineError as e:
-            error = e.one_line()
-        for a in range(0, len(nonces) if error is None else 0, size):
-            chunk = nonces[a : a + size]
-            tc = time.perf_counter()
-            where = f"request {a // size + 1} (nonces {chunk[0]}..{chunk[-1]})"
-            try:
-                r = self.fetch_chunk({**base, "nonces": chunk, "batch_size": batch_size, "wait": True})
-                if r.status != 200:
-                    raise EngineError(self.explain_chunk(r, len(chunk), batch_size, time.perf_counter() - tc))
-                intake.add(artifacts_of(r.body, where), asked=set(chunk), where=where)
-            except EngineError as e:
-                hint = explain_failure(str(e))
-                error = e.one_line() + (f" — {hint}" if hint else "")
-                break
-            except KeyboardInterrupt as e:  # keep what came back; the caller ends the run
-                interrupted = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
-                error = f"interrupted by {interrupted} after {a} of {len(nonces)} nonces were asked"
-                break
-            chunk_s.append(time.perf_counter() - tc)
-            self.on_chunk(len(chunk), batch_size, chunk_s[-1])
-            if progress is not None:
-                progress(min(a + size, len(nonces)), len(nonces))
+            hint = explain_failure(str(e))
+            error = e.one_line() + (f" — {hint}" if hint else "")
+        except KeyboardInterrupt as e:  # keep what came back; the caller ends the run
+            interrupted = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
+            got_n = len(intake.result().nonces)
+            error = f"interrupted by {interrupted} after {got_n} of {len(nonces)} nonces came back"
         got = intake.result()
         info = {**self.describe(), "chunk_size": size, "stopped_generation_loop": stopped}
+        if queue is not None:
+            info["queue"] = queue.as_dict()
         if error:
             info["error"] = error
         if interrupted:
             info["interrupted"] = interrupted
         return EngineResult(nonces=got.nonces, vectors=got.vectors, requested=nonces, batch_size=batch_size,
                             elapsed_s=time.perf_counter() - t0, batch_seconds=chunk_s, info=info, intake=got)
+
+    def _fetch_waiting(self, nonces, base, size, batch_size, intake, chunk_s, progress) -> None:
+        """One `wait: true` request per chunk, the next sent when the last has come back."""
+        for a in range(0, len(nonces), size):
+            chunk = nonces[a : a + size]
+            tc = time.perf_counter()
+            where = f"request {a // size + 1} (nonces {chunk[0]}..{chunk[-1]})"
+            r = self.fetch_chunk({**base, "nonces": chunk, "batch_size": batch_size, "wait": True})
+            if r.status != 200:
+                raise EngineError(self.explain_chunk(r, len(chunk), batch_size, time.perf_counter() - tc))
+            intake.add(artifacts_of(r.body, where), asked=set(chunk), where=where)
+            chunk_s.append(time.perf_counter() - tc)
+            self.on_chunk(len(chunk), batch_size, chunk_s[-1])
+            if progress is not None:
+                progress(min(a + size, len(nonces)), len(nonces))
 
     def served_models(self) -> list[str] | None:
         """The ids (and roots) /v1/models lists; None when the node has no such route."""
@@ -262,7 +253,7 @@ class PocHttpEngine:
             return None
         data = r.body.get("data") if isinstance(r.body, dict) else None
         if not isinstance(data, list):
-            raise EngineError(f"GET /v1/models: unexpected answer: {_clip(r.body)}", "is the URL a vLLM node?")
+            raise EngineError(f"GET /v1/models: unexpected answer: {clip(r.body)}", "is the URL a vLLM node?")
         names = []
         for m in data:
             if isinstance(m, dict):

@@ -1,0 +1,156 @@
+"""Vectors through the node's /generate queue, several chunks in flight (spec §5.1, §5.2).
+
+With `wait: true` the node computes one chunk, answers, and idles while the harness reads the
+answer, decodes it and sends the next chunk. Here every chunk is a `wait: false` job: up to
+`in_flight` jobs wait in the node's queue, so when the node finishes one the next is already
+there. The node's queue has one worker that runs jobs one after another (Gonka's fork:
+`vllm/poc/generate_queue.py`; our `serve` does the same), so each job is computed alone at its
+batch size: the numerics are those of a wait=true chunk.
+
+Answers are still taken in request order and go through the one intake rule; anything the
+node gets wrong (a submission that is not queued, a request id that is missing, repeated or
+unknown, a job that fails or never finishes within the deadline) ends the fetch with an
+error, and the nonces not yet received count as missing: the run cannot PASS.
+An MLNode returns "{port}:{uuid}" ids and routes the poll back to that replica; jobs spread
+over its replicas round-robin. A node that ignores `wait: false` and answers with the
+artifacts at once is taken at its word (the same intake rule applies).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
+
+from .. import interrupts
+from ..errors import EngineError
+from .answers import artifacts_of, clip, explain_failure
+
+POLL_MIN_S = 0.005
+POLL_MAX_S = 0.5
+MAX_ID_CHARS = 200
+
+
+@dataclass
+class _Job:
+    index: int
+    nonces: list[int]
+    submitted: float
+    request_id: str | None = None
+    answer: object = None  # the artifacts, once known
+
+
+@dataclass
+class QueueStats:
+    """How the queued fetch went: for the bundle and the benchmark."""
+
+    in_flight: int
+    polls: int = 0
+    submitted: int = 0
+    answered_at_once: int = 0  # submissions the node answered with artifacts (it ignored wait=false)
+    left_queued: int = 0  # jobs still on the node when the fetch ended early
+    intervals_s: list[float] = field(default_factory=list)  # between consecutive chunk results
+
+    def as_dict(self) -> dict:
+        return {"in_flight": self.in_flight, "polls": self.polls, "submitted": self.submitted,
+                "answered_at_once": self.answered_at_once, "left_queued": self.left_queued}
+
+
+def _poll_path(engine, rid: str) -> str:
+    return engine.api.path("/generate/" + urllib.parse.quote(rid, safe=":"))
+
+
+def _request_id(body, where: str) -> str:
+    rid = body.get("request_id") if isinstance(body, dict) else None
+    if not isinstance(rid, str) or not rid.strip() or len(rid) > MAX_ID_CHARS:
+        raise EngineError(f"{where}: the node did not queue the request: {clip(body)}",
+                          "is it a Gonka PoC node with the /generate queue? --in-flight 0 asks with wait=true instead")
+    return rid
+
+
+def fetch_queued(engine, nonces: list[int], base: dict, size: int, batch_size: int, in_flight: int, intake,
+                 progress=None, on_chunk=None) -> tuple[list[float], QueueStats]:
+    """Fetch `nonces` in chunks of `size` with up to `in_flight` queued jobs; every answer goes
+    into `intake` in request order. Returns (seconds per chunk result, stats); raises
+    EngineError (or KeyboardInterrupt) with what came back already in the intake."""
+    http = engine.http
+    chunks = [nonces[a : a + size] for a in range(0, len(nonces), size)]
+    stats = QueueStats(in_flight=in_flight)
+    pending: deque[_Job] = deque()
+    ids: set[str] = set()
+    chunk_s: list[float] = []
+    nxt, poll_s, last_done = 0, POLL_MIN_S * 2, time.perf_counter()
+    deadline = min(time.monotonic() + http.deadline_s, http.until or float("inf"))
+    try:
+        while nxt < len(chunks) or pending:
+            while nxt < len(chunks) and len(pending) < in_flight:
+                job = _Job(nxt, chunks[nxt], time.perf_counter())
+                where = f"request {nxt + 1} (nonces {job.nonces[0]}..{job.nonces[-1]})"
+                r = engine.fetch_chunk({**base, "nonces": job.nonces, "batch_size": batch_size, "wait": False})
+                if r.status != 200:
+                    raise EngineError(engine.explain_chunk(r, len(job.nonces), batch_size,
+                                                           time.perf_counter() - job.submitted))
+                stats.submitted += 1
+                if isinstance(r.body, dict) and "artifacts" in r.body:
+                    job.answer = r.body["artifacts"]
+                    stats.answered_at_once += 1
+                else:
+                    job.request_id = _request_id(r.body, where)
+                    if job.request_id in ids:
+                        raise EngineError(f"{where}: the node gave request id {job.request_id!r} to two requests",
+                                          "a node must queue every request as its own job")
+                    ids.add(job.request_id)
+                pending.append(job)
+                nxt += 1
+            head = pending[0]
+            where = f"request {head.index + 1} (nonces {head.nonces[0]}..{head.nonces[-1]})"
+            if head.answer is None:
+                if time.monotonic() >= deadline:
+                    raise EngineError(f"{where}: queued on the node as {head.request_id!r}, no result within the "
+                                      "deadline", "is the node computing? (--timeout bounds the whole wait)")
+                r = http.request("GET", _poll_path(engine, head.request_id))
+                stats.polls += 1
+                head.answer = _job_answer(engine, r, head, where)
+                if head.answer is None:
+                    interrupts.sleep(poll_s)
+                    if not chunk_s:  # the service time is not known yet: back off from a quick first look
+                        poll_s = min(POLL_MAX_S, poll_s * 1.5)
+                    continue
+            intake.add(head.answer if head.request_id is None else artifacts_of(head.answer, where),
+                       asked=set(head.nonces), where=where)
+            pending.popleft()
+            now = time.perf_counter()
+            chunk_s.append(now - max(last_done, head.submitted))
+            stats.intervals_s.append(now - last_done)
+            poll_s = min(POLL_MAX_S, max(POLL_MIN_S, (now - last_done) / 10))  # ~10 polls per chunk
+            last_done = now
+            if on_chunk is not None:
+                on_chunk(len(head.nonces), batch_size, chunk_s[-1])
+            if progress is not None:
+                progress(sum(len(c) for c in chunks[: head.index + 1]), len(nonces))
+    finally:
+        stats.left_queued = sum(1 for j in pending if j.answer is None and j.request_id is not None)
+    return chunk_s, stats
+
+
+def _job_answer(engine, r, job: _Job, where: str):
+    """The completed answer of a poll, or None while the job waits or runs."""
+    if r.status == 404:
+        raise EngineError(f"{where}: the node no longer knows request {job.request_id!r} (HTTP 404)",
+                          "its queue was cleared (a /pow/stop, a restart) or the result expired: run again")
+    if r.status != 200:
+        raise EngineError(f"{where}: polling request {job.request_id!r}: {engine.explain(r)}")
+    body = r.body
+    status = body.get("status") if isinstance(body, dict) else None
+    if status in ("queued", "running"):
+        return None
+    if status == "completed":
+        artifacts_of(body, where)  # a completed answer without artifacts is an error here
+        return body
+    if status == "failed":
+        err = str(body.get("error"))[:300]
+        hint = explain_failure(err)
+        raise EngineError(f"{where}: the node failed request {job.request_id!r}: {err}" + (f" — {hint}" if hint else ""))
+    raise EngineError(f"{where}: unexpected answer while polling request {job.request_id!r}: {clip(body)}",
+                      "is it a Gonka PoC node?")
