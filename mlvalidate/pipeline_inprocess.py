@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass, field
 
 from .artifacts import load_reference, resolve_stat_test
 from .errors import MlvalidateError
 from .pipeline import Runner, StatOverrides, new_run, throughput_status, validate_phase
-from .results import PhaseStatus, RunRecord
+from .results import PhaseStatus, RateStats, RunRecord, ThroughputPhase, ThroughputSummary
+from .throughput import set_profile_reference
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,6 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
 
     def throughput():
         batch = prof.effective_batch()
-        from .throughput import inprocess_throughput
-
         run.throughput = inprocess_throughput(holder["engine"], ref, prof, batch, warmup_rounds=opts.warmup_rounds,
                                               measure_s=opts.measure_s, min_rounds=opts.min_rounds, log=log)
         return throughput_status(run.throughput)
@@ -109,3 +110,55 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
         if eng is not None:
             eng.close()
     return run
+
+
+# ----------------------------------------------------------------------------------------
+# its throughput: no node loop to sample, batches timed here
+# ----------------------------------------------------------------------------------------
+THROUGHPUT_NONCE_BASE = 1_000_000_000  # throughput rounds use nonces no reference holds
+
+
+def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, measure_s: float,
+                         min_rounds: int, log) -> ThroughputPhase:
+    """Steady-state nonces/s of an in-process engine at `batch`: `warmup_rounds` computes of one
+    batch each are thrown away, then batches are computed until `measure_s` has passed (at least
+    `min_rounds`)."""
+    from .engines.base import PocParams
+
+    params = PocParams.from_reference(ref)
+    nxt = THROUGHPUT_NONCE_BASE
+
+    def one_round() -> tuple[float, dict]:
+        nonlocal nxt
+        nonces = list(range(nxt, nxt + batch))
+        nxt += batch
+        res = engine.compute(nonces, params, batch_size=batch)
+        return res.elapsed_s, res.info
+
+    t0 = time.perf_counter()
+    for _ in range(warmup_rounds):
+        one_round()
+    warm = time.perf_counter() - t0
+    rounds, infos = [], []
+    t1 = time.perf_counter()
+    while len(rounds) < min_rounds or time.perf_counter() - t1 < measure_s:
+        s, info = one_round()
+        rounds.append(s)
+        infos.append(info)
+    rates = [batch / s for s in rounds if s > 0]
+    steady = batch * len(rounds) / sum(rounds) if sum(rounds) > 0 else None
+    fwd = sum(i.get("vllm_forward_s", 0.0) for i in infos)
+    summary = ThroughputSummary(
+        api=getattr(engine, "name", "in-process"), n_samples=len(rounds), warmup_s=warm, batch_size=batch,
+        n_replicas=1,
+        rates=RateStats(steady=steady, min=min(rates) if rates else None,
+                        median=statistics.median(rates) if rates else None, max=max(rates) if rates else None),
+        outside_forward_share=round(1 - fwd / sum(rounds), 4) if sum(rounds) > 0 and fwd else None,
+        method="timed rounds", window_s=round(sum(rounds), 3))  # fmt: skip
+    out = ThroughputPhase(summary=summary,
+                          samples=[{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
+                          spot_check="not needed: every vector is computed in this process and compared here")
+    set_profile_reference(out, prof)
+    log(f"      {steady:.2f} nonces/s over {len(rounds)} batches of {batch} after {warm:.1f} s warm-up"
+        if steady is not None else "      no steady rate")
+    return out

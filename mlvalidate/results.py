@@ -102,6 +102,9 @@ class ThroughputSummary:
     replicas: dict[str, RateStats] = field(default_factory=dict)
     spot_check_received: int = 0
     outside_forward_share: float | None = None  # an in-process engine: wall time outside vLLM's forward
+    method: str = "samples"  # "counter changes" (rates.py) | "samples" | "timed rounds" (an in-process engine)
+    window_s: float | None = None  # from the first sample to the last
+    timing_error: float | None = None  # "counter changes": the steady rate's largest relative error from timing
 
     @property
     def steady_nonces_per_second(self) -> float | None:
@@ -120,6 +123,7 @@ class ThroughputSummary:
                **{k: v for k, v in r.items() if k != "steady_nonces_per_second"},
                "replicas": {k: v.as_dict() for k, v in self.replicas.items()},
                "spot_check_received": self.spot_check_received}
+        out.update(method=self.method, window_s=self.window_s, timing_error=self.timing_error)
         if self.outside_forward_share is not None:
             out["outside_forward_share"] = self.outside_forward_share
         return out

@@ -1,13 +1,16 @@
 """Steady-state PoC throughput of a live node, with a spot-check at full speed.
 
 The node's own `nonces_per_second` is total_processed / time since the loop started: a
-cumulative average that includes warm-up. The harness samples `total_processed` and reports
-the rate between samples taken after a warm-up (min / median / max), next to the node's
-figure. Generation is always stopped at the end, also on Ctrl-C or an error.
+cumulative average that includes warm-up. The harness waits out a warm-up, then samples the
+node's status at fixed times (at least three intervals) and reads `total_processed` often in
+between. The counter moves in whole batches, so the steady rate is taken between the moments
+it changed (rates.py): exact counts over exact spans, with a stated timing error. The
+per-interval min / median / max and the node's own figure are reported next to it.
+Generation is always stopped at the end, also on Ctrl-C or an error.
 
 One sampler for both APIs: a vLLM node is one replica; an MLNode fans init/generate out to
 its vLLM replicas (each its own nonce group) and its status lists them per port, so rates are
-computed per replica (from that replica's total_processed deltas) and summed.
+computed per replica (from that replica's counter) and summed.
 
 Spot-check (the MLPerf TEST01 idea): the loop is started with the reference's block hash,
 public key and node layout and with a callback URL served by the harness, so the first
@@ -31,14 +34,8 @@ from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
 from .engines.poc_http import VLLM, PocApi, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem
+from .rates import Reading, interval_rates, sample_rate, steady_rate, timing_error_bound, window_rate
 from .results import RateStats, SpotVerdict, ThroughputPhase, ThroughputSummary
-
-
-def _rate(a: dict, b: dict) -> float | None:
-    """Nonces/s of one replica between two of its readings; None when not comparable (a restart)."""
-    dt = b["elapsed_s"] - a["elapsed_s"]
-    dn = b["total_processed"] - a["total_processed"]
-    return dn / dt if dt > 0 and dn >= 0 else None
 
 
 @dataclass
@@ -46,9 +43,13 @@ class ThroughputResult:
     # samples: {elapsed_s, status, total_processed, node_nonces_per_second (both summed over replicas),
     #           replicas: {key: {status, total_processed, nonces_per_second}}}
     samples: list[dict] = field(default_factory=list)
+    # every status reading in the measuring window, per replica: (elapsed_s, total_processed)
+    readings: dict[str, list[Reading]] = field(default_factory=dict)
     warmup_s: float = 0.0
     batch_size: int = 0
     api: str = "vllm"
+    started_at: float | None = None  # time.monotonic() when the loop started: elapsed_s counts from it
+    last_read: float = 0.0  # elapsed_s of the latest status reading
     spot: IntakeResult | None = None  # the golden nonces that arrived by callback (the intake rule)
     callbacks: dict = field(default_factory=dict)  # {"received", "malformed"}: callback POSTs
     callback_url: str | None = None
@@ -56,50 +57,86 @@ class ThroughputResult:
     start_answer: dict | None = None  # what init/generate answered (the MLNode: backends, n_groups, errors)
 
     def replica_keys(self) -> list[str]:
-        return sorted({k for s in self.samples for k in s["replicas"]}, key=lambda k: (len(k), k))
+        keys = {k for s in self.samples for k in s["replicas"]} | set(self.readings)
+        return sorted(keys, key=lambda k: (len(k), k))
 
-    def _readings(self, key: str) -> list[dict]:
-        return [{"elapsed_s": s["elapsed_s"], **s["replicas"][key]} for s in self.samples if key in s["replicas"]]
+    def _sampled(self, key: str) -> list[Reading]:
+        return [(s["elapsed_s"], s["replicas"][key]["total_processed"]) for s in self.samples if key in s["replicas"]]
 
-    def replica_rates(self, key: str) -> list[float]:
-        r = self._readings(key)
-        return [x for x in (_rate(a, b) for a, b in zip(r, r[1:])) if x is not None]
+    def _by_changes(self, key: str) -> bool:
+        """Whether the replica's rate comes from the moments its counter changed (rates.py): it
+        needs the frequent readings and at least two changes among them."""
+        fine = self.readings.get(key) or []
+        return steady_rate(fine) is not None
+
+    def interval_rates(self, key: str) -> list[float | None]:
+        """The replica's nonces/s over each sampling interval (None where it was not read at both
+        ends): from its interpolated counter where the changes span the interval, else the plain
+        difference of the two samples (quantised to whole batches)."""
+        times = [s["elapsed_s"] for s in self.samples]
+        smooth = interval_rates(self.readings[key], times) if self._by_changes(key) else [None] * len(times)
+        out = []
+        for k, (a, b) in enumerate(zip(self.samples, self.samples[1:])):
+            if key not in a["replicas"] or key not in b["replicas"]:
+                out.append(None)
+            elif smooth[k] is not None:
+                out.append(smooth[k])
+            else:
+                out.append(sample_rate((a["elapsed_s"], a["replicas"][key]["total_processed"]),
+                                       (b["elapsed_s"], b["replicas"][key]["total_processed"])))
+        return out
 
     def rates(self) -> list[float]:
         """Summed nonces/s per sampling interval (over the replicas read at both ends)."""
-        out = []
-        for a, b in zip(self.samples, self.samples[1:]):
-            parts = [_rate({"elapsed_s": a["elapsed_s"], **a["replicas"][k]},
-                           {"elapsed_s": b["elapsed_s"], **b["replicas"][k]})
-                     for k in a["replicas"] if k in b["replicas"]]
-            parts = [x for x in parts if x is not None]
-            if parts:
-                out.append(sum(parts))
-        return out
+        per = [self.interval_rates(k) for k in self.replica_keys()]
+        return [sum(x for x in col if x is not None) for col in zip(*per) if any(x is not None for x in col)]
 
-    def _steady(self, key: str) -> float | None:
-        r = self._readings(key)
-        return _rate(r[0], r[-1]) if len(r) >= 2 else None
+    def steady(self, key: str) -> float | None:
+        return self._steady(key)[0]
+
+    def _steady(self, key: str) -> tuple[float | None, float | None]:
+        """(steady rate, its timing error) of a replica: over the window from its first sample to
+        its last, from the counter interpolated between its changes (rates.py); else between
+        the counter's first and last change; else between the first and last sample."""
+        r = self._sampled(key)
+        if self._by_changes(key):
+            fine = self.readings[key]
+            w = window_rate(fine, r[0][0], r[-1][0]) if len(r) >= 2 else None
+            return w if w is not None else (steady_rate(fine), timing_error_bound(fine))
+        return (sample_rate(r[0], r[-1]) if len(r) >= 2 else None), None
+
+    def sampled_steady(self, key: str) -> float | None:
+        """The plain rate between the replica's first and last sample (what the harness reported
+        before it read the counter often): for comparison."""
+        r = self._sampled(key)
+        return sample_rate(r[0], r[-1]) if len(r) >= 2 else None
 
     def summary(self) -> ThroughputSummary:
         s = self.samples
         r = self.rates()
         replicas = {}
         for key in self.replica_keys():
-            rr = self.replica_rates(key)
-            last = self._readings(key)[-1]
+            rr = [x for x in self.interval_rates(key) if x is not None]
+            last = next((x["replicas"][key] for x in reversed(s) if key in x["replicas"]), None)
             replicas[key] = RateStats(
-                steady=self._steady(key), min=min(rr) if rr else None,
+                steady=self.steady(key), min=min(rr) if rr else None,
                 median=statistics.median(rr) if rr else None, max=max(rr) if rr else None,
-                node_cumulative=last["nonces_per_second"], total_processed=last["total_processed"])  # fmt: skip
+                node_cumulative=last["nonces_per_second"] if last else None,
+                total_processed=last["total_processed"] if last else None)  # fmt: skip
         steady = [v.steady for v in replicas.values() if v.steady is not None]
+        by_changes = [self._by_changes(k) for k in replicas]
+        bounds = [self._steady(k)[1] for k in replicas if self._by_changes(k)]
         return ThroughputSummary(
             api=self.api, n_samples=len(s), warmup_s=self.warmup_s, batch_size=self.batch_size,
             n_replicas=len(replicas),
             rates=RateStats(steady=sum(steady) if steady else None, min=min(r) if r else None,
                             median=statistics.median(r) if r else None, max=max(r) if r else None,
                             node_cumulative=s[-1]["node_nonces_per_second"] if s else None),
-            replicas=replicas, spot_check_received=self.spot.n if self.spot is not None else 0)  # fmt: skip
+            replicas=replicas, spot_check_received=self.spot.n if self.spot is not None else 0,
+            method="counter changes" if by_changes and all(by_changes) else "samples",
+            window_s=round(s[-1]["elapsed_s"] - s[0]["elapsed_s"], 3) if len(s) >= 2 else None,
+            timing_error=max(bounds) if bounds and all(b is not None for b in bounds) and all(by_changes)
+            else None)  # fmt: skip
 
 
 class _CallbackSink:
@@ -161,6 +198,35 @@ class _CallbackSink:
             return self.intake.result()
 
 
+MIN_INTERVALS = 3
+READING_PERIOD_S = (0.02, 0.25)  # the counter is read this often (at most, at least) between samples
+
+
+def schedule(measure_s: float, sample_interval_s: float) -> tuple[int, float]:
+    """(intervals, seconds each) of a measuring window: about `sample_interval_s` apart, never
+    fewer than MIN_INTERVALS, and the window exactly `measure_s` long."""
+    n = max(MIN_INTERVALS, int(measure_s / sample_interval_s + 1e-9))
+    return n, measure_s / n
+
+
+def reading_period(every_s: float) -> float:
+    """How often the counter is read between samples: 1/40 of an interval, within READING_PERIOD_S."""
+    lo, hi = READING_PERIOD_S
+    return min(hi, max(lo, every_s / 40))
+
+
+def _read(http: HttpClient, api: PocApi, model: str, res: ThroughputResult, t0: float):
+    """One status reading, recorded per replica; the node must still be generating."""
+    r = http.request("GET", api.path("/status"))
+    res.last_read = round(time.monotonic() - t0, 4)
+    reps = replica_stats(r.body) if r.status == 200 else {}
+    if not reps:
+        raise EngineError(f"the node stopped generating during the measurement: {explain(r, model, api)}")
+    for key, v in reps.items():
+        res.readings.setdefault(key, []).append((res.last_read, v["total_processed"]))
+    return reps, (r.body.get("status") if isinstance(r.body, dict) else None), r.body
+
+
 def measure_throughput(
     http: HttpClient,
     body: dict,
@@ -176,9 +242,11 @@ def measure_throughput(
     api: PocApi = VLLM,
     log=print,
 ) -> ThroughputResult:
-    """Run the node's generation loop and sample it. `body` carries the PoC request fields
-    (block_hash, block_height, public_key, node_id, node_count, params); `api` says where they
-    go (a vLLM node: one group of one; an MLNode assigns a group per replica itself)."""
+    """Run the node's generation loop and measure it: after the warm-up, samples at fixed times
+    (schedule(): at least MIN_INTERVALS intervals) and the counter read often in between, so
+    the steady rate is taken between the moments it changed (rates.py). `body` carries the PoC
+    request fields (block_hash, block_height, public_key, node_id, node_count, params); `api`
+    says where they go (a vLLM node: one group of one; an MLNode assigns a group per replica)."""
     http.until = time.monotonic() + warmup_s + measure_s + deadline_s  # the phase's own deadline
     sink = _CallbackSink(callback_host, set(spot_nonces or ()), k_dim) if callback_host and spot_nonces else None
     res = ThroughputResult(warmup_s=warmup_s, batch_size=batch_size, api=api.name,
@@ -194,28 +262,35 @@ def measure_throughput(
         r = http.request("POST", api.path("/init/generate"), start)
         if r.status != 200:
             raise EngineError(f"could not start generation: {explain(r, model, api)}")
-        t0 = time.monotonic()
+        t0 = res.started_at = time.monotonic()
         if isinstance(r.body, dict) and "backends" in r.body:  # the MLNode's fan-out answer
             res.start_answer = r.body
             log(f"    {r.body.get('backends')} replica(s) generating, n_groups {r.body.get('n_groups')}"
                 + (f"; refused by: {json.dumps(r.body['errors'])[:300]}" if r.body.get("errors") else ""))
-        log(f"    generating (batch {batch_size}); warm-up {warmup_s:g} s, then {measure_s:g} s of samples "
-            f"every {sample_interval_s:g} s")
-        interrupts.sleep(warmup_s)
-        end = time.monotonic() + measure_s
+        n_int, every = schedule(measure_s, sample_interval_s)
+        fine = reading_period(every)
+        log(f"    generating (batch {batch_size}); warm-up {warmup_s:g} s, then {measure_s:g} s of samples every "
+            f"{every:.3g} s ({n_int} intervals; the counter read every {fine:.3g} s in between)")
+        lead = min(warmup_s, every)  # the counter is read from the warm-up's last interval on
+        interrupts.sleep(warmup_s - lead)
+        w0 = time.monotonic() + lead
+        while (left := w0 - time.monotonic()) > fine / 2:
+            interrupts.sleep(min(fine, left - fine / 2))
+            _read(http, api, model, res, t0)
         said_mixed = False
-        while True:
-            r = http.request("GET", api.path("/status"))
-            reps = replica_stats(r.body) if r.status == 200 else {}
-            if not reps:
-                raise EngineError(f"the node stopped generating during the measurement: {explain(r, model, api)}")
-            agg = r.body.get("status") if isinstance(r.body, dict) else None
+        for k in range(n_int + 1):
+            due = w0 + k * every
+            while (left := due - time.monotonic()) > fine / 2:  # frequent readings: when the counter moves
+                interrupts.sleep(min(fine, left - fine / 2))
+                _read(http, api, model, res, t0)
+            interrupts.sleep(max(0.0, due - time.monotonic()))
+            reps, agg, raw = _read(http, api, model, res, t0)
             if agg == "MIXED" and not said_mixed:
                 log("    warning: not every replica is generating (status MIXED): "
-                    + ", ".join(f"{b.get('port')} {b.get('status')}" for b in r.body.get("backends") or []
+                    + ", ".join(f"{b.get('port')} {b.get('status')}" for b in raw.get("backends") or []
                             if isinstance(b, dict)))
                 said_mixed = True
-            res.samples.append({"elapsed_s": round(time.monotonic() - t0, 3), "status": agg,
+            res.samples.append({"elapsed_s": res.last_read, "status": agg,
                                 "total_processed": sum(v["total_processed"] for v in reps.values()),
                                 "node_nonces_per_second": sum(v["nonces_per_second"] for v in reps.values()),
                                 "replicas": reps})
@@ -223,9 +298,12 @@ def measure_throughput(
             log(f"    t={res.samples[-1]['elapsed_s']:.0f} s  total {res.samples[-1]['total_processed']}"
                 + (f" over {len(reps)} replicas" if len(reps) > 1 else "")
                 + (f"  {rates[-1]:.2f} nonces/s since the last sample" if rates else ""))
-            if time.monotonic() + sample_interval_s > end:
-                break
-            interrupts.sleep(sample_interval_s)
+        # and after the window, until every replica's counter has moved once more (at most an interval)
+        at_end = {k: v[-1][1] for k, v in res.readings.items()}
+        until = time.monotonic() + every
+        while time.monotonic() < until and any(v[-1][1] == at_end[k] for k, v in res.readings.items()):
+            interrupts.sleep(fine)
+            _read(http, api, model, res, t0)
     finally:
         http.until = None  # stopping the node's loop gets its own short deadline, also after the phase's
         try:
@@ -269,7 +347,7 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
                              deadline_s=deadline_s, api=engine.api, log=log)
     out = ThroughputPhase(summary=res.summary(), samples=res.samples, callback_url=res.callback_url,
                           stopped=res.stopped, callbacks=res.callbacks, start_answer=res.start_answer)
-    _set_reference(out, prof)
+    set_profile_reference(out, prof)
     spot = res.spot
     if spot is not None and (spot.n or spot.n_malformed):
         idx = np.isin(ref.nonces, spot.nonces)
@@ -294,60 +372,9 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
     return out
 
 
-def _set_reference(out: ThroughputPhase, prof) -> None:
+def set_profile_reference(out: ThroughputPhase, prof) -> None:
     """The measured rate against the profile's published figure and roofline, when there is a profile."""
     per_min = out.summary.steady_nonces_per_min
     if prof is not None and per_min is not None:
         out.reference = profile_reference_text(prof, per_min) or None
         out.profile = prof.name
-
-
-# ----------------------------------------------------------------------------------------
-# an in-process engine (`mlvalidate run`): no node loop to sample, batches timed here
-# ----------------------------------------------------------------------------------------
-THROUGHPUT_NONCE_BASE = 1_000_000_000  # throughput rounds use nonces no reference holds
-
-
-def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, measure_s: float,
-                         min_rounds: int, log) -> ThroughputPhase:
-    """Steady-state nonces/s of an in-process engine at `batch`: `warmup_rounds` computes of one
-    batch each are thrown away, then batches are computed until `measure_s` has passed (at least
-    `min_rounds`)."""
-    from .engines.base import PocParams
-
-    params = PocParams.from_reference(ref)
-    nxt = THROUGHPUT_NONCE_BASE
-
-    def one_round() -> tuple[float, dict]:
-        nonlocal nxt
-        nonces = list(range(nxt, nxt + batch))
-        nxt += batch
-        res = engine.compute(nonces, params, batch_size=batch)
-        return res.elapsed_s, res.info
-
-    t0 = time.perf_counter()
-    for _ in range(warmup_rounds):
-        one_round()
-    warm = time.perf_counter() - t0
-    rounds, infos = [], []
-    t1 = time.perf_counter()
-    while len(rounds) < min_rounds or time.perf_counter() - t1 < measure_s:
-        s, info = one_round()
-        rounds.append(s)
-        infos.append(info)
-    rates = [batch / s for s in rounds if s > 0]
-    steady = batch * len(rounds) / sum(rounds) if sum(rounds) > 0 else None
-    fwd = sum(i.get("vllm_forward_s", 0.0) for i in infos)
-    summary = ThroughputSummary(
-        api=getattr(engine, "name", "in-process"), n_samples=len(rounds), warmup_s=warm, batch_size=batch,
-        n_replicas=1,
-        rates=RateStats(steady=steady, min=min(rates) if rates else None,
-                        median=statistics.median(rates) if rates else None, max=max(rates) if rates else None),
-        outside_forward_share=round(1 - fwd / sum(rounds), 4) if sum(rounds) > 0 and fwd else None)  # fmt: skip
-    out = ThroughputPhase(summary=summary,
-                          samples=[{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
-                          spot_check="not needed: every vector is computed in this process and compared here")
-    _set_reference(out, prof)
-    log(f"      {steady:.2f} nonces/s over {len(rounds)} batches of {batch} after {warm:.1f} s warm-up"
-        if steady is not None else "      no steady rate")
-    return out

@@ -3,7 +3,7 @@
 Every import of mlvalidate's own modules is read from the source (module level and inside
 functions alike) with `ast`; a module may import only from its own floor or below:
 
-  0  errors, progress, jsonio, shipped, poc/      (the PoC math: no I/O, no HTTP)
+  0  errors, progress, jsonio, shipped, poc/, rates (the PoC math, rates from counters: no I/O, no HTTP)
   1  artifacts, results                           (the reference schema, typed results)
   2  engines/, weights/, fixtures/, hub/, serving/, chain, mlnode, throughput, server, bake, report/
   3  pipeline, fleet, demo, check, inspect_ref    (runs of the harness)
@@ -21,7 +21,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "mlvalidate"
 
 FLOORS = {
-    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "poc", "__init__"],
+    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "poc", "rates", "__init__"],
     1: ["artifacts", "results"],
     2: ["engines", "weights", "fixtures", "hub", "serving", "chain", "mlnode", "throughput", "server", "bake",
         "report"],
