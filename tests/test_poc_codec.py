@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 import spec_oracle as oracle
 from mlvalidate.poc import ENCODING, VectorDecodeError, decode_vectors, encode_vector, encode_vectors, encoding_for
+from mlvalidate.poc import codec
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 MINIMAX = json.loads((ARTIFACTS / "minimaxai-minimax-m2.7.json").read_text())
@@ -142,3 +143,80 @@ def test_not_a_string(row, value):
 def test_k_mismatch():
     with pytest.raises(VectorDecodeError):
         decode_vectors(GOLDEN_B64[:3], k=11)
+
+
+# ----------------------------------------------------------------------------------------
+# the batched decoder (table lookups, many rows) agrees with the per-row path
+# ----------------------------------------------------------------------------------------
+def _random_bit_rows(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """Every fp16 bit pattern is fair game: NaN payloads, infinities, subnormals, -0."""
+    return np.random.default_rng(seed).integers(0, 1 << 16, (n, k), dtype=np.uint16).view(np.float16)
+
+
+@pytest.mark.parametrize("k", [3, 12, 24])
+@pytest.mark.parametrize("n", [codec._BATCHED_MIN_ROWS - 1, codec._BATCHED_MIN_ROWS, 10_000])
+def test_batched_decode_is_bit_identical_to_the_per_row_loop(n, k):
+    a = _random_bit_rows(n, k, seed=n + k)
+    texts = encode_vectors(a)
+    got = decode_vectors(texts, k=k)
+    assert got.dtype == np.float32 and got.shape == (n, k)
+    want = oracle.decode_loop(texts)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(f16_bits(got), a.view(np.uint16))
+
+
+def test_batched_decode_steps_over_many_blocks(monkeypatch):
+    monkeypatch.setattr(codec, "_GROUPS_PER_STEP", 7)  # blocks that do not divide the rows
+    a = _random_bit_rows(1000, 12, seed=3)
+    batched = codec._decode_batched(encode_vectors(a), 1000, 12)
+    np.testing.assert_array_equal(f16_bits(batched), a.view(np.uint16))
+
+
+def test_batched_decode_knows_every_character_in_every_place():
+    """Each of the 64 characters at each of the 32 places of a row, against base64 itself."""
+    alphabet = codec._ALPHABET.decode()
+    rows = ["".join(alphabet[(i + 7 * j) % 64] for j in range(32)) for i in range(64)]
+    rows += ["".join(alphabet[(i * j + j // 3) % 64] for j in range(32)) for i in range(64)]
+    got = codec._decode_batched(rows, len(rows), 12)
+    want = [np.frombuffer(base64.b64decode(r, validate=True), "<f2") for r in rows]
+    np.testing.assert_array_equal(f16_bits(got), np.array(want).view(np.uint16))
+
+
+_GOOD = encode_vectors(_random_bit_rows(10_000, 12, seed=9))  # valid base64; finite or not
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _GOOD[0][:10] + "!" + _GOOD[0][11:],  # not in the alphabet
+        _GOOD[0][:31] + "\n",  # whitespace: strict base64 refuses it
+        _GOOD[0][:5] + "é" + _GOOD[0][6:],  # not ASCII
+        encode_vector(np.ones(11, dtype=np.float16)),  # 32 characters with '=' padding
+        _GOOD[0][:28],  # short
+        _GOOD[0] + "AAAA",  # long
+        "",
+        None,
+        12,
+        b"MiA2trq0Gi9lNl61YLaILT8yyDHNN68q",
+    ],
+)
+@pytest.mark.parametrize("row", [0, 5_000, 9_999])
+def test_one_bad_row_among_ten_thousand_is_named_as_the_per_row_path_names_it(bad, row):
+    rows = list(_GOOD)
+    rows[row] = bad
+    with pytest.raises(VectorDecodeError) as e:
+        decode_vectors(rows, k=12)
+    with pytest.raises(VectorDecodeError) as alone:
+        decode_vectors([bad], k=12)  # one row: the per-row path
+    assert e.value.index == row and e.value.reason == alone.value.reason
+    assert codec._decode_batched(rows, len(rows), 12) is None
+
+
+def test_short_and_long_rows_that_add_up_are_named_among_many():
+    rows = list(_GOOD)
+    rows[4_000] = rows[4_000][:28]
+    rows[4_001] = rows[4_001] + "AAAA"
+    assert len("".join(rows)) == len(rows) * 32
+    with pytest.raises(VectorDecodeError) as e:
+        decode_vectors(rows)
+    assert e.value.index == 4_000

@@ -54,3 +54,20 @@ def test_unusable_vectors_keep_their_nonce_with_a_reason():
     got = it.result()
     assert got.nonces.tolist() == [1, 2, 3, 4] and sorted(got.problems) == [1, 2, 3]
     assert np.isnan(got.vectors[:3]).all() and np.isfinite(got.vectors[3]).all()
+
+
+@pytest.mark.parametrize("bad", ["!" * 32, b64([0.1] * 11), None, b64([np.inf] + [0.0] * 11)])
+def test_one_unusable_vector_among_ten_thousand_is_the_only_one_flagged(bad):
+    """Many rows go through the batched decoder; one bad row sends them to the per-row path
+    (or, for a non-finite value, is caught after it): either way only that nonce is flagged."""
+    rng = np.random.default_rng(4)
+    values = (rng.standard_normal((10_000, 12)) / 4).astype("<f2")
+    entries = [{"nonce": i, "vector_b64": b64(v)} for i, v in enumerate(values)]
+    entries[6_000]["vector_b64"] = bad
+    it = Intake(12)
+    it.add(entries)
+    got = it.result()
+    assert list(got.problems) == [6_000] and got.nonces.size == 10_000
+    assert np.isnan(got.vectors[6_000]).all()
+    keep = np.arange(10_000) != 6_000
+    np.testing.assert_array_equal(got.vectors[keep], values[keep].astype(np.float32))

@@ -242,3 +242,18 @@ def test_compare_distances_equal_loop():
     rn, rv, gn, gv = honest(500)
     c = compare_vectors(rn, rv, gn, gv, MINIMAX)
     np.testing.assert_array_max_ulp(c.distances, oracle.distances_loop(rv, gv), maxulp=2)
+
+
+def test_distances_in_blocks_match_the_loop_and_keep_nan_rows():
+    from mlvalidate.poc import stats
+
+    n = 2 * stats._L2_ROWS_PER_STEP + 5  # a partial last block
+    a, b = unit_rows(n, seed=3), unit_rows(n, seed=4)
+    a[7] = np.nan  # compare_vectors hands over NaN rows for missing vectors
+    b[n - 1, 3] = np.inf
+    got = l2_distances(a, b)
+    want = oracle.distances_loop(a, b)
+    assert got.dtype == np.float32 and np.isnan(got[7]) and np.isinf(got[n - 1])
+    np.testing.assert_array_max_ulp(got, want, maxulp=2)
+    assert l2_distances(a[0], b[0]).shape == ()  # one pair of vectors: still the plain norm
+    np.testing.assert_array_equal(l2_distances(a[:3], b[:1]), np.linalg.norm(a[:3] - b[:1], axis=-1))
