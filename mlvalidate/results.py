@@ -176,6 +176,7 @@ class Environment:
     cpu_count: int | None
     torch: str | None
     torch_threads: int | None
+    torch_cpu_capability: str | None  # the CPU kernel level (AVX2, AVX512...): it decides a CPU run's rounding
     cuda_available: bool
     transformers: str | None
     vllm: str | None
@@ -197,7 +198,8 @@ class Environment:
     with_run: bool = field(default=False, repr=False)
 
     def as_dict(self) -> dict:
-        keys = ["hostname", "platform", "python", "cpu_count", "torch", "torch_threads", "cuda_available",
+        keys = ["hostname", "platform", "python", "cpu_count", "torch", "torch_threads", "torch_cpu_capability",
+                "cuda_available",
                 "transformers", *(["gpus"] if self.gpus is not None else []), "vllm", "vllm_distribution",
                 "gpu_model", "gpu_count", "driver_version", "cuda_driver_version", "cuda", "nvml"]
         if self.with_run:

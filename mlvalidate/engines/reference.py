@@ -116,6 +116,7 @@ class ReferenceEngine:
             "dtype": dtype_name(self.dtype),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         }
 
     def compute(self, nonces: Sequence[int], params: PocParams, batch_size: int = 32, progress=None) -> EngineResult:

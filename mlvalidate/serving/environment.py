@@ -103,12 +103,16 @@ def model_revision(run) -> str | None:
 
 
 def _torch_facts() -> dict:
-    """torch's version, threads and CUDA devices when torch is installed (it is optional)."""
+    """torch's version, threads, CPU kernel level and CUDA devices when torch is installed (it is
+    optional). The CPU kernel level (AVX2, AVX512...) picks the kernels of a CPU run, and with
+    them its rounding: the demo's bf16 reference differs between levels (README)."""
     try:
         import torch
     except ImportError:
-        return {"torch": None, "torch_threads": None, "cuda_available": False, "cuda": None}
+        return {"torch": None, "torch_threads": None, "torch_cpu_capability": None, "cuda_available": False,
+                "cuda": None}
     out = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda}
     if out["cuda_available"]:
         out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -135,6 +139,7 @@ def environment(run=None, *, nvml: Any = None) -> Environment:
     env = Environment(
         hostname=socket.gethostname(), platform=platform.platform(), python=platform.python_version(),
         cpu_count=os.cpu_count(), torch=torch_facts["torch"], torch_threads=torch_facts["torch_threads"],
+        torch_cpu_capability=torch_facts["torch_cpu_capability"],
         cuda_available=torch_facts["cuda_available"], transformers=_version("transformers"),
         gpus=torch_facts.get("gpus"), vllm=vllm, vllm_distribution=vllm_dist,
         gpu_model=", ".join(sorted(set(names))) or None, gpu_count=len(names),
