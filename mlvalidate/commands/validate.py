@@ -21,13 +21,14 @@ def register(sub) -> None:
         "validate",
         help="validate a live node: fetch the golden nonces' vectors and compare them locally",
         description="Fetch the PoC vectors of every reference nonce from a Gonka vLLM node's PoC API "
-        "(POST /api/v1/pow/generate, wait=true, in chunks of the batch size) and compare them with the "
+        "(POST /api/v1/pow/generate in chunks of the batch size, --in-flight of them queued on the node at a "
+        "time, or wait=true one at a time with --in-flight 0) and compare them with the "
         "reference here — the node's own verdict is never trusted. A nonce the node does not return, or "
         "returns unusable, is a mismatch and blocks a PASS. Writes a run bundle. "
         "With --api mlnode the URL is the host's MLNode API (port 8080) and the full stack is checked: "
         "[download] the model at the chain's commit, [deploy] vLLM with the reference's (or --profile's) args, "
         "[throughput] every replica's generation loop, [validate] through the MLNode's /generate proxy, "
-        "one batch per request (its 60 s proxy timeout); each phase can be skipped.",
+        "one batch per request (queued: its 60 s proxy timeout only bounds wait=true); each phase can be skipped.",
         formatter_class=Formatter,
     )
     p.add_argument("--url", required=True,
