@@ -40,6 +40,8 @@ def main() -> None:
                     help="which vLLM set-ups to run side by side, comma-separated: mp (engine core and worker in "
                     "vLLM's spawned process) and uni (VLLM_ENABLE_V1_MULTIPROCESSING=0 and the uni executor: all in "
                     "this process)")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds of rest before each timed compute (default 2)")
     args = ap.parse_args()
 
     from mlvalidate.engines.base import PocParams
@@ -74,6 +76,9 @@ def main() -> None:
         runs: dict = {}
         for _ in range(args.reps):
             for ex, eng in engines.items():
+                # the other engine's OpenMP threads spin for a while after its last forward (both are
+                # bound to the same CPUs): let them settle, or the second variant pays for the first
+                time.sleep(args.settle)
                 runs.setdefault(ex, []).append(eng.compute(nonces, params, batch_size=args.batch_size))
         stack.close()
         ref = ReferenceEngine(ckpt, dtype=args.dtype)
