@@ -102,7 +102,9 @@ class ThroughputSummary:
     replicas: dict[str, RateStats] = field(default_factory=dict)
     spot_check_received: int = 0
     outside_forward_share: float | None = None  # an in-process engine: wall time outside vLLM's forward
-    method: str = "samples"  # "counter changes" (rates.py) | "samples" | "timed rounds" (an in-process engine)
+    # how the steady rate was taken (rates.py): "counter over the window" | "counter changes" | "samples" |
+    # "mixed" (replicas differ) | "timed rounds" (an in-process engine)
+    method: str = "samples"
     window_s: float | None = None  # from the first sample to the last
     timing_error: float | None = None  # "counter changes": the steady rate's largest relative error from timing
 

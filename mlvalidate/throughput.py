@@ -94,16 +94,18 @@ class ThroughputResult:
     def steady(self, key: str) -> float | None:
         return self._steady(key)[0]
 
-    def _steady(self, key: str) -> tuple[float | None, float | None]:
-        """(steady rate, its timing error) of a replica: over the window from its first sample to
-        its last, from the counter interpolated between its changes (rates.py); else between
-        the counter's first and last change; else between the first and last sample."""
+    def _steady(self, key: str) -> tuple[float | None, float | None, str]:
+        """(steady rate, its timing error, method) of a replica: over the window from its first
+        sample to its last, from the counter interpolated between its changes (rates.py); else
+        between the counter's first and last change; else between the first and last sample."""
         r = self._sampled(key)
         if self._by_changes(key):
             fine = self.readings[key]
             w = window_rate(fine, r[0][0], r[-1][0]) if len(r) >= 2 else None
-            return w if w is not None else (steady_rate(fine), timing_error_bound(fine))
-        return (sample_rate(r[0], r[-1]) if len(r) >= 2 else None), None
+            if w is not None:
+                return w[0], w[1], "counter over the window"
+            return steady_rate(fine), timing_error_bound(fine), "counter changes"
+        return (sample_rate(r[0], r[-1]) if len(r) >= 2 else None), None, "samples"
 
     def sampled_steady(self, key: str) -> float | None:
         """The plain rate between the replica's first and last sample (what the harness reported
@@ -124,8 +126,9 @@ class ThroughputResult:
                 node_cumulative=last["nonces_per_second"] if last else None,
                 total_processed=last["total_processed"] if last else None)  # fmt: skip
         steady = [v.steady for v in replicas.values() if v.steady is not None]
-        by_changes = [self._by_changes(k) for k in replicas]
-        bounds = [self._steady(k)[1] for k in replicas if self._by_changes(k)]
+        how = [self._steady(k) for k in replicas]
+        methods = {m for _, _, m in how}
+        bounds = [e for _, e, _ in how]
         return ThroughputSummary(
             api=self.api, n_samples=len(s), warmup_s=self.warmup_s, batch_size=self.batch_size,
             n_replicas=len(replicas),
@@ -133,10 +136,9 @@ class ThroughputResult:
                             median=statistics.median(r) if r else None, max=max(r) if r else None,
                             node_cumulative=s[-1]["node_nonces_per_second"] if s else None),
             replicas=replicas, spot_check_received=self.spot.n if self.spot is not None else 0,
-            method="counter changes" if by_changes and all(by_changes) else "samples",
+            method=methods.pop() if len(methods) == 1 else "mixed" if methods else "samples",
             window_s=round(s[-1]["elapsed_s"] - s[0]["elapsed_s"], 3) if len(s) >= 2 else None,
-            timing_error=max(bounds) if bounds and all(b is not None for b in bounds) and all(by_changes)
-            else None)  # fmt: skip
+            timing_error=max(bounds) if bounds and all(b is not None for b in bounds) else None)  # fmt: skip
 
 
 class _CallbackSink:

@@ -172,6 +172,7 @@ def test_a_queued_request_the_node_fails_is_an_error_with_its_reason(engine, ref
     assert _validate(s.url, reference, tmp_path, "--timeout", "10") == 2  # queued: the job fails at once
     out = capsys.readouterr().out
     assert "the node failed request" in out and "engine not available" in out and "VERDICT: INCOMPLETE" in out
+    assert "3 queued chunk(s) were not collected" in out  # 4 in flight: the first failed, 3 still on the node
     assert len(_report(tmp_path)["missing_nonces"]) == N
 
 
@@ -339,6 +340,8 @@ def test_throughput_phase_and_spot_check_on_an_honest_node(engine, reference, se
     assert "[2/3] throughput" in out and "[3/3] validate" in out
     t = _report(tmp_path)["throughput_phase"]
     assert t["stopped"] and t["summary"]["n_samples"] >= 3 and t["summary"]["steady_nonces_per_second"] > 0
+    # read often enough to time the counter's changes on both sides of the window
+    assert t["summary"]["method"] == "counter over the window" and 0 < t["summary"]["timing_error"] < 1
     assert t["spot_verdict"] == "PASS" and t["summary"]["spot_check_received"] > 0
     assert [(p["name"], p["status"]) for p in _report(tmp_path)["phases"]] == [("throughput", "OK"), ("validate", "PASS")]
     assert "of the published 2368 nonces/min for h100x4" in t["reference"] and "roofline" in t["reference"]

@@ -195,20 +195,21 @@ class PocHttpEngine:
         """Fetch vectors chunk by chunk; every answer goes through one `Intake`. A chunk that
         cannot be fetched ends the run: what came back so far is returned with info['error']
         set, so the report can list what is missing."""
-        from .queued import fetch_queued
+        from .queued import QueueStats, fetch_queued
 
         nonces = [int(n) for n in nonces]
         base = self.body(params)
         size = self.chunk_size(batch_size)
         intake = Intake(params.k_dim)
         chunk_s: list[float] = []
-        error, stopped, interrupted, queue = None, False, None, None
+        error, stopped, interrupted = None, False, None
+        queue = QueueStats(self.in_flight) if self.in_flight > 0 else None
         t0 = time.perf_counter()
         try:
             stopped = self.stop_generation_if_running()
-            if self.in_flight > 0:
-                chunk_s, queue = fetch_queued(self, nonces, base, size, batch_size, self.in_flight, intake,
-                                              progress=progress, on_chunk=self.on_chunk)
+            if queue is not None:
+                chunk_s = fetch_queued(self, nonces, base, size, batch_size, intake, queue, progress=progress,
+                                       on_chunk=self.on_chunk)
             else:
                 self._fetch_waiting(nonces, base, size, batch_size, intake, chunk_s, progress)
         except EngineError as e:
@@ -222,6 +223,10 @@ class PocHttpEngine:
         info = {**self.describe(), "chunk_size": size, "stopped_generation_loop": stopped}
         if queue is not None:
             info["queue"] = queue.as_dict()
+            if queue.left_queued:
+                self.log(f"    {queue.left_queued} queued chunk(s) were not collected: the node computes them anyway "
+                         "and drops the results after 300 s (the harness does not call /pow/stop: the queue may "
+                         "hold other clients' requests)")
         if error:
             info["error"] = error
         if interrupted:

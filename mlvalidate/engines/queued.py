@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import interrupts
 from ..errors import EngineError
@@ -39,6 +39,7 @@ class _Job:
     submitted: float
     request_id: str | None = None
     answer: object = None  # the artifacts, once known
+    over: bool = False  # the node answered for it for good (completed, failed, unknown...)
 
 
 @dataclass
@@ -50,7 +51,6 @@ class QueueStats:
     submitted: int = 0
     answered_at_once: int = 0  # submissions the node answered with artifacts (it ignored wait=false)
     left_queued: int = 0  # jobs still on the node when the fetch ended early
-    intervals_s: list[float] = field(default_factory=list)  # between consecutive chunk results
 
     def as_dict(self) -> dict:
         return {"in_flight": self.in_flight, "polls": self.polls, "submitted": self.submitted,
@@ -69,14 +69,14 @@ def _request_id(body, where: str) -> str:
     return rid
 
 
-def fetch_queued(engine, nonces: list[int], base: dict, size: int, batch_size: int, in_flight: int, intake,
-                 progress=None, on_chunk=None) -> tuple[list[float], QueueStats]:
-    """Fetch `nonces` in chunks of `size` with up to `in_flight` queued jobs; every answer goes
-    into `intake` in request order. Returns (seconds per chunk result, stats); raises
-    EngineError (or KeyboardInterrupt) with what came back already in the intake."""
-    http = engine.http
+def fetch_queued(engine, nonces: list[int], base: dict, size: int, batch_size: int, intake, stats: QueueStats,
+                 progress=None, on_chunk=None) -> list[float]:
+    """Fetch `nonces` in chunks of `size` with up to `stats.in_flight` queued jobs; every answer
+    goes into `intake` in request order, and `stats` counts what happened (also when it ends
+    early). Returns the seconds per chunk result; raises EngineError (or KeyboardInterrupt)
+    with what came back already in the intake."""
+    http, in_flight = engine.http, stats.in_flight
     chunks = [nonces[a : a + size] for a in range(0, len(nonces), size)]
-    stats = QueueStats(in_flight=in_flight)
     pending: deque[_Job] = deque()
     ids: set[str] = set()
     chunk_s: list[float] = []
@@ -122,7 +122,6 @@ def fetch_queued(engine, nonces: list[int], base: dict, size: int, batch_size: i
             pending.popleft()
             now = time.perf_counter()
             chunk_s.append(now - max(last_done, head.submitted))
-            stats.intervals_s.append(now - last_done)
             poll_s = min(POLL_MAX_S, max(POLL_MIN_S, (now - last_done) / 10))  # ~10 polls per chunk
             last_done = now
             if on_chunk is not None:
@@ -130,19 +129,21 @@ def fetch_queued(engine, nonces: list[int], base: dict, size: int, batch_size: i
             if progress is not None:
                 progress(sum(len(c) for c in chunks[: head.index + 1]), len(nonces))
     finally:
-        stats.left_queued = sum(1 for j in pending if j.answer is None and j.request_id is not None)
-    return chunk_s, stats
+        stats.left_queued = sum(1 for j in pending if j.answer is None and j.request_id is not None and not j.over)
+    return chunk_s
 
 
 def _job_answer(engine, r, job: _Job, where: str):
     """The completed answer of a poll, or None while the job waits or runs."""
+    status = r.body.get("status") if r.status == 200 and isinstance(r.body, dict) else None
+    # nothing more runs for it on the node: unknown there, or an answer other than queued/running
+    job.over = r.status == 404 or (r.status == 200 and status not in ("queued", "running"))
     if r.status == 404:
         raise EngineError(f"{where}: the node no longer knows request {job.request_id!r} (HTTP 404)",
                           "its queue was cleared (a /pow/stop, a restart) or the result expired: run again")
     if r.status != 200:
         raise EngineError(f"{where}: polling request {job.request_id!r}: {engine.explain(r)}")
     body = r.body
-    status = body.get("status") if isinstance(body, dict) else None
     if status in ("queued", "running"):
         return None
     if status == "completed":

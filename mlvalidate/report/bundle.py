@@ -111,13 +111,15 @@ def throughput_lines(t: ThroughputPhase) -> list[str]:
 
     head = "steady " if len(s.replicas) <= 1 and s.api != "mlnode" else \
         f"steady (sum of {len(s.replicas)} replica{'s' if len(s.replicas) != 1 else ''}) "
-    how = {"counter changes": "between the node's counter's first and last change",
-           "samples": "between the first and last sample", "timed rounds": "over timed batches"}.get(s.method, s.method)
-    window = f" in {s.window_s:.0f} s" if s.window_s else ""
+    window = f"{s.window_s:.0f} s " if s.window_s else ""
+    how = {"counter over the window": f"the node's counter over the {window}window",
+           "counter changes": f"between the node's counter's first and last change in the {window}window",
+           "samples": f"between the first and last sample of the {window}window",
+           "timed rounds": "over timed batches"}.get(s.method, f"{s.method}, {window}window")
     err = f", ±{100 * s.timing_error:.2g} % from timing" if s.timing_error is not None else ""
     lines = [f"throughput    {head}{f(s.steady_nonces_per_second, ' nonces/s')} = "
              f"{f(s.steady_nonces_per_min, ' nonces/min')} (batch {s.batch_size}, after {s.warmup_s:.0f} s "
-             f"warm-up, {how}{window}{err}; per-interval {spread(s.rates)})"]
+             f"warm-up, {how}{err}; per-interval {spread(s.rates)})"]
     if head != "steady ":
         for key, r in s.replicas.items():
             lines.append(f"  replica {key}: steady {f(r.steady, ' nonces/s')} ({spread(r)}; {r.total_processed} "
