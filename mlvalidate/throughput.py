@@ -246,7 +246,8 @@ def measure_throughput(
 ) -> ThroughputResult:
     """Run the node's generation loop and measure it: after the warm-up, samples at fixed times
     (schedule(): at least MIN_INTERVALS intervals) and the counter read often in between, so
-    the steady rate is taken between the moments it changed (rates.py). `body` carries the PoC
+    the steady rate is the counter interpolated between its changes over the window (rates.py),
+    the timing error known. `body` carries the PoC
     request fields (block_hash, block_height, public_key, node_id, node_count, params); `api`
     says where they go (a vLLM node: one group of one; an MLNode assigns a group per replica)."""
     http.until = time.monotonic() + warmup_s + measure_s + deadline_s  # the phase's own deadline
@@ -273,19 +274,18 @@ def measure_throughput(
         fine = reading_period(every)
         log(f"    generating (batch {batch_size}); warm-up {warmup_s:g} s, then {measure_s:g} s of samples every "
             f"{every:.3g} s ({n_int} intervals; the counter read every {fine:.3g} s in between)")
-        lead = min(warmup_s, every)  # the counter is read from the warm-up's last interval on
-        interrupts.sleep(warmup_s - lead)
-        w0 = time.monotonic() + lead
-        while (left := w0 - time.monotonic()) > fine / 2:
-            interrupts.sleep(min(fine, left - fine / 2))
-            _read(http, api, model, res, t0)
-        said_mixed = False
-        for k in range(n_int + 1):
-            due = w0 + k * every
-            while (left := due - time.monotonic()) > fine / 2:  # frequent readings: when the counter moves
+        def read_often_until(due: float) -> None:  # the counter, every `fine` s: when did it move?
+            while (left := due - time.monotonic()) > fine / 2:
                 interrupts.sleep(min(fine, left - fine / 2))
                 _read(http, api, model, res, t0)
             interrupts.sleep(max(0.0, due - time.monotonic()))
+
+        lead = min(warmup_s, every)  # read from the warm-up's last interval on: changes before the window
+        interrupts.sleep(warmup_s - lead)
+        w0 = time.monotonic() + lead
+        said_mixed = False
+        for k in range(n_int + 1):
+            read_often_until(w0 + k * every)
             reps, agg, raw = _read(http, api, model, res, t0)
             if agg == "MIXED" and not said_mixed:
                 log("    warning: not every replica is generating (status MIXED): "
