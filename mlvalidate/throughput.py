@@ -91,10 +91,7 @@ class ThroughputResult:
         per = [self.interval_rates(k) for k in self.replica_keys()]
         return [sum(x for x in col if x is not None) for col in zip(*per) if any(x is not None for x in col)]
 
-    def steady(self, key: str) -> float | None:
-        return self._steady(key)[0]
-
-    def _steady(self, key: str) -> tuple[float | None, float | None, str]:
+    def steady(self, key: str) -> tuple[float | None, float | None, str]:
         """(steady rate, its timing error, method) of a replica: over the window from its first
         sample to its last, from the counter interpolated between its changes (rates.py); else
         between the counter's first and last change; else between the first and last sample."""
@@ -117,18 +114,18 @@ class ThroughputResult:
         s = self.samples
         r = self.rates()
         replicas = {}
-        for key in self.replica_keys():
+        how = {key: self.steady(key) for key in self.replica_keys()}  # (rate, timing error, method)
+        for key, (rate, _, _) in how.items():
             rr = [x for x in self.interval_rates(key) if x is not None]
             last = next((x["replicas"][key] for x in reversed(s) if key in x["replicas"]), None)
             replicas[key] = RateStats(
-                steady=self.steady(key), min=min(rr) if rr else None,
+                steady=rate, min=min(rr) if rr else None,
                 median=statistics.median(rr) if rr else None, max=max(rr) if rr else None,
                 node_cumulative=last["nonces_per_second"] if last else None,
                 total_processed=last["total_processed"] if last else None)  # fmt: skip
         steady = [v.steady for v in replicas.values() if v.steady is not None]
-        how = [self._steady(k) for k in replicas]
-        methods = {m for _, _, m in how}
-        bounds = [e for _, e, _ in how]
+        methods = {m for _, _, m in how.values()}
+        bounds = [e for _, e, _ in how.values()]
         return ThroughputSummary(
             api=self.api, n_samples=len(s), warmup_s=self.warmup_s, batch_size=self.batch_size,
             n_replicas=len(replicas),
