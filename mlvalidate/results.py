@@ -197,14 +197,13 @@ class Environment:
     moe_backend: str | None = None
     backend_env: dict | None = None
     model_revision: str | None = None
-    with_run: bool = field(default=False, repr=False)
 
     def as_dict(self) -> dict:
         keys = ["hostname", "platform", "python", "cpu_count", "torch", "torch_threads", "torch_cpu_capability",
                 "cuda_available",
                 "transformers", *(["gpus"] if self.gpus is not None else []), "vllm", "vllm_distribution",
                 "gpu_model", "gpu_count", "driver_version", "cuda_driver_version", "cuda", "nvml"]
-        if self.with_run:
+        if self.batch_size is not None:  # captured with a run (a run always has a batch size)
             keys += ["batch_size", "profile", "attention_backend", "moe_backend", "backend_env", "model_revision"]
         return {k: getattr(self, k) for k in keys}
 

@@ -395,6 +395,16 @@ def test_no_vector_back_prints_no_rate(hostile, reference, tmp_path, capsys):
     assert "nonces/s" not in (tmp_path / "b" / "report.txt").read_text()
 
 
+def test_a_request_id_is_polled_under_generate_only(hostile, reference, tmp_path, capsys):
+    """A node's request id is data, not a path: "../../stop" is polled as one quoted segment under
+    /generate/ (unquoted, the URL would resolve to another route)."""
+    proxy = hostile(QueueIds(lambda rid, n: f"../../stop{n}"))
+    rc, _ = run_validate(proxy.url, reference, tmp_path / "b")
+    polls = [p for m, p in proxy.calls if m == "GET" and p.startswith(GENERATE + "/")]
+    assert rc == 2 and polls and all(p.startswith(GENERATE + "/..%2F..%2Fstop") for p in polls), proxy.calls
+    assert all(p.startswith(("/api/v1/pow/", "/v1/models")) for _, p in proxy.calls)
+
+
 def test_the_model_is_checked_before_the_run(hostile, reference, tmp_path, capsys):
     models = {"object": "list", "data": [{"id": "other/model", "object": "model", "root": "/models/other"}]}
     proxy = hostile(Replace(200, models, route_path=MODELS))

@@ -8,8 +8,6 @@ byte-identical vectors (note of 2026-11-29)."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -19,55 +17,34 @@ from mlvalidate.artifacts import reference_document, write_json
 from mlvalidate.cli import main
 from mlvalidate.poc import decode_vectors
 
+from fault_proxy import FaultProxy, Scenario
+
 REAL = json.loads((Path(__file__).with_name("gonka_queue_answers.json")).read_text())
 MODEL = "test/tiny-qwen3"
 GEN = "/api/v1/pow/generate"
 
 
-class Replay:
-    """Answers like the fork did: the ack, `running` on the first poll, then `then` (status, body)."""
+class Replay(Scenario):
+    """Answers like the fork did, in place of any node: the ack, `running` on the first poll, then
+    `then` (status, body). Served by the fault suite's loopback proxy, which forwards nothing here."""
 
     def __init__(self, then):
         self.then, self.polls, self.posts = then, 0, []
-        replay = self
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def send(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path == "/v1/models":
-                    return self.send(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-                if self.path == "/api/v1/pow/status":
-                    return self.send(200, {"status": "IDLE", "config": None, "stats": None})
-                if self.path.startswith(GEN + "/"):
-                    replay.polls += 1
-                    return self.send(200, REAL["get_running"]) if replay.polls == 1 else self.send(*replay.then)
-                self.send(404, {"error": {"message": "Not Found", "type": "Not Found", "param": None, "code": 404}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                replay.posts.append(body)
-                self.send(200, REAL["post_wait_false"])
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def route(self, conn, method, path, request):
+        if path == "/v1/models":
+            conn.send(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        elif path == "/api/v1/pow/status":
+            conn.send(200, {"status": "IDLE", "config": None, "stats": None})
+        elif method == "GET" and path.startswith(GEN + "/"):
+            self.polls += 1
+            conn.send(*((200, REAL["get_running"]) if self.polls == 1 else self.then))
+        elif method == "POST" and path == GEN:
+            self.posts.append(request)
+            conn.send(200, REAL["post_wait_false"])
+        else:
+            conn.send(404, {"error": {"message": "Not Found", "type": "Not Found", "param": None, "code": 404}})
+        return True
 
 
 @pytest.fixture
@@ -92,11 +69,12 @@ def reference(tmp_path) -> Path:
 ])  # fmt: skip
 def test_the_forks_own_answers(then, verdict, code, said, reference, tmp_path, capsys):
     node = Replay(then)
+    proxy = FaultProxy("http://127.0.0.1:9", node)  # nothing is forwarded: every route is answered above
     try:
-        rc = main(["validate", "--url", node.url, "--reference", str(reference), "--batch-size", "8",
+        rc = main(["validate", "--url", proxy.url, "--reference", str(reference), "--batch-size", "8",
                    "--skip-throughput", "--timeout", "20", "--out", str(tmp_path / "b")])
     finally:
-        node.close()
+        proxy.close()
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert (rc, report["verdict"]) == (code, verdict), out

@@ -56,11 +56,28 @@ def add_in_flight_arg(p) -> None:
                    f"request at a time (nodes without the /generate queue). Default {DEFAULT_IN_FLIGHT}")
 
 
-def check_in_flight(n: int) -> None:
+def node_run_options(args, **positive):
+    """What `validate` and `fleet` share, checked (a usage error is one line, before anything
+    runs): the numbers that must be positive (`positive`: more of the command's own, by flag),
+    --in-flight, --warmup-seconds; returns the throughput phase's options (None when skipped)."""
     from ..errors import MlvalidateError
+    from ..pipeline import ThroughputOptions
 
-    if not 0 <= n <= 64:
-        raise MlvalidateError(f"--in-flight must be 0..64, got {n}", "the default, 4, keeps the node busy")
+    positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
+                "--sample-interval": args.sample_interval, "--measure-seconds": args.measure_seconds,
+                "--throughput-batch-size": args.throughput_batch_size or 1, **positive}
+    for flag, v in positive.items():
+        if not 0 < v < float("inf"):
+            raise MlvalidateError(f"{flag} must be a positive number, got {v}")
+    if not 0 <= args.in_flight <= 64:
+        raise MlvalidateError(f"--in-flight must be 0..64, got {args.in_flight}", "the default, 4, keeps the node busy")
+    if not 0 <= args.warmup_seconds < float("inf"):
+        raise MlvalidateError(f"--warmup-seconds must be >= 0, got {args.warmup_seconds}")
+    if args.skip_throughput:
+        return None
+    return ThroughputOptions(batch_size=args.throughput_batch_size or args.batch_size, warmup_s=args.warmup_seconds,
+                             measure_s=args.measure_seconds, sample_interval_s=args.sample_interval,
+                             callback_host=args.callback_host)
 
 
 def add_throughput_args(p, whom: str = "the node") -> None:

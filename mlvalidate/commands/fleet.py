@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, check_in_flight, stop_on_sigterm
+from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, node_run_options, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -101,24 +101,13 @@ def targets(args) -> list:
 
 def options(args):
     from ..fleet import FleetOptions
-    from ..pipeline import StatOverrides, ThroughputOptions
+    from ..pipeline import StatOverrides
 
-    positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
-                "--concurrency": args.concurrency, "--sample-interval": args.sample_interval,
-                "--measure-seconds": args.measure_seconds, "--throughput-batch-size": args.throughput_batch_size or 1}
-    for flag, v in positive.items():
-        if not 0 < v < float("inf"):
-            raise MlvalidateError(f"{flag} must be a positive number, got {v}")
-    check_in_flight(args.in_flight)
-    if not 0 <= args.warmup_seconds < float("inf"):
-        raise MlvalidateError(f"--warmup-seconds must be >= 0, got {args.warmup_seconds}")
+    throughput = node_run_options(args, **{"--concurrency": args.concurrency})
     if args.reference:  # one line before anything runs, not one error per node
         from ..artifacts import load_reference
 
         load_reference(args.reference)
-    throughput = None if args.skip_throughput else ThroughputOptions(
-        batch_size=args.throughput_batch_size or args.batch_size, warmup_s=args.warmup_seconds,
-        measure_s=args.measure_seconds, sample_interval_s=args.sample_interval, callback_host=args.callback_host)
     out = Path(args.out) if args.out else Path("mlvalidate-runs") / f"fleet-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     return FleetOptions(reference=args.reference, model=args.model, batch_size=args.batch_size,
                         timeout_s=args.timeout, connect_grace_s=args.connect_grace, concurrency=args.concurrency,

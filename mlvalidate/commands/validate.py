@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, check_in_flight, stop_on_sigterm
+from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, node_run_options, stop_on_sigterm
 
 
 def register(sub) -> None:
@@ -87,22 +87,14 @@ def _run(opts):
 def options(args):
     """RunOptions from the parsed arguments; a usage error is one line, before anything runs."""
     from ..engines.http import check_url
-    from ..pipeline import RunOptions, StatOverrides, ThroughputOptions
+    from ..pipeline import RunOptions, StatOverrides
 
     if not (args.model or args.reference):
         raise MlvalidateError("give --model ID or --reference FILE", "e.g. --model MiniMaxAI/MiniMax-M2.7")
     check_url(args.url, "--url")
     if args.chain_node:
         check_url(args.chain_node, "--chain-node")
-    positive = {"--batch-size": args.batch_size, "--timeout": args.timeout, "--connect-grace": args.connect_grace,
-                "--sample-interval": args.sample_interval,
-                "--measure-seconds": args.measure_seconds, "--throughput-batch-size": args.throughput_batch_size or 1}
-    for flag, v in positive.items():
-        if not 0 < v < float("inf"):
-            raise MlvalidateError(f"{flag} must be a positive number, got {v}")
-    check_in_flight(args.in_flight)
-    if not 0 <= args.warmup_seconds < float("inf"):
-        raise MlvalidateError(f"--warmup-seconds must be >= 0, got {args.warmup_seconds}")
+    throughput = node_run_options(args)
     if args.api == "mlnode" and args.server_side:
         raise MlvalidateError("--server-side: only with --api vllm",
                               "the MLNode's 60 s proxy timeout cuts a whole-reference request short")
@@ -110,9 +102,6 @@ def options(args):
                             ("--skip-validate", args.skip_validate)) if on]
     if args.api == "vllm" and only:
         raise MlvalidateError(f"{', '.join(only)}: only with --api mlnode", "a vLLM node has no such phase")
-    throughput = None if args.skip_throughput else ThroughputOptions(
-        batch_size=args.throughput_batch_size or args.batch_size, warmup_s=args.warmup_seconds,
-        measure_s=args.measure_seconds, sample_interval_s=args.sample_interval, callback_host=args.callback_host)
     return RunOptions(
         url=args.url, reference=args.reference or args.model, api=args.api, model=args.model,
         batch_size=args.batch_size, stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold),

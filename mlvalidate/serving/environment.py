@@ -147,7 +147,6 @@ def environment(run=None, *, nvml: Any = None) -> Environment:
         cuda=torch_facts["cuda"], nvml=nv,
     )  # fmt: skip
     if run is not None:
-        env.with_run = True
         env.batch_size = run.batch_size
         env.profile = getattr(run.profile, "name", None)
         for k, v in _backends(run.profile).items():
