@@ -30,7 +30,7 @@ transformers wheel in a folder git ignores,
     cp /work/shared/counterparts/gonka-vllm-poc/vllm/poc/gpu_random.py .gpu/
     python -m pip download --no-deps --only-binary=:all: -d .gpu transformers==5.19.0
 then one device run with carry [".gpu"] and a timeout_s that leaves time for a rerun (the CPU side of
-the defaults took 102 s on the 2-core CPU machine; the whole run is estimated at 2-4 minutes there):
+the defaults took 102-129 s on the 2-core CPU machine; the whole run is estimated at 2-4 minutes there):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl && PYTHONPATH=.:/tmp/site \
     python3 benchmarks/gpu_check.py --gonka .gpu/gpu_random.py --require-cuda --out $OUT/gpu_check.json
 and commit the JSON as benchmarks/results/gpu_check-<gpu>.json. Should transformers refuse one of the
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -270,7 +271,7 @@ def main(argv=None) -> int:
                 else:
                     res = parts.hw_part(cuda, energy_before, time.perf_counter() - t0)
                 res["seconds"] = round(time.perf_counter() - t, 2)
-                doc["results"][part] = res
+                doc["results"][part] = json.loads(json.dumps(res, default=str))  # a library's odd type never stops the JSON
             except Exception as e:  # one part's failure is recorded; the others still run
                 doc["errors"][part] = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
                 doc["results"][part] = {"error": doc["errors"][part], "traceback": traceback.format_exc()[-3000:]}
