@@ -80,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how many of those Gonka's code computes on the CPU too (its per-nonce int64 loop is slow there)")
     p.add_argument("--embed-batch", type=int, default=16, help="nonces per input-embedding batch (bounds memory)")
     p.add_argument("--pick-batches", default="1,32,256",
-                   help="nonces per pick call, each compared (CUDA's topk kernel depends on the rows)")
+                   help="nonces per pick call, each compared (CUDA's topk may choose its kernel by the rows)")
     p.add_argument("--vector-batch", type=int, default=32,
                    help="nonces per post-processing batch (MLNode's and vLLM's default PoC batch)")
     p.add_argument("--engine-nonces", type=int, default=200, help="nonces per engine run (the demo's 200)")

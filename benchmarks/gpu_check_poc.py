@@ -10,8 +10,8 @@ path at run time, never copied). Every pair of sources is compared bit for bit:
   householder              the per-layer reflection vectors (§2.1)
   reflect                  one reflection (§2.2) of the same bf16 activations by the same vector
   pick@B                   the k picked indices per nonce (§3.6), asked for B nonces at a time: same
-                           set? same order? (CUDA's topk takes another kernel for many rows of a
-                           MiniMax width than for a production batch of 32, so B is varied)
+                           set? same order? (PyTorch's CUDA topk chooses its kernel by the number
+                           and width of the rows, as we read its source, not measured: so B is varied)
   haar                     the Haar rotation (§3.7) of the same [N, k] rows
   vectors@B                the whole post-processing (§3.5-3.9) of the same last hidden states, B
                            nonces a batch: the fp16 PoC vectors, Gonka's composed as its model runner does
