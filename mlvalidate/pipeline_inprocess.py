@@ -28,6 +28,7 @@ class InprocessOptions:
     measure_s: float = 60.0
     min_rounds: int = 3
     progress: bool = True
+    fresh: object = None  # fresh.FreshPlan: --fresh N after the validation
 
 
 def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
@@ -65,7 +66,8 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
                     "vllm_args": args}
 
     run = new_run("run", ref, st, _Pending(), opts.batch_size, inputs, prof)
-    order = ("plan", "start", "validate", *(("throughput",) if opts.throughput else ()))
+    order = ("plan", "start", "validate", *(("fresh",) if opts.fresh else ()),
+             *(("throughput",) if opts.throughput else ()))
     r = Runner(run, order, log)
     r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}, "
                      f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
@@ -103,6 +105,11 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
         r.phase("start", f"vLLM in this process on {opts.model_dir}", start)
         r.phase("validate", f"every reference nonce inside vLLM's model runner (chunks of {opts.batch_size}); "
                             "comparing here", validate)
+        if opts.fresh:
+            from .fresh import fresh_phase
+
+            r.phase("fresh", opts.fresh.header(opts.batch_size),
+                    lambda: fresh_phase(run, holder["engine"], opts.fresh, progress=opts.progress, log=log))
         if opts.throughput:
             r.phase("throughput", f"steady rate at the profile's batch {prof.effective_batch()}", throughput)
     finally:

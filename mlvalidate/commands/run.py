@@ -11,6 +11,7 @@ import signal
 
 from ..errors import MlvalidateError
 from ._common import Formatter, add_stat_test_args, stop_on_sigterm
+from ._fresh import add_fresh_args, fresh_plan
 
 
 def register(sub) -> None:
@@ -40,6 +41,7 @@ def register(sub) -> None:
     t.add_argument("--warmup-rounds", type=int, default=1, help="batches computed and thrown away first")
     t.add_argument("--measure-seconds", type=float, default=60.0, help="batches are timed until this has passed")
     t.add_argument("--min-rounds", type=int, default=3, help="at least this many timed batches")
+    add_fresh_args(p, "run")
     add_stat_test_args(p)
 
     def run(args) -> int:
@@ -73,4 +75,4 @@ def options(args):
         profile=args.profile, model_dir=args.model, reference=args.reference, batch_size=args.batch_size,
         stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold),
         throughput=not args.skip_throughput, warmup_rounds=args.warmup_rounds, measure_s=args.measure_seconds,
-        min_rounds=args.min_rounds)
+        min_rounds=args.min_rounds, fresh=fresh_plan(args, "run"))
