@@ -128,6 +128,8 @@ def check_text(results) -> str:
     for r in results:
         where = f" ({r.path})" if r.path else ""
         lines.append(f"{r.profile}: {r.status}{where}")
+        if r.layout:
+            lines.append(f"  layout {r.layout}")
         lines += [f"  FAIL  {p}" for p in r.problems]
         lines += [f"  warn  {w}" for w in r.warnings]
         lines += [f"  ok    {p}" for p in r.passed]
