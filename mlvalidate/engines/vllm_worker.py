@@ -41,6 +41,7 @@ import torch
 
 # spec §2.1 (v_i), §2.2 (the reflection, in the activations' dtype)
 from ..poc import householder_reflect, householder_vector
+from .vllm_args import mapped_shm_files
 
 
 class _PocHooks:
@@ -167,16 +168,6 @@ def _parallel_layout(worker) -> dict:
             else getattr(backend, "__name__", str(backend))}
 
 
-def _shm_files() -> list[str]:
-    """The /dev/shm files this process maps (vLLM's message queues and CPU collectives)."""
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {parts[5].strip() for parts in (line.split(None, 5) for line in fh) if len(parts) == 6}
-    except OSError:
-        return []
-    return sorted(p for p in paths if p.startswith("/dev/shm/") and not p.endswith("(deleted)"))
-
-
 class PocWorkerExtension:
     """Mixed into vLLM's worker class (`worker_extension_cls`); `self` is the worker."""
 
@@ -204,7 +195,7 @@ class PocWorkerExtension:
         self._poc_hooks = hooks
         p = next(model.parameters())
         rank = getattr(self, "rank", None)
-        return {"rank": rank, "pid": os.getpid(), "parallel": _parallel_layout(self), "shm_files": _shm_files(),
+        return {"rank": rank, "pid": os.getpid(), "parallel": _parallel_layout(self), "shm_files": mapped_shm_files(),
                 "layers": list(hooks.layer_range), "dtype": str(p.dtype).replace("torch.", ""),
                 "device": str(p.device), "model_class": type(model).__name__, "last_stage": hooks.last_stage,
                 "hidden_size": int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0),
