@@ -27,6 +27,7 @@ Each run prints a `layout | model | max L2 | nonces/s` row (the README's table).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,6 +134,33 @@ def test_a_profiles_layout_fields_are_honoured_or_refused_never_ignored(tmp_path
     assert main(["config", "show", str(tmp_path / "pp2.yaml"), "--format", "yaml"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["pipeline_parallel_size"] == 2 and shown["tensor_parallel_size"] == 1
+
+
+MULTI_MACHINE = REPO / "configs" / "multi-machine" / "a100-40gb-2x4-ray" / "profile.yaml"
+
+
+def test_the_multi_machine_example_fits_checks_and_matches_one_machine_of_its_two(capsys):
+    from mlvalidate.cli import main
+    from mlvalidate.serving.hardware import Gpu, Inventory, fit_estimate, match_profile
+    from mlvalidate.serving.profiles import list_profiles, load_profile
+
+    p = load_profile(MULTI_MACHINE)
+    assert p.name == "a100-40gb-2x4-ray" and p.name not in list_profiles()  # an example, not a listed layout
+    assert (p.tensor_parallel_size, p.gpu_count, p.nodes) == (8, 8, 2)
+    assert ["--distributed-executor-backend", "ray"] == p.vllm_args()[-2:]
+    fit = fit_estimate(p)
+    assert fit.fits and fit.tensor_parallel_size == 8 and fit.needed_gib == pytest.approx(33.6, abs=0.1)
+    assert fit.spare_gib == pytest.approx(3.2, abs=0.1)
+
+    def inv(n):
+        return Inventory("1", "12.8", "12", [Gpu(i, "NVIDIA A100-SXM4-40GB", None, 40960 * 2**20, 0) for i in range(n)])
+
+    ok, why = match_profile(inv(4), p)
+    assert ok and "per machine (8 over 2 machines)" in why
+    assert match_profile(inv(8), p) == (False, "8 GPUs here, the profile is for 4 per machine (8 over 2 machines)")
+    assert main(["config", "check", "--no-vllm", str(MULTI_MACHINE)]) == 0
+    assert "layout tensor 8 x pipeline 1 = 8 worker(s), expert parallel, executor ray, over 2 machines" in \
+        capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -371,12 +399,16 @@ def ray_cluster(lab):
         lab.ray_env = {**loopback, "RAY_ADDRESS": f"127.0.0.1:{port}"}
         yield lab
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # Ray drains for up to 30 s, then stops what it started
+        # Ray "drains for up to 30 s" on SIGTERM although nothing runs any more: its processes (one
+        # group, this fixture's) are killed after 10 s; its object store's file is unlinked already
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=90)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        proc.wait(timeout=60)
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 
