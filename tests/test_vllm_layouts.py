@@ -163,6 +163,26 @@ def test_the_multi_machine_example_fits_checks_and_matches_one_machine_of_its_tw
         capsys.readouterr().out
 
 
+def test_only_files_under_dev_shm_that_no_longer_serve_this_process_are_removed(tmp_path):
+    import mmap
+
+    from mlvalidate.engines.vllm_args import remove_shm_files
+
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm on this machine")
+    left, held = (Path(f"/dev/shm/mlvalidate-test-{os.getpid()}-{k}") for k in ("left", "held"))
+    outside = tmp_path / "not-shm"
+    for f in (left, held, outside):
+        f.write_bytes(b"\0" * 4096)
+    try:
+        with open(held, "r+b") as fh, mmap.mmap(fh.fileno(), 4096):  # still mapped here: its owner unlinks it
+            removed = remove_shm_files([str(left), str(held), str(outside), "/dev/shm/../etc-nope", str(left)])
+        assert removed == [str(left)] and not left.exists() and held.exists() and outside.exists()
+    finally:
+        for f in (left, held):
+            f.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def vllm_ok():
     with warnings.catch_warnings():

@@ -204,9 +204,7 @@ def remove_shm_files(paths) -> list[str]:
             continue
         try:
             os.unlink(p)
-            removed.append(str(p))
-        except FileNotFoundError:
+        except OSError:  # gone already (its owner unlinked it), or not ours to remove
             continue
-        except OSError:
-            continue
+        removed.append(str(p))
     return removed
