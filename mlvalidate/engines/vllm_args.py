@@ -180,6 +180,19 @@ def numa_text(detail: str) -> str:
             "nodes to bind threads\"")
 
 
+def shm_identity() -> str | None:
+    """Which /dev/shm this process sees (kernel boot id, the tmpfs' device and inode): a worker on
+    another machine, or in a container with its own /dev/shm, names files that are not here."""
+    import os
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        st = os.stat("/dev/shm")
+    except OSError:
+        return None
+    return f"{boot}:{st.st_dev}:{st.st_ino}"
+
+
 def mapped_shm_files() -> list[str]:
     """The /dev/shm files this process maps (in a vLLM worker: its message queues and CPU collectives)."""
     try:

@@ -72,6 +72,7 @@ from .vllm_args import (
     numa_text,
     refused_layout,
     remove_shm_files,
+    shm_identity,
     vllm_version,
 )
 
@@ -150,9 +151,11 @@ class VllmInProcessEngine:
             self.worker = info[0]
             self.workers = len(info)
             self.layout = dict(self.worker.get("parallel") or {})
-            # what vLLM's worker processes (not this one) map from /dev/shm: removed after shutdown
+            # what vLLM's worker processes (not this one) map from this machine's /dev/shm: removed
+            # after shutdown
+            here = shm_identity()
             self._shm_files = {f for a in info if a.get("pid") not in (None, os.getpid())
-                               for f in a.get("shm_files", ())}
+                               and here is not None and a.get("shm") == here for f in a.get("shm_files", ())}
             if not self.worker.get("hidden_size"):
                 raise EngineError(f"vLLM {self.version}: the model {self.worker.get('model_class')} has no "
                                   "config.hidden_size", f"this engine was tested with vLLM {', '.join(TESTED_VERSIONS)}")

@@ -41,7 +41,7 @@ import torch
 
 # spec §2.1 (v_i), §2.2 (the reflection, in the activations' dtype)
 from ..poc import householder_reflect, householder_vector
-from .vllm_args import mapped_shm_files
+from .vllm_args import mapped_shm_files, shm_identity
 
 
 class _PocHooks:
@@ -195,7 +195,8 @@ class PocWorkerExtension:
         self._poc_hooks = hooks
         p = next(model.parameters())
         rank = getattr(self, "rank", None)
-        return {"rank": rank, "pid": os.getpid(), "parallel": _parallel_layout(self), "shm_files": mapped_shm_files(),
+        return {"rank": rank, "pid": os.getpid(), "parallel": _parallel_layout(self), "shm": shm_identity(),
+                "shm_files": mapped_shm_files(),
                 "layers": list(hooks.layer_range), "dtype": str(p.dtype).replace("torch.", ""),
                 "device": str(p.device), "model_class": type(model).__name__, "last_stage": hooks.last_stage,
                 "hidden_size": int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0),
