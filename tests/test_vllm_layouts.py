@@ -491,11 +491,19 @@ def test_pipeline_parallel_in_vllm_cpu(vllm_ok, tiny_qwen3, tmp_path):
     PP 2 — plain vLLM, no PoC code, in a child process — skipping with vLLM's own failure where it
     crashes. Where it runs, it fails: per-stage hooks (rows from the last stage) could then be
     built and tested here."""
+    from mlvalidate.engines.vllm_args import remove_shm_files
+
     script = tmp_path / "pp2.py"
     script.write_text(PP_SCRIPT)
-    env = {**os.environ, **KV, **BIND, **IN_PROCESS, "VLLM_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.run([sys.executable, str(script), str(tiny_qwen3)], env=env, capture_output=True, text=True,
-                          timeout=1200, cwd=tmp_path)
+    # TMPDIR: vLLM's rendezvous file lands here, and its name is the prefix of the CPU collectives'
+    # /dev/shm files, which the crashed workers leave behind (removed below)
+    env = {**os.environ, **KV, **BIND, **IN_PROCESS, "VLLM_LOGGING_LEVEL": "WARNING", "TMPDIR": str(tmp_path)}
+    try:
+        proc = subprocess.run([sys.executable, str(script), str(tiny_qwen3)], env=env, capture_output=True,
+                              text=True, timeout=1200, cwd=tmp_path)
+    finally:
+        for ident in tmp_path.glob("vllm_dist_*"):
+            remove_shm_files(str(f) for f in Path("/dev/shm").glob(f"{ident.name}-*"))
     text = proc.stdout + proc.stderr
     lines = text.splitlines()
     crash = [i for i, ln in enumerate(lines) if PP_CRASH in ln]
