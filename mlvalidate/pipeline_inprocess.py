@@ -38,6 +38,7 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     however the run ended (errors of the inputs, before anything ran, raise instead)."""
     from .report.text import stat_test_line
     from .serving.profiles import load_profile
+    from .serving.vllm_args import parallel_layout
 
     prof = load_profile(opts.profile)
     ref_arg = opts.reference or prof.model_id
@@ -73,6 +74,7 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
                      f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
     log(f"      stat test {stat_test_line(st)}")
     log(f"      vLLM args [{prof.name}]: {' '.join(args) or '(none)'}")
+    log(f"      layout [{prof.name}]: {parallel_layout(args, prof.env)}")
     if prof.env:
         log(f"      env [{prof.name}]: {' '.join(f'{k}={v}' for k, v in prof.env.items())}")
     if prof.model_id and prof.model_id != ref.model:
@@ -89,7 +91,10 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
             log(f"      the PoC settings override {eng.overridden}")
         if eng.serve_only:
             log(f"      not used in process (read by vLLM's HTTP server only): {' '.join(eng.serve_only)}")
-        return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s", {
+        d = run.engine
+        layout = (f"tensor {d['tensor_parallel_size']} x pipeline {d['pipeline_parallel_size']}, {eng.workers} "
+                  f"worker(s), executor {d['distributed_executor_backend'] or 'uni'}")
+        return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s ({layout})", {
             "start_seconds": round(eng.start_seconds, 3), "overridden": {k: str(v) for k, v in eng.overridden.items()}}
 
     def validate():
@@ -116,6 +121,8 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
         eng = holder.get("engine")
         if eng is not None:
             eng.close()
+            if run.engine is not None:  # what the close removed from /dev/shm (vLLM's workers' queues)
+                run.engine["shm_removed"] = list(eng.shm_removed)
     return run
 
 

@@ -23,7 +23,11 @@ def register(sub) -> None:
         "computation needs (prompt embeddings on, prefix caching off, eager model, the PoC worker extension). "
         "Every reference nonce is computed inside vLLM's model runner — per-layer Householder hooks, the final "
         "norm's last position — and compared here; then steady-state throughput at the profile's batch. Writes "
-        "the same run bundle as `validate`. vLLM logs at WARNING unless VLLM_LOGGING_LEVEL is set. "
+        "the same run bundle as `validate`. Layouts: tensor parallelism through vLLM's multiprocessing or Ray "
+        "executor (rank 0's rows); pipeline parallelism is refused before vLLM starts (the last stage holds the "
+        "final norm, the first the input embeddings); on CPU, TP > 1 needs VLLM_CPU_OMP_THREADS_BIND in the "
+        "profile's env where there are fewer NUMA nodes than workers. vLLM logs at WARNING unless "
+        "VLLM_LOGGING_LEVEL is set. "
         "Exit 0 PASS, 1 FAIL (fraud), 2 error or incomplete run.",
         formatter_class=Formatter,
     )
