@@ -16,6 +16,7 @@ from .reading import (
     DELEGATION_PATH,
     FINALIZE_EVENTS,
     HEADER_HEIGHT,
+    HEADER_TIME,
     INTENT_MODEL,
     INTENTS,
     PARTICIPANT_ADDRESS,
@@ -23,6 +24,7 @@ from .reading import (
     Answer,
     ChainClient,
     ChainError,
+    shown,
     weight_of,
 )
 
@@ -50,8 +52,8 @@ def rfc3339(text, name: str) -> float:
         s = f"{head}.{digits[:6]}{rest[len(digits):]}"
     try:
         return _dt.datetime.fromisoformat(s).timestamp()
-    except ValueError:
-        raise ChainError(f"{name}: {text!r} is not an RFC 3339 time", "the chain's answer shape differs") from None
+    except (ValueError, OverflowError, OSError):  # not a time, or one no clock can hold
+        raise ChainError(f"{name}: {shown(text)} is not an RFC 3339 time", "the chain's answer shape differs") from None
 
 
 def recent_block_time(client: ChainClient, height: int, t_latest: float) -> tuple[float, str]:
@@ -66,10 +68,8 @@ def recent_block_time(client: ChainClient, height: int, t_latest: float) -> tupl
         blocks = a.need_list(SEARCH_BLOCKS)
         if not blocks:
             raise ChainError(f"no block at height {height - back} in GET {a.url}")
-        if not isinstance(blocks[0], dict) or not isinstance((blocks[0].get("block") or {}).get("header"), dict) \
-                or "time" not in blocks[0]["block"]["header"]:
-            raise ChainError(f"missing field result.blocks[0].block.header.time in GET {a.url}")
-        t0 = rfc3339(blocks[0]["block"]["header"]["time"], "block time")
+        header = Answer(url=a.url, label=a.label, body=blocks[0] if isinstance(blocks[0], dict) else {})
+        t0 = rfc3339(header.need(HEADER_TIME, "result.blocks[0].block.header.time"), "block time")
         a.trail.found(label, "result.blocks[0].block.header.time")
     except MlvalidateError as e:
         client.trail.not_found(label, "result.blocks[0].block.header.time",
@@ -135,7 +135,12 @@ def latest_preeligibility(client: ChainClient, model: str) -> dict | None:
         if not isinstance(ev, dict) or ev.get("type") != PREELIGIBILITY_EVENT:
             continue
         attrs = {}
-        for item in ev.get("attributes") or []:
+        items = ev.get("attributes") or []
+        if not isinstance(items, list):
+            raise ChainError(f"field attributes of a {PREELIGIBILITY_EVENT} event is not a list "
+                             f"({type(items).__name__}) in GET {r.url}", "the chain's answer differs from the "
+                             "bootstrap documents' shape")
+        for item in items:
             if isinstance(item, dict) and "key" in item:
                 v = item.get("value")
                 attrs[str(item["key"])] = v if v is None or isinstance(v, str) else str(v)

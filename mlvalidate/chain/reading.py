@@ -109,9 +109,9 @@ class Answer:
         n = as_int(value)
         fld = name or path_text(path)
         if n is None:
-            raise self._fail(f"field {fld} = {_short(value)} is not an integer")
+            raise self._fail(f"field {fld} = {shown(value)} is not an integer")
         if not minimum <= n <= maximum:
-            raise self._fail(f"field {fld} = {_short(value)} is out of range (expected {minimum}..{maximum})")
+            raise self._fail(f"field {fld} = {shown(value)} is out of range (expected {minimum}..{maximum})")
         return n
 
     def need_list(self, path, name: str | None = None) -> list:
@@ -130,13 +130,13 @@ class Answer:
         try:
             d = decode_decimal(value)
         except ValueError as e:
-            raise self._fail(f"field {fld} = {_short(value)} is not a {{value, exponent}} decimal ({e})") from None
+            raise self._fail(f"field {fld} = {shown(value)} is not a {{value, exponent}} decimal ({e})") from None
         if not 0 <= d <= INT64_MAX:
-            raise self._fail(f"field {fld} = {_short(value)} is out of range (expected 0..{INT64_MAX})")
+            raise self._fail(f"field {fld} = {shown(value)} is out of range (expected 0..{INT64_MAX})")
         return d
 
 
-def _short(value, limit: int = 60) -> str:
+def shown(value, limit: int = 60) -> str:
     """repr of a value for a message, cut to `limit` characters (a 401-digit height included)."""
     try:
         text = repr(value)
