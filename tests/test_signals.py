@@ -4,7 +4,9 @@ and measuring window, the validation's first chunk and polls, right after the la
 back, while the bundle is written, during the chain readiness step — and must each time:
 
 * exit 2 (a signal that lands after the bundle and verdict are out changes nothing: the exit
-  code is then the verdict's, and the bundle says the same);
+  code is then the verdict's, and the bundle says the same — the bundle is written within a few
+  tens of ms of the last vector, so the timed points there may land either side; the window
+  itself is hit deterministically in test_fail_closed.py);
 * leave a whole bundle whose verdict line is the one printed, and at most one `error:` line
   on stderr, never a traceback or "internal error";
 * exit soon after the signal. The harness's own bound after a signal is STOP_GRACE_S (1 s) for
@@ -145,8 +147,8 @@ POINTS = {
     "validation: a poll that hangs": ("hang", 0.0, False, [], False),
     "validation: wait=true chunk": ("submit", 0.0, False, ["--in-flight", "0"], False),
     "after the last vector": ("last", 0.0, False, [], False),
+    "comparing or bundle writing (+5 ms)": ("last", 0.005, False, [], True),
     "bundle writing (+30 ms)": ("last", 0.03, False, [], True),
-    "bundle writing (+120 ms)": ("last", 0.12, False, [], True),
     "queued, --stop-on-exit": ("hang", 0.0, False, ["--stop-on-exit"], False),
 }
 CASES = [(name, sig) for i, name in enumerate(POINTS) for sig in ([signal.SIGINT, signal.SIGTERM][i % 2],)]
