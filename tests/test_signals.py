@@ -33,11 +33,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlvalidate.engines.poc_http import STOP_GRACE_S
+
 from fault_proxy import GENERATE, INIT, MODELS, STATUS, Scenario
 from invariants import assert_clean, problem_lines
 from test_fault_suite import BATCH, N, THROUGHPUT, engine, hostile, node, reference  # noqa: F401 (fixtures)
 
-SIGNAL_EXIT_S = 6.0  # from the signal to the process's exit: 1 s of stop grace + writing, with room for load
+# from the signal to the process's exit: the harness's own bound is STOP_GRACE_S for stopping the node, plus
+# writing the bundle (tens of ms) and the process's exit; 5 s more is room for a loaded machine
+SIGNAL_EXIT_S = STOP_GRACE_S + 5.0
 BUNDLE_FILES = ("config.json", "report.json", "vectors.json", "environment.json", "report.txt")
 
 
