@@ -11,7 +11,6 @@ a `check` input), so any two runs can be compared later. Two readers share one p
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ReferenceError_
+from .jsonio import JsonProblem, loads
 from .shipped import ARTIFACTS_DIR
 from .poc.codec import VectorDecodeError, b64_length, decode_vectors, encode_vectors, encoding_for
 from .poc.intake import NONCE_LIMIT, Intake, IntakeResult
@@ -31,6 +31,8 @@ REQUIRED = ("model", "seq_len", "k_dim", "block_hash", "public_key", "artifacts"
 DEFAULTS = {"block_height": 100, "node_id": 0, "node_count": 1}  # validate.py's defaults when absent
 PACKAGE_ARTIFACTS = ARTIFACTS_DIR  # the shipped references (mlvalidate/shipped.py)
 K_DIM_MAX = 4096  # PoC v2 uses k = 12; a bound keeps a hostile k_dim from allocating N x 10^12 floats
+SEQ_LEN_MAX = 1 << 20  # PoC sequences are 256-4096 tokens; a bound keeps a hostile seq_len from sizing a node's inputs
+INT64_MAX = 2**63 - 1  # block heights and node ids are int64 on the chain and the wire
 
 
 def safe_id(model: str) -> str:
@@ -112,6 +114,8 @@ def path_problem(path: Path) -> str | None:
     or None when it is a regular file or when nothing at all is there (the caller says "not found")."""
     try:
         st = path.stat()
+    except ValueError:  # a NUL byte in it: no file can have that name
+        return "is not a usable path (it holds a NUL byte)"
     except FileNotFoundError:
         if path.is_symlink():
             try:
@@ -266,7 +270,7 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
     if missing:
         raise _fail(where, f"missing field(s): {', '.join(missing)}", "is this a golden-reference JSON (spec §6)?")
     model = _str_field(doc, "model", where)
-    seq_len = _int_field(doc, "seq_len", where, 1)
+    seq_len = _int_field(doc, "seq_len", where, 1, SEQ_LEN_MAX)
     k = _int_field(doc, "k_dim", where, 1, K_DIM_MAX)
     enc = doc.get("encoding")
     if enc is not None:
@@ -293,9 +297,9 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
         k_dim=k,
         block_hash=_str_field(doc, "block_hash", where),
         public_key=_str_field(doc, "public_key", where),
-        block_height=_int_field(doc, "block_height", where, 0),
-        node_id=_int_field(doc, "node_id", where, 0),
-        node_count=_int_field(doc, "node_count", where, 1),
+        block_height=_int_field(doc, "block_height", where, 0, INT64_MAX),
+        node_id=_int_field(doc, "node_id", where, 0, INT64_MAX),
+        node_count=_int_field(doc, "node_count", where, 1, INT64_MAX),
         nonces=np.zeros(0, np.int64),
         vectors=np.zeros((0, k), np.float32),
         vectors_b64=[],
@@ -423,22 +427,9 @@ def _read_json(path: Path, what: str):
     except OSError as e:
         raise ReferenceError_(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ReferenceError_(
-            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
-            "golden-reference files are UTF-8 JSON",
-        ) from None
-    del data
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReferenceError_(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except RecursionError:
-        raise ReferenceError_(f"{path}: not a usable JSON document (nested too deeply to parse)",
-                              "golden-reference files are at most a few levels deep") from None
-    except ValueError as e:  # e.g. an integer literal past Python's digit limit
-        raise ReferenceError_(f"{path}: not a usable JSON document ({' '.join(str(e).split())[:120]})") from None
+        return loads(data)
+    except JsonProblem as e:
+        raise ReferenceError_(f"{path}: {e}", "golden-reference files are UTF-8 JSON, a few levels deep") from None
 
 
 def load_reference(path_or_model: str | Path, model: str | None = None) -> Reference:
@@ -594,10 +585,7 @@ def reference_document(
 
 
 def write_json(path: str | Path, doc: dict) -> Path:
-    """json.dumps(indent=2, ensure_ascii=False) + newline, written atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    """json.dumps(indent=2, ensure_ascii=False) + newline, written atomically (jsonio.write_json)."""
+    from .jsonio import write_json as _write
+
+    return _write(path, doc)

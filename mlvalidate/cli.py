@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .commands import COMMANDS
@@ -82,8 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. SIGINT and SIGTERM raise `Interrupted` while it runs (interrupts.on_signal:
+    a run ends like Ctrl-C and still writes its bundle); as the program itself (argv None), a
+    signal after the command has returned is ignored: its exit code is decided."""
+    from . import interrupts
+
+    try:
+        with interrupts.handling_signals():
+            return _main(argv)
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # a signal while the arguments were read: nothing ran
+        print("error: interrupted — nothing was run", file=sys.stderr)
+        return EXIT_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
@@ -95,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except MlvalidateError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted — nothing was reported as passed", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        sig = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
+        print(f"error: interrupted by {sig} — nothing was reported as passed", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # the reader of our output went away (`| head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,9 +1,6 @@
 """`mlvalidate fleet`: validate every ML node of a host at once, then one fleet report.
 
-Discovery. A host's network node lists its ML nodes on its admin API
-(GET http://HOST:9200/admin/v1/nodes, docs/chain-api.md, last section): entries with `id`, `host`,
-`inference_port`, `poc_port`, `max_concurrent` and `models` (model id -> {"args": [...]}).
-Hosts without an admin API give a file of URLs or admin-shaped entries, or URLs one by one.
+Discovery (the admin API, a node list, URLs) is fleet_nodes.py.
 
 Which port. The Gonka vLLM PoC API (POST /api/v1/pow/generate, /init/generate, /status, /stop)
 is served by the node's vLLM, i.e. on its `inference_port`; `poc_port` is the MLNode API (the
@@ -19,163 +16,38 @@ Ctrl-C or SIGTERM it hands every worker an interrupt that the worker raises at i
 Ctrl-C ends `validate`: the node's generation loop is stopped, what came back is kept and the
 bundle is written. Nodes not started yet get a bundle saying so.
 
+Bundles. Each node's bundle is OUT/nodes/NN-slug/ (bundle_dir_name: its position in the node
+list and a readable slug of its id), so two ids a file name cannot tell apart never share a
+folder; fleet.json names every node's folder. A node whose bundle could not be written is
+ERROR, never PASS.
+
 The hand-over is mlvalidate/interrupts.py: each worker binds a Token, which the HTTP client's
 waits and the pipeline's sleeps check.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import interrupts
 from .engines.poc_http import DEFAULT_IN_FLIGHT
 from .errors import MlvalidateError
+from .fleet_nodes import (  # noqa: F401 (discovery is re-exported: fleet.X keeps working)
+    API_OF_PORT,
+    PORT_FIELDS,
+    FleetError,
+    NodeTarget,
+    discover_admin,
+    load_nodes_file,
+    node_url,
+    target_from_entry,
+    unique_ids,
+)
 from .interrupts import Token
-
-PORT_FIELDS = ("inference_port", "poc_port")
-API_OF_PORT = {"inference_port": "vllm", "poc_port": "mlnode"}
-
-
-class FleetError(MlvalidateError):
-    """The fleet's node list cannot be had or read."""
-
-
-# ----------------------------------------------------------------------------------------
-# discovery
-# ----------------------------------------------------------------------------------------
-@dataclass
-class NodeTarget:
-    id: str
-    url: str | None  # None: the entry could not give one (see `problem`)
-    api: str = "vllm"
-    models: list[str] = field(default_factory=list)
-    profile: str | None = None
-    source: str = "--url"
-    entry: dict | None = None  # the admin-shaped entry it came from
-    problem: str | None = None  # why it cannot be validated (a malformed entry)
-
-
-def node_url(host: str, port: int) -> str:
-    host = host.strip()
-    if "://" in host:  # a host written as a URL: keep its scheme and address, use the chosen port
-        parts = urllib.parse.urlsplit(host)
-        scheme, host = parts.scheme, parts.hostname or ""
-    else:
-        scheme = "http"
-    if ":" in host and not host.startswith("["):  # IPv6
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
-def _port(v) -> int | None:
-    return v if type(v) is int and 0 < v < 65536 else None
-
-
-def target_from_entry(entry, index: int, port_field: str, source: str, api: str | None = None) -> NodeTarget:
-    """One admin-shaped entry (or a URL string) -> a NodeTarget; a malformed entry keeps its problem."""
-    from .engines.http import check_url
-
-    api_default = api or API_OF_PORT[port_field]
-    if isinstance(entry, str):
-        try:
-            url = check_url(entry, f"node #{index + 1}")
-        except MlvalidateError as e:
-            return NodeTarget(id=f"node-{index + 1}", url=None, source=source, problem=e.one_line(), api=api_default)
-        return NodeTarget(id=urllib.parse.urlsplit(url).netloc, url=url, api=api_default, source=source)
-    if not isinstance(entry, dict):
-        return NodeTarget(id=f"node-{index + 1}", url=None, source=source, api=api_default,
-                          problem=f"entry #{index + 1} is a {type(entry).__name__}, not an object or a URL")
-    nid = entry.get("id")
-    nid = str(nid) if isinstance(nid, (str, int)) and str(nid).strip() else f"node-{index + 1}"
-    models = entry.get("models")
-    model_ids = [str(m) for m in models] if isinstance(models, dict) else []
-    profile = entry.get("profile") if isinstance(entry.get("profile"), str) else None
-    t = NodeTarget(id=nid, url=None, api=api_default, models=model_ids, profile=profile, source=source, entry=entry)
-    if isinstance(entry.get("url"), str):  # our own shorthand in a --nodes file
-        try:
-            t.url = check_url(entry["url"], f"node {nid}")
-        except MlvalidateError as e:
-            t.problem = e.one_line()
-        return t
-    host, port = entry.get("host"), _port(entry.get(port_field))
-    if not isinstance(host, str) or not host.strip():
-        t.problem = f"entry {nid!r} has no host"
-    elif port is None:
-        t.problem = f"entry {nid!r} has no valid {port_field} (got {entry.get(port_field)!r})"
-    else:
-        try:
-            t.url = check_url(node_url(host, port), f"node {nid}")
-        except MlvalidateError as e:
-            t.problem = e.one_line()
-    return t
-
-
-def _entries(doc, where: str) -> list:
-    if isinstance(doc, dict):
-        for key in ("nodes", "items", "data"):  # a list wrapped in an object
-            if isinstance(doc.get(key), list):
-                return doc[key]
-        raise FleetError(f"{where}: an object without a list of nodes", "expected a JSON list of node entries")
-    if not isinstance(doc, list):
-        raise FleetError(f"{where}: not a list of nodes (a {type(doc).__name__})", "expected a JSON list of node entries")
-    return doc
-
-
-def unique_ids(targets: list[NodeTarget]) -> list[NodeTarget]:
-    seen: dict[str, int] = {}
-    for t in targets:
-        seen[t.id] = seen.get(t.id, 0) + 1
-        if seen[t.id] > 1:
-            t.id = f"{t.id}#{seen[t.id]}"
-    return targets
-
-
-def discover_admin(admin_url: str, port_field: str = "inference_port", *, api: str | None = None,
-                   timeout_s: float = 30.0) -> list[NodeTarget]:
-    """GET ADMIN/admin/v1/nodes -> one target per entry."""
-    from .engines.http import HttpClient, check_url
-
-    base = check_url(admin_url, "--admin")
-    path = "" if base.endswith("/admin/v1/nodes") else "/admin/v1/nodes"
-    http = HttpClient(base, request_timeout=timeout_s, deadline_s=timeout_s, connect_grace_s=min(10.0, timeout_s))
-    try:
-        r = http.request("GET", path)
-    except MlvalidateError as e:
-        raise FleetError(f"the admin API at {base} did not answer: {e.one_line()}",
-                         "is the network node's admin API (port 9200) reachable from here? or pass --nodes/--url") from None
-    if r.status != 200:
-        raise FleetError(f"GET {base}{path} answered HTTP {r.status}: {r.detail()}",
-                         "check the admin URL (http://HOST:9200)")
-    where = f"GET {base}{path}"
-    return unique_ids([target_from_entry(e, i, port_field, "admin", api) for i, e in enumerate(_entries(r.body, where))])
-
-
-def load_nodes_file(path: str | Path, port_field: str = "inference_port", *, api: str | None = None) -> list[NodeTarget]:
-    """A JSON or YAML list of URLs or admin-shaped entries (also {"nodes": [...]})."""
-    import yaml
-
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FleetError(f"--nodes {p}: cannot read it ({getattr(e, 'strerror', None) or e})",
-                         "pass a JSON or YAML list of node URLs or admin entries") from None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise FleetError(f"--nodes {p}: neither JSON nor YAML ({' '.join(str(e).split())[:200]})",
-                             "pass a JSON or YAML list of node URLs or admin entries") from None
-    return unique_ids([target_from_entry(e, i, port_field, "nodes-file", api)
-                       for i, e in enumerate(_entries(doc, f"--nodes {p}"))])
 
 
 # ----------------------------------------------------------------------------------------
@@ -195,6 +67,7 @@ class FleetOptions:
     out: Path = Path("mlvalidate-fleet")
     in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks per node
     fresh: object = None  # fresh.FreshPlan (--fresh N): one challenge per reference; fresh_fleet.py compares the nodes
+    stop_on_exit: bool = False  # POST /pow/stop on a node whose run ends early with chunks queued
 
 
 @dataclass
@@ -209,8 +82,12 @@ class NodeResult:
     interrupted: str | None = None
 
 
-def bundle_dir_name(node_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", node_id).strip("._") or "node"
+def bundle_dir_name(index: int, node_id: str, count: int) -> str:
+    """A node's bundle folder under OUT/nodes/: its position in the fleet (1-based, zero-padded:
+    unique, and in the node list's order) and a readable slug of its id (ids differ in ways a
+    file name cannot show: "a#2" and "a_2", "..", "."). fleet.json names each node's folder."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", node_id).strip("._")[:60] or "node"
+    return f"{index + 1:0{len(str(max(count, 1)))}d}-{slug}"
 
 
 class _NoEngine:
@@ -249,15 +126,16 @@ def reference_for(target: NodeTarget, opts: FleetOptions) -> tuple[str | None, s
         ": pass --model ID or --reference FILE"
 
 
-def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Token, log) -> NodeResult:
-    """Validate one node in this (worker) thread and write its bundle; never raises."""
+def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Token, log, out: Path) -> NodeResult:
+    """Validate one node in this (worker) thread and write its bundle to `out`; never raises. A
+    node whose bundle could not be written is ERROR (exit 2) whatever its run said, as
+    `validate` exits 2 then: a verdict without its evidence is never a PASS."""
     from .pipeline import RunOptions, run_live
     from .report.bundle import write_bundle
     from .results import outcome
     from .serving.environment import environment
 
     t0 = time.monotonic()
-    out = opts.out / "nodes" / bundle_dir_name(target.id)
     res = NodeResult(target, "ERROR", 2, started=True)
     interrupts.bind(token)
     try:
@@ -265,7 +143,8 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Toke
             url=target.url, reference=reference, api=target.api, model=None, batch_size=opts.batch_size,
             stat=opts.stat, timeout_s=opts.timeout_s, connect_grace_s=opts.connect_grace_s,
             profile=target.profile or opts.profile, throughput=opts.throughput, skip_download=True,
-            skip_deploy=True, progress=False, in_flight=opts.in_flight, fresh=opts.fresh), log=log)  # fmt: skip
+            skip_deploy=True, progress=False, in_flight=opts.in_flight, stop_on_exit=opts.stop_on_exit,
+            fresh=opts.fresh), log=log)  # fmt: skip
     except MlvalidateError as e:  # the reference or profile named for this node does not load
         res.error = e.one_line()
         res.wall_s = time.monotonic() - t0
@@ -280,15 +159,15 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Toke
     run.inputs["node_id"] = {"value": target.id, "source": target.source}
     if token.delivered:
         res.interrupted = token.signal_name
+    o = outcome(run)
     try:
         run.environment = environment(run)
         write_bundle(out, run)
         res.bundle = out
+        res.verdict, res.exit_code = o.verdict, o.exit_code
+        res.error = run.error or run.engine.get("error")
     except OSError as e:
-        res.error = f"could not write the bundle to {out}: {e.strerror or e}"
-    o = outcome(run)
-    res.verdict, res.exit_code = o.verdict, o.exit_code
-    res.error = res.error or run.error or run.engine.get("error")
+        res.error = f"{o.verdict} reached, but the bundle could not be written to {out}: {e.strerror or e}"
     res.wall_s = time.monotonic() - t0
     return res
 
@@ -305,7 +184,8 @@ class FleetResult:
 
     @property
     def exit_code(self) -> int:
-        return fleet_exit_code(self.results)
+        code = fleet_exit_code(self.results)
+        return 2 if code == 0 and self.interrupted else code  # an interrupted fleet never says "every node passed"
 
 
 def fleet_exit_code(results: list[NodeResult]) -> int:
@@ -363,6 +243,7 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
 
     finished: set[int] = set()  # workers that have returned (never Thread.join: an interrupt inside
     # join can leave a live thread looking finished on Python 3.11)
+    folders = {i: opts.out / "nodes" / bundle_dir_name(i, t.id, len(targets)) for i, t in enumerate(targets)}
 
     def worker(i: int, t: NodeTarget, ref: str) -> None:
         try:
@@ -372,7 +253,11 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
                         return  # recorded by the main thread
                     results[i] = NodeResult(t, "ERROR", 2, started=True)  # placeholder while it runs
                 say(f"[{t.id}] validating {t.url} ({t.api} API)")
-                r = run_node(t, ref, opts, tokens[i], say.for_node(t.id))
+                try:
+                    r = run_node(t, ref, opts, tokens[i], say.for_node(t.id), folders[i])
+                except Exception as e:  # noqa: BLE001 — a bug must cost one row, never the fleet or a traceback
+                    r = NodeResult(t, "ERROR", 2, started=True, error=f"internal error: {type(e).__name__}: "
+                                   f"{' '.join(str(e).split())[:200]} (a bug in mlvalidate: please report it)")
                 with lock:
                     results[i] = r
                 say(f"[{t.id}] {r.verdict} in {r.wall_s:.1f} s" + (f" — {r.error}" if r.error else ""))
@@ -381,8 +266,20 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
                 finished.add(i)
 
     interrupted: str | None = None
-    for i, t, ref in plan:
-        threading.Thread(target=worker, args=(i, t, ref), name=f"fleet-{t.id}", daemon=True).start()
+
+    def interrupt(sig: str) -> None:
+        say(f"interrupted by {sig}: stopping every node's run; each bundle is still written")
+        with lock:
+            stop_all.set()
+            for i, _t, _ref in plan:
+                tokens[i].request(sig)
+
+    with interrupts.held() as hold:  # every worker starts (a signal meanwhile stops them all just after)
+        for i, t, ref in plan:
+            threading.Thread(target=worker, args=(i, t, ref), name=f"fleet-{t.id}", daemon=True).start()
+    if hold.signal:
+        interrupted = hold.signal
+        interrupt(interrupted)
     while True:
         try:
             with lock:
@@ -395,26 +292,23 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
             sig = getattr(e, "signal_name", "SIGINT (Ctrl-C)")
             if interrupted is None:
                 interrupted = sig
-                say(f"interrupted by {sig}: stopping every node's run; each bundle is still written")
-                with lock:
-                    stop_all.set()
-                    for i, _t, _ref in plan:
-                        tokens[i].request(sig)
+                interrupt(sig)
             else:
                 say("still stopping the nodes (each within its own deadline)")
-    for i, t, ref in plan:
-        if i not in results:  # never started: the fleet was interrupted first
-            reason = f"not started: the fleet was interrupted by {interrupted}"
-            r = NodeResult(t, "ERROR", 2, error=reason, interrupted=interrupted)
-            try:
-                from .report.bundle import write_bundle
-                from .serving.environment import environment
+    with interrupts.held():  # the runs are over: what is left is writing, which a signal must not cut
+        for i, t, ref in plan:
+            if i not in results:  # never started: the fleet was interrupted first
+                reason = f"not started: the fleet was interrupted by {interrupted}"
+                r = NodeResult(t, "ERROR", 2, error=reason, interrupted=interrupted)
+                try:
+                    from .report.bundle import write_bundle
+                    from .serving.environment import environment
 
-                run = not_started_run(t, ref, opts, reason)
-                run.environment = environment(run)
-                r.bundle = write_bundle(opts.out / "nodes" / bundle_dir_name(t.id), run)
-            except (MlvalidateError, OSError) as e:
-                r.error += f" (no bundle: {e})"
-            results[i] = r
+                    run = not_started_run(t, ref, opts, reason)
+                    run.environment = environment(run)
+                    r.bundle = write_bundle(folders[i], run)
+                except (MlvalidateError, OSError) as e:
+                    r.error += f" (no bundle: {e})"
+                results[i] = r
     ordered = [results[i] for i in range(len(targets))]
     return FleetResult(ordered, time.monotonic() - t0, interrupted)

@@ -99,13 +99,14 @@ def cross_check(fleet, plan: FreshPlan, log=print) -> dict:
         o = outcome(r)
         doc["nodes"][name] = {"verdict": r.fresh.verdict, "reason": r.fresh.reason, "run_verdict": o.verdict,
                               "requests": r.fresh.node_info.get("requests"), **r.fresh.node.counts()}
-        if res is None:
+        if res is None or res.bundle is None:  # no bundle: its row stays ERROR (fleet.run_node)
             continue
-        res.verdict, res.exit_code = o.verdict, o.exit_code
-        if res.bundle is not None:
-            try:
-                write_bundle(Path(res.bundle), r)
-            except OSError as e:
-                res.error = res.error or f"could not rewrite the bundle with the fresh verdict: {e.strerror or e}"
+        try:
+            write_bundle(Path(res.bundle), r)
+            res.verdict, res.exit_code = o.verdict, o.exit_code
+        except OSError as e:  # the bundle keeps the golden verdict only: never a PASS without its evidence
+            res.verdict, res.exit_code = "ERROR", 2
+            res.error = f"{o.verdict} reached, but the bundle could not be rewritten with the fresh verdict: " \
+                        f"{e.strerror or e}"
         log(f"[{name}] fresh challenge: {r.fresh.verdict} — {r.fresh.reason}")
     return doc

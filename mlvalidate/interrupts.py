@@ -7,10 +7,18 @@ between polls and samples (`sleep` here) — check it every fraction of a second
 generation is stopped, what came back is kept, the bundle is written). The interrupt is
 delivered once: the waits of that clean-up run normally. A thread with no token waits as
 before, where a signal reaches it directly.
+
+In the main thread, the commands that run a validation install `on_signal` for SIGINT and
+SIGTERM (`handling_signals`): it raises `Interrupted` at once, except inside `held()` — the
+few steps that must not be cut in half (loading the inputs, writing the bundle and the
+report) — where the signal is held and the step's owner decides what it means once the step
+is done (the run is then recorded as interrupted, and its bundle still written).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 
@@ -18,6 +26,7 @@ from .errors import Interrupted
 
 SLICE_S = 0.2  # how often a wait looks at its thread's token
 _local = threading.local()
+_holds: list[held] = []  # the main thread's open held() blocks, innermost last
 
 
 class Token:
@@ -83,3 +92,55 @@ def join(thread: threading.Thread, seconds: float) -> None:
             return
         thread.join(min(SLICE_S, left))
         token.take()
+
+
+# ----------------------------------------------------------------------------------------
+# signals in the main thread
+# ----------------------------------------------------------------------------------------
+def signal_name(signum: int) -> str:
+    return {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}.get(signum) or signal.Signals(signum).name
+
+
+def on_signal(signum, frame) -> None:
+    """The handler of SIGINT and SIGTERM while a command runs: Interrupted, or held (see held())."""
+    name = signal_name(signum)
+    if _holds:
+        for h in _holds:
+            h.signal = h.signal or name
+        return
+    raise Interrupted(name)
+
+
+class held:
+    """A block that a signal must not cut in half (the main thread only; elsewhere it holds
+    nothing): SIGINT/SIGTERM arriving inside it are recorded in `signal` (the first one's name)
+    instead of raising. The owner reads `signal` after the block and ends the run its own way."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._main = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> held:
+        if self._main:
+            _holds.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._main and self in _holds:
+            _holds.remove(self)
+
+
+@contextlib.contextmanager
+def handling_signals():
+    """SIGINT and SIGTERM end the run like Ctrl-C (`on_signal`) for the duration of the block;
+    the previous handlers are put back after it."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, on_signal) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

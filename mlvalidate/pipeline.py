@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import interrupts
 from .artifacts import Reference, ResolvedStatTest, load_reference, resolve_stat_test
 from .engines.base import Engine, PocParams
 from .engines.poc_http import DEFAULT_IN_FLIGHT
@@ -75,6 +76,7 @@ class RunOptions:
     dtype: str = "auto"
     progress: bool = True
     in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks at a time; 0: one wait=true request at a time
+    stop_on_exit: bool = False  # POST /pow/stop when the fetch ends early with chunks still queued on the node
     fresh: object = None  # fresh.FreshPlan: --fresh N, a challenge the harness draws, after the validation
 
 
@@ -139,6 +141,21 @@ class Runner:
             fn()
         except KeyboardInterrupt as e:
             self.fail(f"{what}: {interrupt_text(e)}", interrupt_text(e))
+
+    @contextlib.contextmanager
+    def guard(self):
+        """Around the phases: an interrupt between two phases ends the run as one inside a
+        phase does, and a bug outside every phase still leaves the record (and so the bundle)."""
+        try:
+            yield
+        except KeyboardInterrupt as e:
+            self.log(f"\n      {interrupt_text(e)}")
+            self.fail(interrupt_text(e), interrupt_text(e))
+        except MlvalidateError as e:
+            self.fail(e.one_line(), "an earlier step failed")
+        except Exception as e:  # noqa: BLE001 — a bug in mlvalidate: the run still ends with its bundle, exit 2
+            self.fail(f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:200]} (a bug in mlvalidate)",
+                      "an earlier step failed")
 
     def fail(self, reason: str, later: str) -> None:
         self.run.error = self.run.error or reason
@@ -240,107 +257,114 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
     from .report.text import stat_test_line
     from .throughput import throughput_phase
 
-    ref, st, prof = load_inputs(opts)
-    mlnode = opts.api == "mlnode"
-    engine = (MlnodeApiEngine if mlnode else VllmPocApiEngine)(opts.url, ref.model, deadline_s=opts.timeout_s,
-                                                               in_flight=opts.in_flight, log=log)
-    engine.http.connect_grace_s = opts.connect_grace_s
-    inputs = {"url": opts.url, "api": opts.api, "reference": str(ref.path), "batch_size": opts.batch_size,
-              "in_flight": opts.in_flight,
-              "profile": prof.name if prof else None, "timeout_s": opts.timeout_s}
-    inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
-    inputs["stat_test"] = st.as_dict()
-    if mlnode:
-        hf_repo, hf_commit, repo_source = model_source(ref, prof)
-        args, args_source = deploy_args(ref, prof, hf_commit)
-        skipped = [n for n, on in (("download", opts.skip_download), ("deploy", opts.skip_deploy),
-                                   ("throughput", opts.throughput is None), ("validate", opts.skip_validate)) if on]
-        inputs.update({
-            "hf_repo": {"value": hf_repo, "source": repo_source}, "hf_commit": {"value": hf_commit, "source": repo_source},
-            "deploy": {"value": {"model": ref.model, "dtype": opts.dtype, "additional_args": args}, "source": args_source},
-            "skipped": {"value": skipped, "source": "cli"},
-            "download_timeout_s": {"value": opts.download_timeout_s, "source": "cli"},
-            "deploy_timeout_s": {"value": opts.deploy_timeout_s, "source": "cli"},
-        })  # fmt: skip
-        order = ("plan", "download", "deploy", "throughput", "validate")
-    else:
-        order = ("plan", *(("throughput",) if opts.throughput is not None else ()), "validate")
-    order += ("fresh",) if opts.fresh is not None else ()
-    run = new_run("validate", ref, st, engine, opts.batch_size, inputs, prof)
-    r = Runner(run, order, log)
-    r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}"
-             + (", MLNode API at " + opts.url if mlnode else "") + (f", profile {prof.name}" if prof else ""))
-    log(f"      stat test {stat_test_line(st)}")
-    if mlnode:
-        log(f"      weights {hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + f" [{repo_source}]")
-        log(f"      deploy args [{args_source}]: {' '.join(args) or '(none)'}")
-        if prof is not None and prof.model_id and prof.model_id != ref.model:
-            log(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
-    check_model = _model_check(engine, run, log)
+    with interrupts.held() as starting:  # the inputs load whole; a signal meanwhile ends the run right after
+        ref, st, prof = load_inputs(opts)
+        mlnode = opts.api == "mlnode"
+        engine = (MlnodeApiEngine if mlnode else VllmPocApiEngine)(opts.url, ref.model, deadline_s=opts.timeout_s,
+                                                                   in_flight=opts.in_flight, log=log)
+        engine.stop_on_exit = opts.stop_on_exit
+        engine.http.connect_grace_s = opts.connect_grace_s
+        inputs = {"url": opts.url, "api": opts.api, "reference": str(ref.path), "batch_size": opts.batch_size,
+                  "in_flight": opts.in_flight, "stop_on_exit": opts.stop_on_exit,
+                  "profile": prof.name if prof else None, "timeout_s": opts.timeout_s}
+        inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
+        inputs["stat_test"] = st.as_dict()
+        if mlnode:
+            hf_repo, hf_commit, repo_source = model_source(ref, prof)
+            args, args_source = deploy_args(ref, prof, hf_commit)
+            skipped = [n for n, on in (("download", opts.skip_download), ("deploy", opts.skip_deploy),
+                                       ("throughput", opts.throughput is None), ("validate", opts.skip_validate)) if on]
+            inputs.update({
+                "hf_repo": {"value": hf_repo, "source": repo_source}, "hf_commit": {"value": hf_commit, "source": repo_source},
+                "deploy": {"value": {"model": ref.model, "dtype": opts.dtype, "additional_args": args}, "source": args_source},
+                "skipped": {"value": skipped, "source": "cli"},
+                "download_timeout_s": {"value": opts.download_timeout_s, "source": "cli"},
+                "deploy_timeout_s": {"value": opts.deploy_timeout_s, "source": "cli"},
+            })  # fmt: skip
+            order = ("plan", "download", "deploy", "throughput", "validate")
+        else:
+            order = ("plan", *(("throughput",) if opts.throughput is not None else ()), "validate")
+        order += ("fresh",) if opts.fresh is not None else ()
+        run = new_run("validate", ref, st, engine, opts.batch_size, inputs, prof)
+        r = Runner(run, order, log)
+    if starting.signal:
+        r.fail(f"start-up: interrupted by {starting.signal}: the run is incomplete",
+               f"interrupted by {starting.signal}: the run is incomplete")
+    with r.guard():  # an interrupt between phases, or a bug outside them, still ends with the record
+        r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}"
+                 + (", MLNode API at " + opts.url if mlnode else "") + (f", profile {prof.name}" if prof else ""))
+        log(f"      stat test {stat_test_line(st)}")
+        if mlnode:
+            log(f"      weights {hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + f" [{repo_source}]")
+            log(f"      deploy args [{args_source}]: {' '.join(args) or '(none)'}")
+            if prof is not None and prof.model_id and prof.model_id != ref.model:
+                log(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
+        check_model = _model_check(engine, run, log)
 
-    def download():
-        d = ensure_downloaded(engine.http, hf_repo, hf_commit, timeout_s=opts.download_timeout_s, log=log)
-        return PhaseStatus.OK, d["action"], {**d, "hf_repo": hf_repo, "hf_commit": hf_commit}
+        def download():
+            d = ensure_downloaded(engine.http, hf_repo, hf_commit, timeout_s=opts.download_timeout_s, log=log)
+            return PhaseStatus.OK, d["action"], {**d, "hf_repo": hf_repo, "hf_commit": hf_commit}
 
-    def deploy():
-        d = ensure_deployed(engine.http, ref.model, dtype=opts.dtype, additional_args=args,
-                            timeout_s=opts.deploy_timeout_s, log=log)
-        detail = d["action"] + ("" if d["args_applied"] else " (deploy args NOT applied)")
-        return PhaseStatus.OK, detail, {**d, "dtype": opts.dtype, "additional_args": args, "args_source": args_source}
+        def deploy():
+            d = ensure_deployed(engine.http, ref.model, dtype=opts.dtype, additional_args=args,
+                                timeout_s=opts.deploy_timeout_s, log=log)
+            detail = d["action"] + ("" if d["args_applied"] else " (deploy args NOT applied)")
+            return PhaseStatus.OK, detail, {**d, "dtype": opts.dtype, "additional_args": args, "args_source": args_source}
 
-    def throughput():
-        from .serving.environment import nvml_sample
+        def throughput():
+            from .serving.environment import nvml_sample
 
-        with _deadline(engine, opts.timeout_s):
-            check_model()
-        run.nvml_samples.append(nvml_sample("throughput start"))
-        run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log)
-        return throughput_status(run.throughput)
-
-    def validate():
-        with _deadline(engine, opts.timeout_s):  # the model check and every fetch, retries included
-            check_model()
-            return validate_phase(run, engine, progress=opts.progress)
-
-    if mlnode:
-        for name, text, fn, skip in (
-            ("download", f"{hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + " on the node", download,
-             opts.skip_download),
-            ("deploy", f"{ref.model} (dtype {opts.dtype})", deploy, opts.skip_deploy),
-        ):
-            if skip:
-                r.skip(name, f"--skip-{name}")
-            else:
-                r.phase(name, text, fn)
-    if opts.throughput is not None:
-        what = "every replica's generation loop" if mlnode else "the node's generation loop"
-        r.phase("throughput", f"{what} at batch {opts.throughput.batch_size}", throughput)
-    elif mlnode:
-        r.skip("throughput", "--skip-throughput")
-    if opts.skip_validate:
-        if not r.stopped:
-            log("      (--skip-validate: no vector is compared, so there is no verdict)")
-        r.skip("validate", "--skip-validate")
-    else:
-        how = "requests" if mlnode else "chunks"
-        how = (f"{how} of {opts.batch_size}, {opts.in_flight} queued at a time" if opts.in_flight
-               else f"wait=true, {how} of {opts.batch_size}")
-        r.phase("validate", f"fetching vectors {'through' if mlnode else 'from'} {opts.url} ({how}); comparing locally",
-                validate)
-    if opts.fresh is not None:
-        from .fresh import fresh_phase
-
-        def fresh():  # the same engine, queue and deadline as the validation
             with _deadline(engine, opts.timeout_s):
-                return fresh_phase(run, engine, opts.fresh, progress=opts.progress, log=log)
+                check_model()
+            run.nvml_samples.append(nvml_sample("throughput start"))
+            run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log)
+            return throughput_status(run.throughput)
 
-        r.phase("fresh", opts.fresh.header(opts.batch_size), fresh)
-    if opts.server_side:
-        r.step("--server-side", lambda: _ask_node(run, engine, opts, log))
-    if opts.chain_node:
-        from .chain import chain_readiness
+        def validate():
+            with _deadline(engine, opts.timeout_s):  # the model check and every fetch, retries included
+                check_model()
+                return validate_phase(run, engine, progress=opts.progress)
 
-        r.step("readiness", lambda: setattr(run, "readiness", chain_readiness(opts.chain_node, ref.model, log=log)))
+        if mlnode:
+            for name, text, fn, skip in (
+                ("download", f"{hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + " on the node", download,
+                 opts.skip_download),
+                ("deploy", f"{ref.model} (dtype {opts.dtype})", deploy, opts.skip_deploy),
+            ):
+                if skip:
+                    r.skip(name, f"--skip-{name}")
+                else:
+                    r.phase(name, text, fn)
+        if opts.throughput is not None:
+            what = "every replica's generation loop" if mlnode else "the node's generation loop"
+            r.phase("throughput", f"{what} at batch {opts.throughput.batch_size}", throughput)
+        elif mlnode:
+            r.skip("throughput", "--skip-throughput")
+        if opts.skip_validate:
+            if not r.stopped:
+                log("      (--skip-validate: no vector is compared, so there is no verdict)")
+            r.skip("validate", "--skip-validate")
+        else:
+            how = "requests" if mlnode else "chunks"
+            how = (f"{how} of {opts.batch_size}, {opts.in_flight} queued at a time" if opts.in_flight
+                   else f"wait=true, {how} of {opts.batch_size}")
+            r.phase("validate", f"fetching vectors {'through' if mlnode else 'from'} {opts.url} ({how}); comparing locally",
+                    validate)
+        if opts.fresh is not None:
+            from .fresh import fresh_phase
+
+            def fresh():  # the same engine, queue and deadline as the validation
+                with _deadline(engine, opts.timeout_s):
+                    return fresh_phase(run, engine, opts.fresh, progress=opts.progress, log=log)
+
+            r.phase("fresh", opts.fresh.header(opts.batch_size), fresh)
+        if opts.server_side:
+            r.step("--server-side", lambda: _ask_node(run, engine, opts, log))
+        if opts.chain_node:
+            from .chain import chain_readiness
+
+            r.step("readiness", lambda: setattr(run, "readiness", chain_readiness(opts.chain_node, ref.model, log=log,
+                                                                                       timeout_s=opts.timeout_s)))
     return run
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import interrupts
 from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
-from .engines.poc_http import VLLM, PocApi, explain, replica_stats, stop, stop_if_running
+from .engines.poc_http import STOP_GRACE_S, VLLM, PocApi, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem
 from .rates import Reading, interval_rates, sample_rate, steady_rate, timing_error_bound, window_rate
@@ -257,6 +257,7 @@ def measure_throughput(
     if sink:
         start["url"] = sink.url
     model = body["params"]["model"]
+    interrupted = False
     try:
         stop_if_running(http, api, model, log, why="to start one of ours")
         r = http.request("POST", api.path("/init/generate"), start)
@@ -303,10 +304,13 @@ def measure_throughput(
         while time.monotonic() < until and any(v[-1][1] == at_end[k] for k, v in res.readings.items()):
             interrupts.sleep(fine)
             _read(http, api, model, res, t0)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         http.until = None  # stopping the node's loop gets its own short deadline, also after the phase's
-        try:
-            stop(http, api, model, deadline_s=min(30.0, deadline_s))
+        try:  # after Ctrl-C/SIGTERM the run must end now: the stop gets STOP_GRACE_S
+            stop(http, api, model, deadline_s=STOP_GRACE_S if interrupted else min(30.0, deadline_s))
             res.stopped = True
         except EngineError as e:
             log(f"    could not stop generation: {e.one_line()}")

@@ -390,3 +390,128 @@ def test_validate_with_chain_node_adds_the_readiness_section(engine, reference, 
     assert "W_threshold 0.1 (10 %, from params.delegation_params.w_threshold)" in out
     assert "snapshot at block 1004891" in (tmp_path / "bundle" / "report.txt").read_text()
     assert c.methods() == {"GET"}
+
+
+# ---- issue 22: answers read strictly, bounded numbers, one line; the whole command bounded ------
+BIG = "1" + "0" * 400  # a 401-digit number
+
+
+def _set(where: str, path: tuple, value):
+    def edit(doc):
+        node = doc
+        for k in where.split("|"):
+            node = node[k]
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+    return edit
+
+
+STATUS = "/chain-rpc/status"
+HEIGHT = ("result", "sync_info", "latest_block_height")
+EPOCH_LENGTH = ("params", "epoch_params", "epoch_length")
+
+
+@pytest.mark.parametrize("where, path, value, field", [
+    (f"get|{STATUS}", HEIGHT, BIG, "result.sync_info.latest_block_height"),
+    (f"get|{STATUS}", HEIGHT, "-1", "result.sync_info.latest_block_height"),
+    (f"get|{PARAMS}", EPOCH_LENGTH, BIG, "params.epoch_params.epoch_length"),
+    (f"get|{PARAMS}", EPOCH_LENGTH, "0", "params.epoch_params.epoch_length"),
+    (f"get|{PARAMS}", EPOCH_LENGTH, -15391, "params.epoch_params.epoch_length"),
+    (f"get|{PARTICIPANTS}", ("active_participants", "poc_start_block_height"), int(BIG),
+     "active_participants.poc_start_block_height"),
+    (f"get|{PARAMS}", ("params", "delegation_params", "w_threshold"), {"value": BIG, "exponent": "-1"},
+     "params.delegation_params.w_threshold"),
+    (f"get|{PARAMS}", ("params", "delegation_params", "v_min"), "1e309", "params.delegation_params.v_min"),
+    (f"get|{PARAMS}", ("params", "delegation_params", "v_min"), "Infinity", "params.delegation_params.v_min"),
+])
+def test_an_out_of_range_number_is_one_line_naming_the_field(chain, capsys, where, path, value, field):
+    c = chain(edit=_set(where, path, value))
+    rc = main(["chain", "status", "--node", c.url])
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert field in err and "internal error" not in err, err
+    assert len(err) < 600  # the 401 digits are not printed
+
+
+@pytest.mark.parametrize("weight", ["1e309", "Infinity", "NaN", float("nan"), float("inf"), int(BIG), "-0.5"])
+def test_an_unreadable_weight_is_counted_as_none_and_said(chain, capsys, weight):
+    c = chain(edit=_set(f"get|{PARTICIPANTS}", ("active_participants", "participants", 0, "weight"), weight))
+    rc = main(["chain", "status", "--node", c.url])
+    cap = capsys.readouterr()
+    assert rc == 0 and cap.err == "", cap.err
+    assert "weight unreadable (counted as no voting weight) for: gonka1alpha" in cap.out
+    assert "weight 300 / 1500" in cap.out  # alpha's intent adds no weight; the others' are summed
+
+
+def test_a_huge_epoch_argument_is_one_line(chain, capsys):
+    c = chain()
+    assert main(["chain", "status", "--node", c.url, "--epoch", BIG]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --epoch") and "out of range" in err and "\n" not in err
+
+
+def test_validate_keeps_its_verdict_and_bundle_when_the_chain_answer_is_hostile(engine, reference, serving, chain,  # noqa: F811
+                                                                                 tmp_path, capsys):
+    s, c = serving(engine), chain(edit=_set(f"get|{PARAMS}", EPOCH_LENGTH, BIG))
+    assert _validate(s.url, reference, tmp_path, "--chain-node", c.url) == 0
+    cap = capsys.readouterr()
+    assert "internal error" not in cap.out + cap.err and cap.err.count("error") == 0, cap.err
+    text = (tmp_path / "bundle" / "report.txt").read_text()
+    assert text.startswith("VERDICT: PASS") and "readiness     unavailable: field params.epoch_params.epoch_length" in text
+
+
+class _SlowChain(_Chain):
+    """The documented chain with `n` participants whose poc_delegation lookups each take `delay`
+    seconds; records how many lookups were in flight at once."""
+
+    def __init__(self, n: int, delay: float):
+        def edit(doc):
+            doc["get"][PARTICIPANTS]["active_participants"]["participants"] = [
+                {"index": f"gonka1p{i:04d}", "weight": 10} for i in range(n)]
+        super().__init__(edit=edit)
+        self.delay, self.now, self.most = delay, 0, 0
+        self.lock = threading.Lock()
+
+    def answer(self, path, q):
+        if not path.startswith(DELEGATION):
+            return super().answer(path, q)
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        import time
+
+        time.sleep(self.delay)
+        with self.lock:
+            self.now -= 1
+        return {"intents": [{"model_id": MODEL}]}
+
+
+def test_chain_status_is_bounded_by_its_timeout_and_looks_up_in_parallel(capsys):
+    import time
+
+    c = _SlowChain(400, 0.25)  # one at a time: 100 s; --timeout 3 must end it
+    try:
+        t0 = time.monotonic()
+        rc = main(["chain", "status", "--node", c.url, "--timeout", "3", "--lookups", "4", "--json"])
+        seconds = time.monotonic() - t0
+    finally:
+        c.close()
+    cap = capsys.readouterr()
+    assert rc == 0 and cap.err == "", cap.err
+    doc = json.loads(cap.out)
+    skipped = doc["intent"]["skipped"]
+    late = [x for x in skipped if x["reason"] == "not looked up within --timeout"]
+    assert late and doc["intent"]["intent_host_count"] + len(skipped) == 400
+    assert [x["address"] for x in skipped] == sorted(x["address"] for x in skipped)  # in the participants' order
+    assert c.most >= 2  # lookups overlapped
+    assert seconds < 3 + 10, seconds  # the bound, with room for a loaded machine (it was 100+ s)
+
+
+def test_chain_status_timeout_and_lookups_are_checked(chain, capsys):
+    c = chain()
+    for bad in (["--timeout", "0"], ["--timeout", "inf"], ["--lookups", "0"], ["--lookups", "65"]):
+        assert main(["chain", "status", "--node", c.url, *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --") and "\n" not in err

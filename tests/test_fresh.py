@@ -405,11 +405,12 @@ def test_fleet_names_the_replayer_and_the_cheater(reference, engine, cheat_engin
     assert fresh["replayer"]["verdict"] == "FAIL" and "honest-1, honest-2, honest-3" in fresh["replayer"]["reason"]
     assert fresh["cheater"]["verdict"] == "FAIL" and fresh["honest-2"]["verdict"] == "PASS"
     # the replayer passed the golden phase: only the fresh challenge names it
-    rep = json.loads((out / "nodes" / "replayer" / "report.json").read_text())
+    folder = {n["id"]: Path(n["bundle"]) for n in fleet["nodes"]}  # fleet.json names each node's folder
+    rep = json.loads((folder["replayer"] / "report.json").read_text())
     assert rep["validation_verdict"] == "PASS" and rep["verdict"] == "FAIL" and rep["golden_identical_to_reference"]
     assert rep["fresh"]["peers"]["honest-1"]["relation"] == "disagree"
     # every node got the same challenge
-    challenges = {(out / "nodes" / n / "fresh" / "challenge.json").read_text() for n in urls}
+    challenges = {(folder[n] / "fresh" / "challenge.json").read_text() for n in urls}
     assert len(challenges) == 1 and fleet["fresh"]["groups"][0]["challenge"] == json.loads(challenges.pop())
     names = fleet["fresh"]["groups"][0]["matrix"]["names"]
     cells = fleet["fresh"]["groups"][0]["matrix"]["cells"]
@@ -439,7 +440,8 @@ def test_fleet_against_a_trusted_computation_outvotes_the_nodes(reference, engin
     assert rc == 1, capsys.readouterr().out[-3000:]
     assert {n["id"]: n["verdict"] for n in fleet["nodes"]} == {"honest": "PASS", "replayer": "FAIL"}
     assert "trusted" in fleet["fresh"]["groups"][0]["matrix"]["names"]
-    assert (out / "nodes" / "honest" / "fresh" / "trusted.json").is_file()
+    folder = {n["id"]: Path(n["bundle"]) for n in fleet["nodes"]}
+    assert (folder["honest"] / "fresh" / "trusted.json").is_file()
 
 
 # ----------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_check_lists_conflicting_malformed_and_unrequested_together(tmp_path, ca
     code, out, _ = _cli(capsys, "check", MINIMAX, _write(tmp_path / "computed.json", doc))
     assert code == 2 and out.startswith("VERDICT: INCOMPLETE")
     assert "conflicting   9" in out and "malformed     1 entry" in out
-    assert "unrequested   1 nonce(s) answered without being asked (not compared): 777" in out
+    assert "unrequested   1 nonce(s) answered without being asked — 1 not in the reference (not compared): 777" in out
 
 
 def test_check_malformed_entries_alone_never_pass(tmp_path, capsys):
@@ -504,3 +504,78 @@ def test_model_id_lookup_exact_name_wins_and_model_field_must_match(tmp_path, mo
     code, out, _ = _cli(capsys, "inspect", "acme/M1")
     assert code == 0 and "refs/acme-m1.json" in out
     _assert_error(capsys, ["inspect", "acme/M2"], "no golden reference for model 'acme/M2'")
+
+
+# ----------------------------------------------------------------------------------------
+# issue 22: files that parse but cannot be used — deep, lone surrogates, wrong field types
+# ----------------------------------------------------------------------------------------
+SURROGATE = '"\\ud800"'  # valid JSON, not text: it cannot be written back as UTF-8 or printed
+
+
+def _with_raw(doc: dict, key: str, raw: str) -> str:
+    """The document's JSON with `key`'s value replaced by the raw JSON text `raw`."""
+    doc = dict(doc)
+    doc[key] = "@@RAW@@"
+    return json.dumps(doc).replace('"@@RAW@@"', raw)
+
+
+@pytest.mark.parametrize("key", ["model", "block_hash", "public_key"])
+def test_a_lone_surrogate_in_a_reference_is_one_line(tmp_path, capsys, key):
+    bad = _write(tmp_path / "sur.json", _with_raw(_golden(), key, SURROGATE))
+    _assert_error(capsys, ["inspect", bad], f"field '{key}' holds a lone UTF-16 surrogate")
+    # validate refuses it before any run (it used to fail after the run, losing the bundle)
+    line = _assert_error(capsys, ["validate", "--url", "http://127.0.0.1:9", "--reference", bad, "--skip-throughput",
+                                  "--out", str(tmp_path / "b")], "lone UTF-16 surrogate")
+    assert "internal error" not in line and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("seq_len", 10**30, "'seq_len' must be <= 1048576"),
+    ("block_height", 2**64, "'block_height' must be <="),
+    ("node_count", 10**30, "'node_count' must be <="),
+])
+def test_out_of_range_reference_integers_are_refused(tmp_path, capsys, field, value, needle):
+    doc = _golden()
+    doc[field] = value
+    _assert_error(capsys, ["inspect", _write(tmp_path / "r.json", doc)], needle)
+
+
+def _bundle(path: Path, **report) -> Path:
+    path.mkdir(parents=True)
+    doc = {"schema": "mlvalidate.report/1", "name": path.name, "verdict": "PASS", "distances": {"1": 0.01},
+           "stat_test": {"values": {"dist_threshold": 0.2}}, "n_total": 1, "n_mismatch": 0, "p_value": 1.0, **report}
+    (path / "report.json").write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("report, needle", [
+    ({"p_value": "x"}, "field 'p_value' must be a number"),
+    ({"n_total": "lots"}, "field 'n_total' must be a count"),
+    ({"n_mismatch": 10**30}, "field 'n_mismatch' must be a count"),
+    ({"distances": {"1": "x"}}, "field 'distances' must be an object of numbers"),
+    ({"distances": [0.1]}, "field 'distances' must be an object of numbers"),
+    ({"verdict": ["PASS"]}, "field 'verdict' must be a string"),
+    ({"throughput_phase": {"summary": {"steady_nonces_per_min": "fast"}}}, "field 'throughput_phase'"),
+])
+def test_compare_on_a_bundle_with_a_wrong_field_is_one_line(tmp_path, capsys, report, needle):
+    good, bad = _bundle(tmp_path / "good"), _bundle(tmp_path / "bad", **report)
+    _assert_error(capsys, ["compare", good, bad, "--out", tmp_path / "cmp"], "bad/report.json", needle)
+
+
+@pytest.mark.parametrize("which", ["report.json", "environment.json", "config.json"])
+@pytest.mark.parametrize("content, needle", [("[" * 50000 + "]" * 50000, "nested too deeply"),
+                                             ('{"name": "\\udfff"}', "lone UTF-16 surrogate"),
+                                             ("[" * 300 + "]" * 300, "nested too deeply")])
+def test_compare_on_an_unusable_bundle_file_is_one_line(tmp_path, capsys, which, content, needle):
+    good, bad = _bundle(tmp_path / "good"), _bundle(tmp_path / "bad")
+    (bad / which).write_text(content)
+    _assert_error(capsys, ["compare", good, bad, "--out", tmp_path / "cmp"], f"bad/{which}", needle)
+
+
+@pytest.mark.parametrize("content, needle", [("[" * 100000 + "]" * 100000, "nested too deeply"),
+                                             ('[{"id": "\\ud800", "models": {}}]', "lone UTF-16 surrogate"),
+                                             (b'[{"id": "caf\xe9"}]', "not UTF-8 text")])
+def test_config_check_on_an_unusable_node_config_is_one_line(tmp_path, capsys, content, needle):
+    bad = _write(tmp_path / "node-config.json", content)
+    _assert_error(capsys, ["config", "check", "--profile", "h100x4", "--node-config", bad, "--no-vllm"],
+                  "node-config.json", needle)

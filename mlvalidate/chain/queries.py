@@ -1,10 +1,11 @@
 """The chain queries behind `chain status`: the recent block time (CometBFT), the latest
 bootstrap_model_preeligibility event, and intent coverage (one poc_delegation lookup per
-participant)."""
+participant, several at a time, within the command's deadline)."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 import time
 import urllib.parse
 
@@ -15,6 +16,7 @@ from .reading import (
     DELEGATION_PATH,
     FINALIZE_EVENTS,
     HEADER_HEIGHT,
+    HEADER_TIME,
     INTENT_MODEL,
     INTENTS,
     PARTICIPANT_ADDRESS,
@@ -22,6 +24,7 @@ from .reading import (
     Answer,
     ChainClient,
     ChainError,
+    shown,
     weight_of,
 )
 
@@ -33,10 +36,12 @@ PREELIGIBILITY_EVENT = "bootstrap_model_preeligibility"
 PREELIGIBILITY_FIELDS = ("pre_eligible", "meets_v_min", "meets_weight_threshold", "meets_reachability",
                          "intent_host_count", "intent_weight", "total_network_weight")
 
-# the documents' script: 5 retries (backoff factor 0.5, 60 s timeout), 0.15 s between participants
+# the documents' script: 5 retries (backoff factor 0.5, 60 s timeout), 0.15 s between participants;
+# here LOOKUP_WORKERS such lookups at a time, each worker pacing its own, within `chain status --timeout`
 LOOKUP_RETRIES = 5
 LOOKUP_TIMEOUT_S = 60.0
 LOOKUP_INTERVAL_S = 0.15
+LOOKUP_WORKERS = 8
 
 
 def rfc3339(text, name: str) -> float:
@@ -47,8 +52,8 @@ def rfc3339(text, name: str) -> float:
         s = f"{head}.{digits[:6]}{rest[len(digits):]}"
     try:
         return _dt.datetime.fromisoformat(s).timestamp()
-    except ValueError:
-        raise ChainError(f"{name}: {text!r} is not an RFC 3339 time", "the chain's answer shape differs") from None
+    except (ValueError, OverflowError, OSError):  # not a time, or one no clock can hold
+        raise ChainError(f"{name}: {shown(text)} is not an RFC 3339 time", "the chain's answer shape differs") from None
 
 
 def recent_block_time(client: ChainClient, height: int, t_latest: float) -> tuple[float, str]:
@@ -63,10 +68,8 @@ def recent_block_time(client: ChainClient, height: int, t_latest: float) -> tupl
         blocks = a.need_list(SEARCH_BLOCKS)
         if not blocks:
             raise ChainError(f"no block at height {height - back} in GET {a.url}")
-        if not isinstance(blocks[0], dict) or not isinstance((blocks[0].get("block") or {}).get("header"), dict) \
-                or "time" not in blocks[0]["block"]["header"]:
-            raise ChainError(f"missing field result.blocks[0].block.header.time in GET {a.url}")
-        t0 = rfc3339(blocks[0]["block"]["header"]["time"], "block time")
+        header = Answer(url=a.url, label=a.label, body=blocks[0] if isinstance(blocks[0], dict) else {})
+        t0 = rfc3339(header.need(HEADER_TIME, "result.blocks[0].block.header.time"), "block time")
         a.trail.found(label, "result.blocks[0].block.header.time")
     except MlvalidateError as e:
         client.trail.not_found(label, "result.blocks[0].block.header.time",
@@ -132,7 +135,12 @@ def latest_preeligibility(client: ChainClient, model: str) -> dict | None:
         if not isinstance(ev, dict) or ev.get("type") != PREELIGIBILITY_EVENT:
             continue
         attrs = {}
-        for item in ev.get("attributes") or []:
+        items = ev.get("attributes") or []
+        if not isinstance(items, list):
+            raise ChainError(f"field attributes of a {PREELIGIBILITY_EVENT} event is not a list "
+                             f"({type(items).__name__}) in GET {r.url}", "the chain's answer differs from the "
+                             "bootstrap documents' shape")
+        for item in items:
             if isinstance(item, dict) and "key" in item:
                 v = item.get("value")
                 attrs[str(item["key"])] = v if v is None or isinstance(v, str) else str(v)
@@ -164,41 +172,70 @@ def intents_of(answer, model: str) -> bool:
 
 
 def intent_coverage(client: ChainClient, participants: list, model: str, *, lookup_deadline_s: float = LOOKUP_TIMEOUT_S,
-                    min_interval_s: float = LOOKUP_INTERVAL_S, max_retries: int = LOOKUP_RETRIES) -> dict:
+                    min_interval_s: float = LOOKUP_INTERVAL_S, max_retries: int = LOOKUP_RETRIES,
+                    workers: int = LOOKUP_WORKERS, until: float | None = None) -> dict:
     """Participants with a PoCIntent for `model` (poc_delegation/{address} -> .intents[].model_id).
 
     intent weight = the summed weight of the participants with an intent; zero-weight intents
     count as hosts (toward V_min) and add no weight; share = intent weight / the summed weight of
-    every participant. Lookups are at least `min_interval_s` apart, retried on 502/503/504 up to
-    `max_retries` times with backoff; a participant whose lookup still fails is listed as skipped."""
+    every participant. `workers` lookups run at a time, each worker's at least `min_interval_s`
+    apart, each retried on 502/503/504 up to `max_retries` times with backoff; none starts or
+    runs past `until` (a time.monotonic(): `chain status --timeout`). A participant whose lookup
+    fails, or is not reached in time, is listed as skipped, in the participants' order."""
     label = DELEGATION_PATH
-    total, weight, hosts, zero, skipped, unreadable, last = 0, 0, [], [], [], [], 0.0
+    weights, addrs, unreadable = [], [], []
     for p in participants:
         w = weight_of(p)
         addr = p.get(PARTICIPANT_ADDRESS) if isinstance(p, dict) else None
         if w is None:
             unreadable.append(str(addr))
             w = 0
-        total += w
-        if not addr:
+        weights.append(w)
+        addrs.append(addr if isinstance(addr, (str, int)) and str(addr) else None)
+    answers: list = [None] * len(participants)  # True / False, or why it was skipped (a str)
+    todo = [i for i, a in enumerate(addrs) if a is not None]
+    lock = threading.Lock()
+
+    def work() -> None:
+        last = 0.0
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop(0)
+            wait = last + min_interval_s - time.monotonic()
+            if until is not None and time.monotonic() + max(wait, 0.0) >= until:
+                answers[i] = "not looked up within --timeout"
+                continue
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
+            try:
+                a = client.get(DELEGATION_PATH.format(address=urllib.parse.quote(str(addrs[i]), safe="")), label=label,
+                               lookup=True, deadline_s=lookup_deadline_s, max_retries=max_retries)
+                answers[i] = intents_of(a, model)
+            except MlvalidateError as e:
+                answers[i] = e.one_line()
+            except Exception as e:  # noqa: BLE001 — a bug costs this lookup, never the command or a traceback
+                answers[i] = f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:200]} (a bug in mlvalidate)"
+
+    threads = [threading.Thread(target=work, name="chain-lookup", daemon=True) for _ in range(max(1, min(workers, len(todo))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hosts, zero, skipped = [], [], []
+    for i, (addr, w, has) in enumerate(zip(addrs, weights, answers)):
+        if addr is None:
             skipped.append({"address": None, "reason": f"no {PARTICIPANT_ADDRESS} field in the participant"})
-            continue
-        wait = last + min_interval_s - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        last = time.monotonic()
-        try:
-            a = client.get(DELEGATION_PATH.format(address=urllib.parse.quote(str(addr), safe="")), label=label,
-                           lookup=True, deadline_s=lookup_deadline_s, max_retries=max_retries)
-            has = intents_of(a, model)
-        except MlvalidateError as e:
-            skipped.append({"address": addr, "reason": e.one_line()})
-            continue
-        if has:
+        elif isinstance(has, str) or has is None:
+            skipped.append({"address": addr, "reason": has or "not looked up"})
+        elif has:
             hosts.append(addr)
-            weight += w
             if w == 0:
                 zero.append(addr)
+    total = sum(weights)
+    weight = sum(w for addr, w, has in zip(addrs, weights, answers) if has is True)
     if len(skipped) < len(participants):
         client.trail.found(label, "intents[].model_id")
     return {"participants": len(participants), "intent_hosts": hosts, "intent_host_count": len(hosts),

@@ -43,6 +43,8 @@ LATEST_HEIGHT = ("result", "sync_info", "latest_block_height")
 LATEST_TIME = ("result", "sync_info", "latest_block_time")
 
 SHAPE_HINT = "the chain's answer differs from the bootstrap documents' shape (docs/chain-api.md)"
+INT64_MAX = 2**63 - 1  # heights, epochs and weights are int64 on the chain: anything past it is not a chain value
+EPOCH_LENGTH_MAX = 10**8  # blocks per epoch (15391 on mainnet); past this a projection means nothing
 
 
 class ChainError(MlvalidateError):
@@ -100,11 +102,16 @@ class Answer:
             cur = cur[key]
         return True
 
-    def need_int(self, path, name: str | None = None) -> int:
+    def need_int(self, path, name: str | None = None, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+        """An integer field within [minimum, maximum] (a chain height, epoch or length is never
+        negative, never past int64); anything else is a ChainError naming the field and the URL."""
         value = self.need(path, name)
         n = as_int(value)
+        fld = name or path_text(path)
         if n is None:
-            raise self._fail(f"field {name or path_text(path)} = {value!r} is not an integer")
+            raise self._fail(f"field {fld} = {shown(value)} is not an integer")
+        if not minimum <= n <= maximum:
+            raise self._fail(f"field {fld} = {shown(value)} is out of range (expected {minimum}..{maximum})")
         return n
 
     def need_list(self, path, name: str | None = None) -> list:
@@ -121,20 +128,35 @@ class Answer:
                 if part not in value:
                     raise self._fail(f"missing field {fld}.{part}")
         try:
-            return decode_decimal(value)
+            d = decode_decimal(value)
         except ValueError as e:
-            raise self._fail(f"field {fld} = {value!r} is not a {{value, exponent}} decimal ({e})") from None
+            raise self._fail(f"field {fld} = {shown(value)} is not a {{value, exponent}} decimal ({e})") from None
+        if not 0 <= d <= INT64_MAX:
+            raise self._fail(f"field {fld} = {shown(value)} is out of range (expected 0..{INT64_MAX})")
+        return d
+
+
+def shown(value, limit: int = 60) -> str:
+    """repr of a value for a message, cut to `limit` characters (a 401-digit height included)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit
+        text = f"an integer of about {value.bit_length() * 3 // 10} digits"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def as_int(value) -> int | None:
-    """An integer sent as a number or as a string ("15391"); None when it is not one."""
+    """An integer sent as a number or as a string ("15391", at most 30 digits); None when it is
+    not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
+    if not isinstance(value, str) or len(value.strip()) > 30:
+        return None
     try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
+        return int(value.strip())
+    except ValueError:
         return None
 
 
@@ -145,21 +167,27 @@ def decode_decimal(value) -> Decimal:
         v, e = as_int(value.get("value")), as_int(value.get("exponent"))
         if v is None or e is None:
             raise ValueError("value and exponent must be integers")
+        if not -40 <= e <= 40:  # the chain's decimals carry exponents of a few digits; 1e-400 is not a weight
+            raise ValueError(f"exponent {e} is out of range (-40..40)")
         return Decimal(v).scaleb(e)
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float, str)):
         raise ValueError("not a number")
+    text = str(value).strip()
+    if len(text) > 40:
+        raise ValueError("not a number of at most 40 characters")
     try:
-        d = Decimal(str(value).strip())
+        d = Decimal(text)
     except InvalidOperation:
         raise ValueError("not a number") from None
-    if not d.is_finite():
-        raise ValueError("not a finite number")
+    if not d.is_finite() or abs(d.adjusted()) > 40:
+        raise ValueError("not a finite number within 1e-40..1e40")
     return d
 
 
 def weight_of(participant) -> int | float | None:
     """A participant's voting weight. 0, missing and null all mean "no voting weight" (0);
-    None when the field is there but unreadable (the caller counts it as 0 and says so)."""
+    None when the field is there but unreadable — not a number, negative, not finite, or past
+    int64 (the caller counts it as 0 and says so)."""
     w = participant.get(PARTICIPANT_WEIGHT) if isinstance(participant, dict) else None
     if w is None:
         return 0
@@ -167,7 +195,7 @@ def weight_of(participant) -> int | float | None:
         d = decode_decimal(w)
     except ValueError:
         return None
-    if d < 0:
+    if not 0 <= d <= INT64_MAX:
         return None
     return int(d) if d == d.to_integral_value() else float(d)
 

@@ -11,6 +11,7 @@ from .queries import (
     LOOKUP_INTERVAL_S,
     LOOKUP_RETRIES,
     LOOKUP_TIMEOUT_S,
+    LOOKUP_WORKERS,
     PREELIGIBILITY_FIELDS,
     intent_coverage,
     latest_preeligibility,
@@ -21,6 +22,8 @@ from .reading import (
     CURRENT_EPOCH,
     CURRENT_POC_START,
     EPOCH_LENGTH,
+    EPOCH_LENGTH_MAX,
+    INT64_MAX,
     LATEST_HEIGHT,
     LATEST_TIME,
     PARAMS_PATH,
@@ -110,8 +113,17 @@ def _number(d):
 def chain_status(node: str, model: str | None = None, epoch: int | None = None, *, intents: bool = True,
                  deadline_s: float = 60.0, backoff_s: float = 1.0, lookup_deadline_s: float = LOOKUP_TIMEOUT_S,
                  lookup_backoff_s: float = 0.5, lookup_retries: int = LOOKUP_RETRIES,
-                 min_interval_s: float = LOOKUP_INTERVAL_S, log=None) -> ChainStatus:
+                 min_interval_s: float = LOOKUP_INTERVAL_S, lookup_workers: int = LOOKUP_WORKERS,
+                 timeout_s: float | None = None, log=None) -> ChainStatus:
+    """The chain's readiness for `model` at `epoch` (default: the next). `timeout_s` bounds the
+    whole of it: every request ends by then, and intent lookups not done by then are listed as
+    skipped (the answer says so)."""
+    import time
+
     from ..serving.chain_model import load_chain
+
+    if epoch is not None and not 0 <= epoch <= INT64_MAX:
+        raise ChainError(f"--epoch {epoch} is out of range (0..{INT64_MAX})", "give an epoch number of the chain")
 
     chain = None
     try:
@@ -129,12 +141,14 @@ def chain_status(node: str, model: str | None = None, epoch: int | None = None, 
 
     client = ChainClient(node, deadline_s=deadline_s, backoff_s=backoff_s, lookup_backoff_s=lookup_backoff_s,
                          lookup_timeout_s=lookup_deadline_s, log=log)
+    until = time.monotonic() + timeout_s if timeout_s is not None else None
+    client.http.until = client.lookup_http.until = until
     st = client.get(STATUS_PATH)
     height = st.need_int(LATEST_HEIGHT)
     t_latest = rfc3339(st.need(LATEST_TIME), f"field {path_text(LATEST_TIME)} in GET {st.url}")
 
     params = client.get(PARAMS_PATH)
-    epoch_length = params.need_int(EPOCH_LENGTH)
+    epoch_length = params.need_int(EPOCH_LENGTH, minimum=1, maximum=EPOCH_LENGTH_MAX)
     w_threshold = float(params.need_decimal(W_THRESHOLD))
     w_source = path_text(W_THRESHOLD)
     if params.has(V_MIN):
@@ -158,7 +172,8 @@ def chain_status(node: str, model: str | None = None, epoch: int | None = None, 
     if intents:
         plist = parts.need_list(PARTICIPANTS)
         status.intent = intent_coverage(client, plist, model, lookup_deadline_s=lookup_deadline_s,
-                                        min_interval_s=min_interval_s, max_retries=lookup_retries)
+                                        min_interval_s=min_interval_s, max_retries=lookup_retries,
+                                        workers=lookup_workers, until=until)
         client.trail.found(PARTICIPANTS_PATH, "active_participants.participants[].index")
         client.trail.found(PARTICIPANTS_PATH, "active_participants.participants[].weight")
         if status.intent["unreadable_weights"]:
@@ -235,13 +250,13 @@ def transaction_lines(s: ChainStatus) -> list[str]:
     return [head] + [f"  {t}" for t in s.transactions]
 
 
-def chain_readiness(chain_node: str, model: str, log=print) -> list[str]:
+def chain_readiness(chain_node: str, model: str, log=print, timeout_s: float | None = None) -> list[str]:
     """--chain-node: the snapshot countdown, thresholds and pre-eligibility (no intent coverage:
-    one lookup per participant is `mlvalidate chain status`'s job). A chain that cannot answer is
-    one line in the report, never the verdict."""
+    one lookup per participant is `mlvalidate chain status`'s job), within `timeout_s`. A chain
+    that cannot answer is one line in the report, never the verdict."""
     log(f"      readiness: asking {chain_node} where the bootstrap stands")
     try:
-        return readiness_lines(chain_status(chain_node, model, intents=False))
+        return readiness_lines(chain_status(chain_node, model, intents=False, timeout_s=timeout_s))
     except MlvalidateError as e:
         return [f"readiness     unavailable: {e.one_line()}"]
 

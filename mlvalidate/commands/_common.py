@@ -19,16 +19,12 @@ def add_stat_test_args(p) -> None:
     g.add_argument("--fraud-threshold", type=float, default=None, help="p-value below which fraud is declared")
 
 
-def _interrupt(signum, frame):
-    from ..errors import Interrupted
-
-    raise Interrupted("SIGTERM" if signum == signal.SIGTERM else signal.Signals(signum).name)
-
-
 def stop_on_sigterm():
     """SIGTERM ends a run like Ctrl-C: the node's generation is stopped and the bundle written.
-    Returns the handler it replaced."""
-    return signal.signal(signal.SIGTERM, _interrupt)
+    Returns the handler it replaced. (`interrupts.handling_signals` does it for both signals.)"""
+    from ..interrupts import on_signal
+
+    return signal.signal(signal.SIGTERM, on_signal)
 
 
 EXTRAS = {"reference": ("torch", "transformers")}  # what each extra of pyproject.toml brings
@@ -54,6 +50,15 @@ def add_in_flight_arg(p) -> None:
                    help="chunks queued on the node at a time (POST /generate wait=false, polled), so the node never "
                    "waits for the harness; each chunk is still computed alone at --batch-size. 0: one wait=true "
                    f"request at a time (nodes without the /generate queue). Default {DEFAULT_IN_FLIGHT}")
+
+
+def add_stop_on_exit_arg(p, whose: str = "the node's") -> None:
+    """--stop-on-exit, shared by `validate` and `fleet`."""
+    p.add_argument("--stop-on-exit", action="store_true",
+                   help=f"when a run ends before every queued chunk came back (Ctrl-C, SIGTERM, --timeout, a node "
+                   f"error), POST /pow/stop so {whose} queue drops them. /pow/stop clears the node's whole /generate "
+                   "queue and stops its generation loop: only for a node no other client uses. Default: the chunks "
+                   "(at most --in-flight) are left to compute; the bundle says which choice was made")
 
 
 def node_run_options(args, **positive):

@@ -26,7 +26,10 @@ def register(sub) -> None:
         "each with its source; the latest bootstrap_model_preeligibility event with all its attributes; intent "
         "coverage (participants with a PoCIntent for the model, intent weight / total weight; lookups still "
         "failing after retries are listed as skipped); the field paths read and those not found; and the "
-        "transactions a host may need next (printed only, never signed or sent). "
+        "transactions a host may need next (printed only, never signed or sent). Every answer is read strictly: "
+        "a height, epoch or length that is negative or past int64 (epoch_length 1..1e8), a weight that is not a "
+        "finite number, is one line naming the field and its URL. --timeout bounds the whole command; the "
+        "intent lookups run --lookups at a time, and those not done in time are listed as skipped. "
         "Exit 0, or 2 when the chain cannot be read.",
         formatter_class=Formatter,
     )
@@ -34,6 +37,12 @@ def register(sub) -> None:
     sp.add_argument("--model", default=None, metavar="ID", help="model id (default: MiniMaxAI/MiniMax-M2.7)")
     sp.add_argument("--epoch", type=int, default=None, metavar="N", help="target epoch (default: the next one)")
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
+    sp.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                    help="bound of the whole command: every request ends within it, and participants whose intent "
+                    "lookup is not done by then are listed as skipped (the intent may be undercounted)")
+    sp.add_argument("--lookups", type=int, default=8, metavar="N",
+                    help="intent lookups (one GET poc_delegation/{address} per participant) at a time, 1..64; each "
+                    "keeps the bootstrap documents' 0.15 s between its own lookups")
 
     def run(args) -> int:
         from ..chain import (
@@ -44,8 +53,14 @@ def register(sub) -> None:
         )
         from ..engines.http import check_url
 
+        from ..errors import MlvalidateError
+
         check_url(args.node, "--node")
-        s = chain_status(args.node, args.model, args.epoch)
+        if not 0 < args.timeout < float("inf"):
+            raise MlvalidateError(f"--timeout must be a positive number, got {args.timeout}")
+        if not 1 <= args.lookups <= 64:
+            raise MlvalidateError(f"--lookups must be 1..64, got {args.lookups}")
+        s = chain_status(args.node, args.model, args.epoch, timeout_s=args.timeout, lookup_workers=args.lookups)
         if args.json:
             print(json.dumps(s.as_dict(), indent=2))
         else:

@@ -6,11 +6,18 @@ Wiring only: discovery and the runs are mlvalidate.fleet, the report is report/f
 from __future__ import annotations
 
 import datetime as _dt
-import signal
 from pathlib import Path
 
+from .. import interrupts
 from ..errors import MlvalidateError
-from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, node_run_options, stop_on_sigterm
+from ._common import (
+    Formatter,
+    add_in_flight_arg,
+    add_stat_test_args,
+    add_stop_on_exit_arg,
+    add_throughput_args,
+    node_run_options,
+)
 from ._fresh import add_fresh_args, fresh_plan
 
 
@@ -60,6 +67,7 @@ def register(sub) -> None:
     p.add_argument("--connect-grace", type=float, default=30.0, metavar="S",
                    help="a node that refuses connections for this long ends its run")
     add_in_flight_arg(p)
+    add_stop_on_exit_arg(p, "a node's")
     p.add_argument("--profile", default=None,
                    help="hardware profile for every node (an entry's `profile` wins): its published figure and roofline")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -70,14 +78,7 @@ def register(sub) -> None:
     add_fresh_args(p, "fleet")
     add_stat_test_args(p)
 
-    def run(args) -> int:
-        previous = stop_on_sigterm()
-        try:
-            return _run(args)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    p.set_defaults(func=run)
+    p.set_defaults(func=_run)  # SIGINT/SIGTERM: interrupts.handling_signals (cli.main)
 
 
 def targets(args) -> list:
@@ -114,7 +115,7 @@ def options(args):
     return FleetOptions(reference=args.reference, model=args.model, batch_size=args.batch_size,
                         timeout_s=args.timeout, connect_grace_s=args.connect_grace, concurrency=args.concurrency,
                         profile=args.profile, throughput=throughput, in_flight=args.in_flight,
-                        fresh=fresh_plan(args, "fleet"),
+                        fresh=fresh_plan(args, "fleet"), stop_on_exit=args.stop_on_exit,
                         stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold), out=out)
 
 
@@ -135,21 +136,39 @@ def _run(args) -> int:
 
 
 def finish(fleet, out: Path, junit=None, fresh: dict | None = None) -> int:
-    """The fleet report (and JUnit), the per-node summary printed; the fleet's exit code."""
+    """The fleet report (and JUnit), the per-node summary printed; the fleet's exit code. A
+    signal while the report is written is held (interrupts.held): the fleet is then recorded as
+    interrupted (never "every node passed") and the report written as such."""
     import sys
 
-    from ..report.fleet_report import fleet_headline, write_fleet_report
+    with interrupts.held() as hold:
+        try:
+            paths = _write_report(fleet, out, junit, fresh)
+            if hold.signal and not fleet.interrupted:
+                fleet.interrupted = hold.signal
+                paths = _write_report(fleet, out, junit, fresh)
+        except OSError as e:
+            print(f"error: could not write the fleet report to {out}: {e.strerror or e} — pass --out (and --junit) a "
+                  "writable path", file=sys.stderr)
+            return 2
+        _print_summary(paths, fresh)
+    return fleet.exit_code
+
+
+def _write_report(fleet, out: Path, junit, fresh=None):
+    from ..report.fleet_report import write_fleet_report
     from .compare import _profile_or_none
 
-    try:
-        paths = write_fleet_report(fleet, out, profiles=_profile_or_none, fresh=fresh)
-        if junit:
-            write_fleet_junit(junit, fleet)
-    except OSError as e:
-        print(f"error: could not write the fleet report to {out}: {e.strerror or e} — pass --out (and --junit) a "
-              "writable path", file=sys.stderr)
-        return 2
+    paths = write_fleet_report(fleet, out, profiles=_profile_or_none, fresh=fresh)
+    if junit:
+        write_fleet_junit(junit, fleet)
+    return paths
+
+
+def _print_summary(paths, fresh=None) -> None:
     import json
+
+    from ..report.fleet_report import fleet_headline
 
     summary = json.loads(paths["json"].read_text(encoding="utf-8"))
     print()
@@ -166,7 +185,6 @@ def finish(fleet, out: Path, junit=None, fresh: dict | None = None) -> int:
     if summary["fleet_nonces_per_min"] is not None:
         print(f"fleet         {summary['fleet_nonces_per_min']:,.1f} nonces/min over {summary['nodes_measured']} node(s)")
     print(f"report        {paths['html']} (and report.md, fleet.json)", flush=True)
-    return fleet.exit_code
 
 
 def write_fleet_junit(path, fleet):

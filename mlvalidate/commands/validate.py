@@ -8,12 +8,19 @@ code — however the run ended.
 from __future__ import annotations
 
 import datetime as _dt
-import signal
 import sys
 from pathlib import Path
 
+from .. import interrupts
 from ..errors import MlvalidateError
-from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, node_run_options, stop_on_sigterm
+from ._common import (
+    Formatter,
+    add_in_flight_arg,
+    add_stat_test_args,
+    add_stop_on_exit_arg,
+    add_throughput_args,
+    node_run_options,
+)
 from ._fresh import add_fresh_args, fresh_plan
 
 
@@ -48,6 +55,7 @@ def register(sub) -> None:
     p.add_argument("--connect-grace", type=float, default=30.0, metavar="S",
                    help="a node that refuses connections (or does not resolve) for this long ends the run at once")
     add_in_flight_arg(p)
+    add_stop_on_exit_arg(p)
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
@@ -69,13 +77,9 @@ def register(sub) -> None:
     add_fresh_args(p, "validate")
     add_stat_test_args(p)
 
-    def run(args) -> int:
-        previous = stop_on_sigterm()
-        try:
-            opts = options(args)
-            return finish(_run(opts), args.out, args.junit)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    def run(args) -> int:  # SIGINT/SIGTERM: interrupts.handling_signals (cli.main)
+        opts = options(args)
+        return finish(_run(opts), args.out, args.junit)
 
     p.set_defaults(func=run)
 
@@ -111,35 +115,53 @@ def options(args):
         server_side=args.server_side, chain_node=args.chain_node, skip_download=args.skip_download,
         skip_deploy=args.skip_deploy, skip_validate=args.skip_validate, download_timeout_s=args.download_timeout,
         deploy_timeout_s=args.deploy_timeout, dtype=args.dtype, in_flight=args.in_flight,
-        fresh=fresh_plan(args, "validate"))
+        stop_on_exit=args.stop_on_exit, fresh=fresh_plan(args, "validate"))
 
 
 def finish(run, out_dir, junit=None, suite: str = "validate") -> int:
     """Capture the environment, write the bundle (and JUnit XML if asked), print the report
-    (its first line is the verdict); return the exit code."""
-    from ..serving.environment import environment
-    from ..report.bundle import report_text, write_bundle
+    (its first line is the verdict); return the exit code. A signal that comes before the
+    bundle is complete is held (interrupts.held): the run is then recorded as interrupted and
+    its bundle written as such, so a Ctrl-C never costs the evidence."""
     from ..results import outcome
 
-    result = outcome(run)
-    run.environment = environment(run)
     out = Path(out_dir) if out_dir else Path("mlvalidate-runs") / f"{suite}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    with interrupts.held() as hold:
+        from ..serving.environment import environment
+
+        run.environment = environment(run)
+        problem = _write(run, out, junit, suite)
+        if hold.signal and problem is None:  # the run ends as interrupted, recorded in the bundle
+            run.error = run.error or f"interrupted by {hold.signal} while the run bundle was written: the run is incomplete"
+            problem = _write(run, out, junit, suite)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        from ..report.bundle import report_text
+
+        print()
+        print(report_text(run), end="")
+        if run.engine.get("error"):
+            print(f"node error    {run.engine['error']}")
+        print(f"bundle        {out}", flush=True)
+        if run.error:
+            print(f"error: {run.error}", file=sys.stderr)
+    return outcome(run).exit_code
+
+
+def _write(run, out: Path, junit, suite: str) -> str | None:
+    """The bundle (and JUnit XML); None, or why they could not be written (one line)."""
+    from ..report.bundle import write_bundle
+    from ..results import outcome
+
     try:
         write_bundle(out, run)
         if junit:
             from ..report.junit import write_junit
 
-            write_junit(junit, suite, run.phases, {"model": run.reference.model, "verdict": result.verdict,
+            write_junit(junit, suite, run.phases, {"model": run.reference.model, "verdict": outcome(run).verdict,
                                                    "bundle": str(out)})
     except OSError as e:
-        print(f"error: could not write the run bundle to {out}: {e.strerror or e} — pass --out (and --junit) a "
-              "writable path", file=sys.stderr)
-        return 2
-    print()
-    print(report_text(run), end="")
-    if run.engine.get("error"):
-        print(f"node error    {run.engine['error']}")
-    print(f"bundle        {out}", flush=True)
-    if run.error:
-        print(f"error: {run.error}", file=sys.stderr)
-    return result.exit_code
+        return (f"could not write the run bundle to {out}: {e.strerror or e} — pass --out (and --junit) a writable "
+                "path")
+    return None

@@ -28,6 +28,7 @@ import httpx
 
 from .. import interrupts
 from ..errors import EngineError, MlvalidateError
+from ..jsonio import parse_answer
 
 RETRY_STATUSES = (502, 503, 504)
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -35,16 +36,25 @@ CONNECT_GRACE_S = 30.0
 
 
 def check_url(url: str, what: str = "--url") -> str:
-    """A node URL must be http(s)://host[:port][/path]; anything else is a usage error at once."""
-    parts = urllib.parse.urlsplit(url or "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise MlvalidateError(f"{what} {url!r} is not an http:// or https:// URL",
-                              f"write it with the scheme, e.g. http://{url or 'HOST:PORT'}")
+    """A node URL must be http(s)://host[:port][/path] — no user, query or fragment (they would
+    send the harness's requests elsewhere); anything else is a usage error at once."""
+    text = url if isinstance(url, str) else ""
     try:
-        parts.port  # noqa: B018  (raises on a port that is not a number in range)
-    except ValueError:
-        raise MlvalidateError(f"{what} {url!r} has an invalid port", "use http://HOST:PORT") from None
-    return url.rstrip("/")
+        parts = urllib.parse.urlsplit(text)
+        host, _port = parts.hostname, parts.port  # both raise ValueError on a broken [IPv6] part or port
+    except ValueError as e:
+        bad = "port" if "port" in str(e).lower() else "address"
+        raise MlvalidateError(f"{what} {url!r} has an invalid {bad} ({' '.join(str(e).split())})",
+                              "use http://HOST:PORT (an IPv6 address in brackets: http://[::1]:PORT)") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise MlvalidateError(f"{what} {url!r} is not an http:// or https:// URL",
+                              f"write it with the scheme, e.g. http://{text or 'HOST:PORT'}")
+    if parts.query or parts.fragment or "#" in text or "?" in text or "@" in parts.netloc:
+        raise MlvalidateError(f"{what} {url!r} carries a user, query or fragment",
+                              "give the node's base URL only, e.g. http://HOST:PORT")
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise MlvalidateError(f"{what} {url!r} holds spaces or control characters", "use http://HOST:PORT")
+    return text.rstrip("/")
 
 
 def is_loopback(url: str) -> bool:
@@ -214,8 +224,7 @@ def _reason(e: Exception) -> str:
 
 
 def parse_json(raw: bytes):
-    """JSON of a body, or its text when it is not JSON (also when nested too deep to parse)."""
-    try:
-        return json.loads(raw or b"null")
-    except (ValueError, RecursionError):
-        return raw.decode("utf-8", "replace")
+    """JSON of a body, or its text when it is not JSON (also when nested too deep to parse);
+    lone surrogates in its strings become U+FFFD (jsonio.parse_answer): what a node says is
+    kept in the bundle and printed, whatever it is."""
+    return parse_answer(raw or b"null")

@@ -79,6 +79,7 @@ def replica_stats(status_body) -> dict[str, dict]:
 
 
 DEFAULT_IN_FLIGHT = 4  # queued /generate chunks at a time (validate --in-flight)
+STOP_GRACE_S = 1.0  # a stop sent on the way out of an interrupted run or a spent deadline: the run must end now
 
 GONKA_MODEL_MISMATCH = "a bytes-like object is required"  # Gonka's 0.23 fork: its 409 breaks its error handler
 
@@ -137,6 +138,7 @@ class PocHttpEngine:
 
     name = "poc-http"
     api: PocApi = VLLM
+    stop_on_exit = False  # --stop-on-exit: POST stop when the fetch ends with chunks still queued on the node
 
     def __init__(self, url: str, model: str, *, deadline_s: float = 300.0, request_timeout: float = 600.0,
                  in_flight: int = DEFAULT_IN_FLIGHT, log=print):
@@ -147,7 +149,8 @@ class PocHttpEngine:
         self.http = HttpClient(self.url, request_timeout=request_timeout, deadline_s=deadline_s, log=self.log)
 
     def describe(self) -> dict:
-        return {"engine": self.name, "url": self.url, "model": self.model, "in_flight": self.in_flight}
+        return {"engine": self.name, "url": self.url, "model": self.model, "in_flight": self.in_flight,
+                "stop_on_exit": self.stop_on_exit}
 
     def body(self, params: PocParams) -> dict:
         return request_body(self.model, params)
@@ -222,17 +225,37 @@ class PocHttpEngine:
         got = intake.result()
         info = {**self.describe(), "chunk_size": size, "stopped_generation_loop": stopped}
         if queue is not None:
-            info["queue"] = queue.as_dict()
             if queue.left_queued:
-                self.log(f"    {queue.left_queued} queued chunk(s) were not collected: the node computes them anyway "
-                         "and drops the results after 300 s (the harness does not call /pow/stop: the queue may "
-                         "hold other clients' requests)")
+                self._left_on_node(queue)
+            info["queue"] = queue.as_dict()
         if error:
             info["error"] = error
         if interrupted:
             info["interrupted"] = interrupted
         return EngineResult(nonces=got.nonces, vectors=got.vectors, requested=nonces, batch_size=batch_size,
                             elapsed_s=time.perf_counter() - t0, batch_seconds=chunk_s, info=info, intake=got)
+
+    def _left_on_node(self, queue) -> None:
+        """The fetch ended with chunks still queued on the node: stop them (--stop-on-exit, within
+        STOP_GRACE_S, whatever deadline was spent) or say they are left to compute."""
+        n = queue.left_queued
+        if not self.stop_on_exit:
+            self.log(f"    {n} queued chunk(s) were not collected: the node computes them anyway and drops the "
+                     "results after 300 s (without --stop-on-exit the harness does not call /pow/stop: the queue may "
+                     "hold other clients' requests)")
+            queue.on_exit = "left on the node"
+            return
+        until, self.http.until = self.http.until, None  # the phase's deadline may be spent: the stop has its own
+        try:
+            stop(self.http, self.api, self.model, deadline_s=STOP_GRACE_S)
+            queue.on_exit = f"stopped (--stop-on-exit): POST {self.api.path('/stop')} dropped {n} queued chunk(s)"
+        except EngineError as e:
+            queue.on_exit = f"--stop-on-exit: the stop failed ({e.one_line()}); {n} chunk(s) may still compute"
+        except KeyboardInterrupt:  # a second interrupt: the run ends now, the chunks are where they are
+            queue.on_exit = "--stop-on-exit: interrupted again before the node confirmed the stop"
+        finally:
+            self.http.until = until
+        self.log(f"    {queue.on_exit}")
 
     def _fetch_waiting(self, nonces, base, size, batch_size, intake, chunk_s, progress) -> None:
         """One `wait: true` request per chunk, the next sent when the last has come back."""

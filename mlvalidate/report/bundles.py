@@ -3,7 +3,6 @@ cross-run distance matrix, the tables' rows and their colours."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,19 +92,68 @@ class RunBundle:
 
 
 def _read_json(path: Path, what: str, required: bool) -> dict | None:
+    from ..jsonio import JsonProblem, loads
+
     if not path.is_file():
         if required:
             raise CompareError(f"{path.parent}: no {path.name} — not a run bundle",
                                "pass folders written by `mlvalidate validate --out` or `mlvalidate demo`")
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CompareError(f"{path}: unreadable {what} ({type(e).__name__}: {e})",
-                           "re-run the validation to rewrite the bundle") from None
+        doc = loads(path.read_bytes())
+    except OSError as e:
+        raise CompareError(f"{path}: unreadable {what} ({e.strerror or e})", "re-run the validation to rewrite the bundle") from None
+    except JsonProblem as e:
+        raise CompareError(f"{path}: unreadable {what}: {e}", "re-run the validation to rewrite the bundle") from None
     if not isinstance(doc, dict):
         raise CompareError(f"{path}: {what} is not a JSON object", "re-run the validation to rewrite the bundle")
     return doc
+
+
+def _number(v) -> bool:
+    """None, or a JSON number a float can hold (NaN and infinities are shown as n/a)."""
+    if v is None or isinstance(v, float):
+        return True
+    return type(v) is int and abs(v) < 2**1000
+
+
+def _count(v) -> bool:
+    return v is None or type(v) is int and 0 <= v < 2**63
+
+
+# report.json's fields the reports read, and what each must be (None is always allowed but for verdict)
+_REPORT_FIELDS = {
+    "verdict": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: v is None or isinstance(v, str), "a string"),
+    "distances": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
+                  "an object of numbers (or null)"),
+    "stat_test": (lambda v: isinstance(v, dict), "an object"),
+    "n_total": (_count, "a count (an integer 0..2^63)"),
+    "n_mismatch": (_count, "a count (an integer 0..2^63)"),
+    "p_value": (_number, "a number"),
+    "throughput_phase": (lambda v: v is None or isinstance(v, dict) and isinstance(v.get("summary") or {}, dict)
+                         and _number((v.get("summary") or {}).get("steady_nonces_per_min"))
+                         and isinstance(v.get("profile") or "", str),
+                         "an object whose summary.steady_nonces_per_min is a number"),
+}
+
+
+def _check_report(report: dict, path: Path) -> None:
+    """Every report.json field the reports read has the type they read it as: a bundle that was
+    edited or corrupted is one line naming the field, never a crash in a table."""
+    for key, (ok, want) in _REPORT_FIELDS.items():
+        if key not in report and key not in ("verdict", "distances", "stat_test"):
+            continue
+        if key not in report:
+            raise CompareError(f"{path}: no {key!r} field", "re-run the validation to rewrite the bundle")
+        if not ok(report[key]):
+            raise CompareError(f"{path}: field {key!r} must be {want}, got {_short(report[key])}",
+                               "re-run the validation to rewrite the bundle")
+
+
+def _short(v, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _profile_name(report: dict, env: dict | None, config: dict | None) -> str | None:
@@ -114,7 +162,8 @@ def _profile_name(report: dict, env: dict | None, config: dict | None) -> str | 
         return str(tp["profile"])
     if env and env.get("profile"):
         return str(env["profile"])
-    inp = ((config or {}).get("inputs") or {}).get("profile")
+    inputs = (config or {}).get("inputs")
+    inp = inputs.get("profile") if isinstance(inputs, dict) else None
     if isinstance(inp, dict) and inp.get("value"):
         return str(inp["value"])
     return None
@@ -129,12 +178,13 @@ def load_bundle(path: str | Path, profiles=None) -> RunBundle:
                            "pass folders written by `mlvalidate validate --out` or `mlvalidate demo`")
     report = _read_json(p / "report.json", "report", required=True)
     if report.get("schema") != REPORT_SCHEMA:
-        raise CompareError(f"{p / 'report.json'}: schema {report.get('schema')!r}, expected {REPORT_SCHEMA!r}",
+        raise CompareError(f"{p / 'report.json'}: schema {_short(report.get('schema'))}, expected {REPORT_SCHEMA!r}",
                            "compare reads bundles from this mlvalidate version; re-run the validation")
-    for key in ("verdict", "distances", "stat_test"):
-        if key not in report:
-            raise CompareError(f"{p / 'report.json'}: no {key!r} field", "re-run the validation to rewrite the bundle")
+    _check_report(report, p / "report.json")
     env = _read_json(p / "environment.json", "environment", required=False)
+    if env is not None and not isinstance(env.get("gpus") or [], list):
+        raise CompareError(f"{p / 'environment.json'}: field 'gpus' must be a list, got {_short(env.get('gpus'))}",
+                           "re-run the validation to rewrite the bundle")
     config = _read_json(p / "config.json", "config", required=False)
     run = RunBundle(name=str(report.get("name") or p.name), path=p, report=report, environment=env, config=config)
     run.profile_name = _profile_name(report, env, config)

@@ -89,6 +89,14 @@ def comparison_block(comp: Comparison, st: ResolvedStatTest) -> list[str]:
         lines.append(f"malformed     {s['n_malformed']} entr{'y' if s['n_malformed'] == 1 else 'ies'} naming no valid "
                      f"nonce (the run cannot PASS): {'; '.join(s['malformed'][:3])}")
     if s["extra_nonces"]:
-        lines.append(f"unrequested   {len(s['extra_nonces'])} nonce(s) answered without being asked (not compared): "
-                     f"{nonce_list(s['extra_nonces'], 10)}")
+        ref = set(comp.nonces.tolist())
+        inside = [n for n in s["extra_nonces"] if n in ref]
+        outside = [n for n in s["extra_nonces"] if n not in ref]
+        parts = []
+        if inside:  # an answer for a reference nonce is that nonce's answer, whichever request carried it
+            parts.append(f"{len(inside)} reference nonce(s), compared as their answers: {nonce_list(inside, 10)}")
+        if outside:
+            parts.append(f"{len(outside)} not in the reference (not compared): {nonce_list(outside, 10)}")
+        lines.append(f"unrequested   {len(s['extra_nonces'])} nonce(s) answered without being asked — "
+                     + "; ".join(parts))
     return lines

@@ -39,12 +39,23 @@ def configs_dir() -> Path:
 
 
 def read_yaml(path: Path, what: str) -> dict:
+    """A YAML mapping; every way the file can be unusable (unreadable, not UTF-8, not YAML,
+    nested too deeply, an alias bomb, a lone surrogate in a string) is one ProfileError."""
+    from ..jsonio import document_problem
+
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ProfileError(f"cannot read {what} {path}: {e.strerror or e}", "check the path") from e
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{what} {path} is not UTF-8 text (byte at offset {e.start})", "fix the file") from None
     except yaml.YAMLError as e:
-        raise ProfileError(f"{what} {path} is not valid YAML: {' '.join(str(e).split())}", "fix the file") from e
+        raise ProfileError(f"{what} {path} is not valid YAML: {' '.join(str(e).split())[:300]}", "fix the file") from None
+    except (RecursionError, ValueError) as e:  # nested too deeply for the parser; a bad number or NUL
+        raise ProfileError(f"{what} {path} is not a usable YAML document ({type(e).__name__})", "fix the file") from None
+    problem = document_problem(doc)
+    if problem:
+        raise ProfileError(f"{what} {path}: {problem}", "fix the file")
     if not isinstance(doc, dict):
         raise ProfileError(f"{what} {path} is not a YAML mapping", "see configs/ for the expected layout")
     return doc

@@ -2,7 +2,9 @@
 why NVML could not answer), torch / transformers / vLLM versions (vLLM read from package
 metadata, never imported), the profile's attention and MoE backends, batch size, profile and
 the model revision the chain pins, as a results.Environment. Captured by the run pipeline;
-report/ writes it as environment.json. torch and transformers are reported when importable, never required.
+report/ writes it as environment.json. torch, transformers and vLLM are never imported here:
+their versions come from package metadata, torch's threads and kernel level only when the run
+already imported it (an in-process engine).
 """
 
 from __future__ import annotations
@@ -103,19 +105,27 @@ def model_revision(run) -> str | None:
 
 
 def _torch_facts() -> dict:
-    """torch's version, threads, CPU kernel level and CUDA devices when torch is installed (it is
-    optional). The CPU kernel level (AVX2, AVX512...) picks the kernels of a CPU run, and with
-    them its rounding: the demo's bf16 reference differs between levels (README)."""
+    """torch's version (package metadata), and its threads, CPU kernel level and CUDA devices
+    when this process has already imported torch (an in-process engine: the demo, `run`).
+    Describing the environment never imports torch: that costs seconds, and a run that only
+    talks to a node over HTTP must be able to write its bundle at once when a signal comes.
+    The CPU kernel level (AVX2, AVX512...) picks the kernels of a CPU run, and with them its
+    rounding: the demo's bf16 reference differs between levels (README)."""
+    import sys
+
+    out = {"torch": _version("torch"), "torch_threads": None, "torch_cpu_capability": None,
+           "cuda_available": False, "cuda": None}
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_num_threads"):  # not imported here (or half-imported)
+        return out
     try:
-        import torch
-    except ImportError:
-        return {"torch": None, "torch_threads": None, "torch_cpu_capability": None, "cuda_available": False,
-                "cuda": None}
-    out = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda}
-    if out["cuda_available"]:
-        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        out.update(torch=getattr(torch, "__version__", out["torch"]), torch_threads=torch.get_num_threads(),
+                   torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                   cuda_available=bool(torch.cuda.is_available()), cuda=torch.version.cuda)
+        if out["cuda_available"]:
+            out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 — a broken CUDA set-up must not cost the run its bundle: what was read stays
+        pass
     return out
 
 

@@ -21,7 +21,6 @@ asks for --profile (the chain args are still compared).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,17 +77,19 @@ class NodeConfigCheck:
 
 def read_node_config(path: str | Path) -> list[dict]:
     """The node entries of a node-config.json (a list of entries, or one entry)."""
+    from ..jsonio import JsonProblem, loads
+
     p = Path(path)
     try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise NodeConfigError(f"cannot read node-config {p}: {e.strerror if isinstance(e, OSError) else e}",
-                              "pass the path of the host's node-config.json") from e  # fmt: skip
+        data = p.read_bytes()
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise NodeConfigError(f"cannot read node-config {p}: {getattr(e, 'strerror', None) or e}",
+                              "pass the path of the host's node-config.json") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NodeConfigError(f"node-config {p} is not JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                              "fix the file (a JSON list of node entries, or one entry)") from e  # fmt: skip
+        doc = loads(data)
+    except JsonProblem as e:
+        raise NodeConfigError(f"node-config {p} is not JSON the check can use: {e}",
+                              "fix the file (a JSON list of node entries, or one entry)") from None
     entries = doc if isinstance(doc, list) else [doc]
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("models"), dict):
