@@ -342,6 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         svc = self.service
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        raw = self._body()  # read by every route: left unread, it would start the next request on this connection
         try:
             if method == "GET" and path == "/health":
                 return self._send(200, {})
@@ -354,12 +355,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(503, "PoC generation is active; inference is paused until it stops")
                 raise ApiError(501, "the mlvalidate reference server computes PoC vectors only")
             if method == "POST" and path == "/api/v1/pow/init/generate":
-                req = parse_body(self._body(), InitGenerateRequest)
+                req = parse_body(raw, InitGenerateRequest)
                 svc.check_params(req["params"])
                 svc.start_loop(req)
                 return self._send(200, {"status": "OK", "pow_status": {"status": "GENERATING"}})
             if method == "POST" and path == "/api/v1/pow/generate":
-                req = parse_body(self._body(), GenerateRequest)
+                req = parse_body(raw, GenerateRequest)
                 svc.check_params(req["params"])
                 svc.validate_validation(req)
                 if not req["wait"]:
