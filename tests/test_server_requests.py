@@ -272,3 +272,10 @@ def test_every_route_reads_its_body_so_a_keep_alive_connection_goes_on(server):
         r = c.post("/api/v1/pow/generate", json={**BODY, "nonces": [1, 2], "wait": True})
         assert r.status_code == 200 and len(r.json()["artifacts"]) == 2
         assert c.get("/api/v1/pow/status").status_code == 200
+        # chunked bodies: the MLNode's /v1 proxy streams every request's body, a GET's empty one too
+        assert c.request("GET", "/v1/models", content=iter([b""])).status_code == 200
+        assert c.get("/api/v1/pow/status").status_code == 200
+        raw = json.dumps({**BODY, "nonces": [3], "wait": True}).encode()
+        r = c.post("/api/v1/pow/generate", content=iter([raw[:7], raw[7:]]))
+        assert r.status_code == 200 and [a["nonce"] for a in r.json()["artifacts"]] == [3]
+        assert c.get("/api/v1/pow/status").status_code == 200
