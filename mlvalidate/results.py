@@ -242,6 +242,7 @@ class RunRecord:
     readiness: list[str] | None = None  # --chain-node: chain.readiness_lines(), shown in the report
     environment: Environment | None = None  # environment.json, captured when the run ends
     node_versions: dict | None = None  # GET /api/v1/pow/versions of newer Gonka builds, when answered
+    caveats: list[str] = field(default_factory=list)  # what the result depends on, one line each (the report says)
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)
