@@ -174,6 +174,7 @@ def _answers(url: str, ports: list[int]) -> dict:
             ("status", "GET", "/api/v1/inference/pow/status", None),
             ("stop", "POST", "/api/v1/inference/pow/stop", {}),
             ("v1/models 503", "GET", "/v1/models", None),
+            ("versions", "GET", "/api/v1/inference/pow/versions", None),
             ("poll: no port", "GET", "/api/v1/inference/pow/generate/abc", None),
             ("poll: bad port", "GET", "/api/v1/inference/pow/generate/x:abc", None),
             ("poll: nothing there", "GET", f"/api/v1/inference/pow/generate/{free}:abc", None),
@@ -304,7 +305,10 @@ def test_no_deployment_is_said_at_once(mlnodes, engine, reference, tmp_path, cap
     # the stub answers as the real one does, with nothing deployed
     stub, backends = _stub_beside(node, engine, with_backends=False, running=False)
     try:
-        assert _answers(stub.url, []) == _answers(node.url, [])
+        real = _answers(node.url, [])
+        assert real["versions"] == (404, {"detail": "Not Found"})  # no build says what it carries (poc_stronger_rng)
+        assert real["v1/models 503"] == (503, "No vLLM backend available")
+        assert _answers(stub.url, []) == real
     finally:
         _close(stub, backends)
 
