@@ -194,6 +194,7 @@ class FleetOptions:
     stat: object = None  # pipeline.StatOverrides
     out: Path = Path("mlvalidate-fleet")
     in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks per node
+    fresh: object = None  # fresh.FreshPlan (--fresh N): one challenge per reference; fresh_fleet.py compares the nodes
 
 
 @dataclass
@@ -264,7 +265,7 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Toke
             url=target.url, reference=reference, api=target.api, model=None, batch_size=opts.batch_size,
             stat=opts.stat, timeout_s=opts.timeout_s, connect_grace_s=opts.connect_grace_s,
             profile=target.profile or opts.profile, throughput=opts.throughput, skip_download=True,
-            skip_deploy=True, progress=False, in_flight=opts.in_flight), log=log)  # fmt: skip
+            skip_deploy=True, progress=False, in_flight=opts.in_flight, fresh=opts.fresh), log=log)  # fmt: skip
     except MlvalidateError as e:  # the reference or profile named for this node does not load
         res.error = e.one_line()
         res.wall_s = time.monotonic() - t0

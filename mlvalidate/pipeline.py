@@ -75,6 +75,7 @@ class RunOptions:
     dtype: str = "auto"
     progress: bool = True
     in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks at a time; 0: one wait=true request at a time
+    fresh: object = None  # fresh.FreshPlan: --fresh N, a challenge the harness draws, after the validation
 
 
 # ----------------------------------------------------------------------------------------
@@ -264,6 +265,7 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
         order = ("plan", "download", "deploy", "throughput", "validate")
     else:
         order = ("plan", *(("throughput",) if opts.throughput is not None else ()), "validate")
+    order += ("fresh",) if opts.fresh is not None else ()
     run = new_run("validate", ref, st, engine, opts.batch_size, inputs, prof)
     r = Runner(run, order, log)
     r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}"
@@ -325,6 +327,14 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
                else f"wait=true, {how} of {opts.batch_size}")
         r.phase("validate", f"fetching vectors {'through' if mlnode else 'from'} {opts.url} ({how}); comparing locally",
                 validate)
+    if opts.fresh is not None:
+        from .fresh import fresh_phase
+
+        def fresh():  # the same engine, queue and deadline as the validation
+            with _deadline(engine, opts.timeout_s):
+                return fresh_phase(run, engine, opts.fresh, progress=opts.progress, log=log)
+
+        r.phase("fresh", opts.fresh.header(opts.batch_size), fresh)
     if opts.server_side:
         r.step("--server-side", lambda: _ask_node(run, engine, opts, log))
     if opts.chain_node:

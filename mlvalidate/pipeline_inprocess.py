@@ -28,6 +28,7 @@ class InprocessOptions:
     measure_s: float = 60.0
     min_rounds: int = 3
     progress: bool = True
+    fresh: object = None  # fresh.FreshPlan: --fresh N after the validation
 
 
 def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
@@ -37,6 +38,7 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     however the run ended (errors of the inputs, before anything ran, raise instead)."""
     from .report.text import stat_test_line
     from .serving.profiles import load_profile
+    from .serving.vllm_args import parallel_layout
 
     prof = load_profile(opts.profile)
     ref_arg = opts.reference or prof.model_id
@@ -65,12 +67,14 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
                     "vllm_args": args}
 
     run = new_run("run", ref, st, _Pending(), opts.batch_size, inputs, prof)
-    order = ("plan", "start", "validate", *(("throughput",) if opts.throughput else ()))
+    order = ("plan", "start", "validate", *(("fresh",) if opts.fresh else ()),
+             *(("throughput",) if opts.throughput else ()))
     r = Runner(run, order, log)
     r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}, "
                      f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
     log(f"      stat test {stat_test_line(st)}")
     log(f"      vLLM args [{prof.name}]: {' '.join(args) or '(none)'}")
+    log(f"      layout [{prof.name}]: {parallel_layout(args, prof.env)}")
     if prof.env:
         log(f"      env [{prof.name}]: {' '.join(f'{k}={v}' for k, v in prof.env.items())}")
     if prof.model_id and prof.model_id != ref.model:
@@ -87,7 +91,10 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
             log(f"      the PoC settings override {eng.overridden}")
         if eng.serve_only:
             log(f"      not used in process (read by vLLM's HTTP server only): {' '.join(eng.serve_only)}")
-        return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s", {
+        d = run.engine
+        layout = (f"tensor {d['tensor_parallel_size']} x pipeline {d['pipeline_parallel_size']}, {eng.workers} "
+                  f"worker(s), executor {d['distributed_executor_backend'] or 'uni'}")
+        return PhaseStatus.OK, f"vLLM {eng.version} up in {eng.start_seconds:.1f} s ({layout})", {
             "start_seconds": round(eng.start_seconds, 3), "overridden": {k: str(v) for k, v in eng.overridden.items()}}
 
     def validate():
@@ -103,12 +110,19 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
         r.phase("start", f"vLLM in this process on {opts.model_dir}", start)
         r.phase("validate", f"every reference nonce inside vLLM's model runner (chunks of {opts.batch_size}); "
                             "comparing here", validate)
+        if opts.fresh:
+            from .fresh import fresh_phase
+
+            r.phase("fresh", opts.fresh.header(opts.batch_size),
+                    lambda: fresh_phase(run, holder["engine"], opts.fresh, progress=opts.progress, log=log))
         if opts.throughput:
             r.phase("throughput", f"steady rate at the profile's batch {prof.effective_batch()}", throughput)
     finally:
         eng = holder.get("engine")
         if eng is not None:
             eng.close()
+            if run.engine is not None:  # what the close removed from /dev/shm (vLLM's workers' queues)
+                run.engine["shm_removed"] = list(eng.shm_removed)
     return run
 
 

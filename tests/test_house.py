@@ -6,7 +6,7 @@ functions alike) with `ast`; a module may import only from its own floor or belo
   0  errors, progress, jsonio, shipped, poc/, rates (the PoC math, rates from counters: no I/O, no HTTP)
   1  artifacts, results                           (the reference schema, typed results)
   2  engines/, weights/, fixtures/, hub/, serving/, chain, mlnode, throughput, server, bake, report/
-  3  pipeline, fleet, demo, check, inspect_ref    (runs of the harness)
+  3  pipeline, fleet, fresh, demo, check, inspect_ref    (runs of the harness)
   4  commands/                                    (argument wiring, printing, exit codes)
   5  cli, __main__                                (assembly)
 """
@@ -25,7 +25,7 @@ FLOORS = {
     1: ["artifacts", "results"],
     2: ["engines", "weights", "fixtures", "hub", "serving", "chain", "mlnode", "throughput", "server", "bake",
         "report"],
-    3: ["pipeline", "pipeline_inprocess", "fleet", "demo", "check", "inspect_ref"],
+    3: ["pipeline", "pipeline_inprocess", "fleet", "fresh", "fresh_fleet", "demo", "check", "inspect_ref"],
     4: ["commands"],
     5: ["cli", "__main__"],
 }

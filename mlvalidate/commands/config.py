@@ -70,7 +70,8 @@ def register(sub) -> None:
     cp = csub.add_parser(
         "check",
         help="check profiles: chain args intact, PoC batch limits, vLLM's own parser and registries",
-        description="Always: the chain's ModelArgs are all present and unchanged, --revision is the chain's "
+        description="Every profile's effective layout is printed first (tensor x pipeline parallel workers, expert "
+        "parallelism, executor, CPU thread binding). Always: the chain's ModelArgs are all present and unchanged, --revision is the chain's "
         "commit, tensor x pipeline parallel = the layout's GPUs, --max-num-batched-tokens (where set) >= PoC batch "
         "x seq_len. When vLLM is importable: vLLM's CLI parser accepts the args, and the tool/reasoning parser "
         "and attention backend names are registered in vLLM. Exit 0 only when every profile is a chain "
@@ -128,6 +129,8 @@ def check_text(results) -> str:
     for r in results:
         where = f" ({r.path})" if r.path else ""
         lines.append(f"{r.profile}: {r.status}{where}")
+        if r.layout:
+            lines.append(f"  layout {r.layout}")
         lines += [f"  FAIL  {p}" for p in r.problems]
         lines += [f"  warn  {w}" for w in r.warnings]
         lines += [f"  ok    {p}" for p in r.passed]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import MlvalidateError
 from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, node_run_options, stop_on_sigterm
+from ._fresh import add_fresh_args, fresh_plan
 
 
 def register(sub) -> None:
@@ -66,6 +67,7 @@ def register(sub) -> None:
                    "mlvalidate-runs/fleet-<time>)")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per node")
     add_throughput_args(p, "the nodes")
+    add_fresh_args(p, "fleet")
     add_stat_test_args(p)
 
     def run(args) -> int:
@@ -112,6 +114,7 @@ def options(args):
     return FleetOptions(reference=args.reference, model=args.model, batch_size=args.batch_size,
                         timeout_s=args.timeout, connect_grace_s=args.connect_grace, concurrency=args.concurrency,
                         profile=args.profile, throughput=throughput, in_flight=args.in_flight,
+                        fresh=fresh_plan(args, "fleet"),
                         stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold), out=out)
 
 
@@ -123,10 +126,15 @@ def _run(args) -> int:
     print(f"fleet: {len(found)} node(s), at most {opts.concurrency} at a time, each within --timeout "
           f"{opts.timeout_s:g} s; bundles under {opts.out / 'nodes'}", flush=True)
     fleet = run_fleet(found, opts, echo=lambda m: print(m, flush=True))
-    return finish(fleet, opts.out, args.junit)
+    fresh = None
+    if opts.fresh is not None:
+        from ..fresh_fleet import cross_check
+
+        fresh = cross_check(fleet, opts.fresh, log=lambda m: print(m, flush=True))
+    return finish(fleet, opts.out, args.junit, fresh)
 
 
-def finish(fleet, out: Path, junit=None) -> int:
+def finish(fleet, out: Path, junit=None, fresh: dict | None = None) -> int:
     """The fleet report (and JUnit), the per-node summary printed; the fleet's exit code."""
     import sys
 
@@ -134,7 +142,7 @@ def finish(fleet, out: Path, junit=None) -> int:
     from .compare import _profile_or_none
 
     try:
-        paths = write_fleet_report(fleet, out, profiles=_profile_or_none)
+        paths = write_fleet_report(fleet, out, profiles=_profile_or_none, fresh=fresh)
         if junit:
             write_fleet_junit(junit, fleet)
     except OSError as e:
@@ -152,6 +160,7 @@ def finish(fleet, out: Path, junit=None) -> int:
         print(f"  {n['id']:<{width}}  {n['verdict']:<20}  "
               + (f"{n['n_mismatch']}/{n['n_total']} mismatches  " if n["n_total"] is not None else "")
               + (f"{rate:,.1f} nonces/min  " if rate is not None else "")
+              + (f"fresh {fresh['nodes'][n['id']]['verdict']}  " if fresh and n["id"] in fresh["nodes"] else "")
               + (f"OUTLIER: {'; '.join(n['outlier'])}  " if n["outlier"] else "")
               + (f"— {n['error']}" if n["error"] else ""))
     if summary["fleet_nonces_per_min"] is not None:

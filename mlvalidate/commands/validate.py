@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import MlvalidateError
 from ._common import Formatter, add_in_flight_arg, add_stat_test_args, add_throughput_args, node_run_options, stop_on_sigterm
+from ._fresh import add_fresh_args, fresh_plan
 
 
 def register(sub) -> None:
@@ -65,6 +66,7 @@ def register(sub) -> None:
     m.add_argument("--dtype", default="auto", help="vLLM dtype sent with the deploy request")
     m.add_argument("--skip-validate", action="store_true",
                    help="no comparison: the run reports 'validation skipped' (exit 0), never PASS")
+    add_fresh_args(p, "validate")
     add_stat_test_args(p)
 
     def run(args) -> int:
@@ -108,7 +110,8 @@ def options(args):
         timeout_s=args.timeout, connect_grace_s=args.connect_grace, profile=args.profile, throughput=throughput,
         server_side=args.server_side, chain_node=args.chain_node, skip_download=args.skip_download,
         skip_deploy=args.skip_deploy, skip_validate=args.skip_validate, download_timeout_s=args.download_timeout,
-        deploy_timeout_s=args.deploy_timeout, dtype=args.dtype, in_flight=args.in_flight)
+        deploy_timeout_s=args.deploy_timeout, dtype=args.dtype, in_flight=args.in_flight,
+        fresh=fresh_plan(args, "validate"))
 
 
 def finish(run, out_dir, junit=None, suite: str = "validate") -> int:

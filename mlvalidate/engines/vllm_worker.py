@@ -5,7 +5,9 @@ worker class, in the worker process (spawned: this module must be importable the
 is whenever `mlvalidate` is). The driver (`engines/vllm_inprocess.py`) calls its methods through
 `LLM.collective_rpc`:
 
-    poc_install(block_hash, seq_len, fp_dims)  hooks on; returns what the worker sees
+    poc_install(block_hash, seq_len, fp_dims)  hooks on; returns what the worker sees (its model,
+                                               the layout vLLM gave it, its process and the
+                                               /dev/shm files it maps: vLLM's queues)
     poc_fetch()                                the rows captured since install, as bytes
     poc_remove()                               hooks off (also done by poc_install)
 
@@ -32,12 +34,14 @@ Nothing here imports vLLM.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 
 import torch
 
 # spec §2.1 (v_i), §2.2 (the reflection, in the activations' dtype)
 from ..poc import householder_reflect, householder_vector
+from .vllm_args import mapped_shm_files, shm_identity
 
 
 class _PocHooks:
@@ -149,6 +153,21 @@ class _PocHooks:
         self._handles = []
 
 
+def _parallel_layout(worker) -> dict:
+    """The layout as vLLM's parallel config has it in this worker."""
+    pc = getattr(worker, "parallel_config", None) or getattr(getattr(worker, "vllm_config", None),
+                                                             "parallel_config", None)
+    if pc is None:
+        return {}
+    backend = getattr(pc, "distributed_executor_backend", None)
+    return {"tensor_parallel_size": int(getattr(pc, "tensor_parallel_size", 1)),
+            "pipeline_parallel_size": int(getattr(pc, "pipeline_parallel_size", 1)),
+            "data_parallel_size": int(getattr(pc, "data_parallel_size", 1)),
+            "expert_parallel": bool(getattr(pc, "enable_expert_parallel", False)),
+            "distributed_executor_backend": backend if isinstance(backend, str) or backend is None
+            else getattr(backend, "__name__", str(backend))}
+
+
 class PocWorkerExtension:
     """Mixed into vLLM's worker class (`worker_extension_cls`); `self` is the worker."""
 
@@ -176,7 +195,9 @@ class PocWorkerExtension:
         self._poc_hooks = hooks
         p = next(model.parameters())
         rank = getattr(self, "rank", None)
-        return {"rank": rank, "layers": list(hooks.layer_range), "dtype": str(p.dtype).replace("torch.", ""),
+        return {"rank": rank, "pid": os.getpid(), "parallel": _parallel_layout(self), "shm": shm_identity(),
+                "shm_files": mapped_shm_files(),
+                "layers": list(hooks.layer_range), "dtype": str(p.dtype).replace("torch.", ""),
                 "device": str(p.device), "model_class": type(model).__name__, "last_stage": hooks.last_stage,
                 "hidden_size": int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0),
                 "moe_layers": sorted({type(m).__name__ for m in model.modules() if "MoE" in type(m).__name__})}

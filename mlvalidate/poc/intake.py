@@ -57,6 +57,7 @@ class IntakeResult:
     unrequested: list[int] = field(default_factory=list)  # nonces answered without being asked
     malformed: list[str] = field(default_factory=list)  # first MAX_LISTED reasons
     n_malformed: int = 0
+    answered: frozenset[int] | None = None  # the nonces asked by answers that came back as lists (None: no `asked`)
 
     @property
     def n(self) -> int:
@@ -76,6 +77,7 @@ class Intake:
         self._malformed: list[str] = []
         self.n_malformed = 0
         self.n_entries = 0
+        self._answered: set[int] | None = None
 
     def malformed(self, reason: str) -> None:
         """Record something that names no nonce (an entry, or a whole answer that is not a list)."""
@@ -89,6 +91,8 @@ class Intake:
         if not isinstance(entries, list):
             self.malformed(f"{where}: artifacts must be a list, got {_short(entries)}")
             return
+        if asked is not None:
+            self._answered = (self._answered or set()) | set(asked)
         for i, a in enumerate(entries):
             self.n_entries += 1
             if not isinstance(a, dict):
@@ -106,9 +110,11 @@ class Intake:
 
     def result(self) -> IntakeResult:
         k = self.k
+        answered = None if self._answered is None else frozenset(self._answered)
         if not self._nonces:
             return IntakeResult(k, np.zeros(0, np.int64), np.zeros((0, k), np.float32),
-                                unrequested=[], malformed=list(self._malformed), n_malformed=self.n_malformed)
+                                unrequested=[], malformed=list(self._malformed), n_malformed=self.n_malformed,
+                                answered=answered)
         rows, row_problems = decode_rows(self._b64, k)
         nonces = np.asarray(self._nonces, dtype=np.int64)
         uniq, first, inverse, counts = np.unique(nonces, return_index=True, return_inverse=True, return_counts=True)
@@ -124,7 +130,7 @@ class Intake:
                 vectors[j] = np.nan
                 problems[n] = f"{len(answers)} different answers for this nonce"
         return IntakeResult(k, uniq, vectors, problems, conflicting,
-                            sorted(set(self._unrequested)), list(self._malformed), self.n_malformed)
+                            sorted(set(self._unrequested)), list(self._malformed), self.n_malformed, answered)
 
 
 def _answer_key(row: np.ndarray, problem: str | None, raw) -> tuple:

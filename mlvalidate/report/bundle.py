@@ -7,6 +7,7 @@
                     while measuring (or why NVML was unavailable); torch/transformers/vLLM versions;
                     the profile's attention/MoE backends; batch size; profile; model revision
   report.txt        first line is the verdict
+  fresh/            with --fresh: the challenge and both sides' vectors (report/fresh.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..artifacts import reference_document, write_json
 from ..results import RateStats, RunRecord, ThroughputPhase, outcome, returned_nonces
+from .fresh import fresh_document, fresh_lines, identical_lines, identical_to_reference, write_fresh_files
 from .text import comparison_block
 
 REPORT_SCHEMA = "mlvalidate.report/1"
@@ -55,6 +57,8 @@ def report_document(run: RunRecord) -> dict:
         "node_verdict": run.node_verdict,
         "node_versions": run.node_versions,
         "caveats": list(run.caveats),
+        "golden_identical_to_reference": identical_to_reference(run),
+        "fresh": fresh_document(run),
         "throughput": {
             "elapsed_s": run.elapsed_s,
             "nonces": returned_nonces(run),
@@ -81,8 +85,10 @@ def report_text(run: RunRecord) -> str:
                   + (f" ({n / run.elapsed_s:.2f} nonces/s)" if n and run.elapsed_s > 0 else "")]
     else:
         lines.append("validation    " + ("not reached" if run.error else "skipped") + ": no vector was compared")
+    lines += identical_lines(run)
     if run.throughput is not None:
         lines += throughput_lines(run.throughput)
+    lines += fresh_lines(run)
     nv = run.node_verdict
     if nv:
         if "error" in nv:
@@ -154,4 +160,5 @@ def write_bundle(out_dir: str | Path, run: RunRecord) -> Path:
     env = run.environment.as_dict() if run.environment is not None else {"captured": False}
     write_json(out / "environment.json", {**env, "engine": run.engine})
     (out / "report.txt").write_text(report_text(run), encoding="utf-8")
+    write_fresh_files(out, run)
     return out

@@ -8,6 +8,7 @@ import numpy as np
 
 from .text import fmt_float
 from .bundles import CompareError, NO_PLOTS, RunBundle, _pct, load_bundle, matrix_gate
+from .fleet_fresh import FRESH_TEXT, fresh_heat, fresh_md
 from .compare import MATRIX_TEXT, _md_distributions, _md_table, _md_throughput, build_report, template_env, write_plots
 
 # ----------------------------------------------------------------------------------------
@@ -126,8 +127,9 @@ def _fleet_rate_line(summary: dict) -> str:
             + (f" ({100 * tot / pub:.0f} % of their profiles' published {pub:,.0f}/min)" if pub else ""))
 
 
-def write_fleet_report(fleet, out_dir: str | Path, profiles=None) -> dict[str, Path]:
-    """report.md, report.html and fleet.json for a fleet run (mlvalidate.fleet.FleetResult)."""
+def write_fleet_report(fleet, out_dir: str | Path, profiles=None, fresh: dict | None = None) -> dict[str, Path]:
+    """report.md, report.html and fleet.json for a fleet run (mlvalidate.fleet.FleetResult);
+    `fresh`: the fresh challenge's document (fresh_fleet.cross_check), shown beside the golden matrix."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -146,6 +148,8 @@ def write_fleet_report(fleet, out_dir: str | Path, profiles=None) -> dict[str, P
     plot_dir = write_plots(rep, out)
     from ..artifacts import write_json
 
+    if fresh is not None:
+        summary["fresh"] = fresh
     write_json(out / "fleet.json", summary)
     md = ["# mlvalidate fleet", "", f"**{fleet_headline(summary)}**", "", _fleet_rate_line(summary), ""]
     if fleet.interrupted:
@@ -158,13 +162,17 @@ def write_fleet_report(fleet, out_dir: str | Path, profiles=None) -> dict[str, P
                                  or ["none flagged"]) + [""]
     if runs:
         md += ["## Distance matrix", "", MATRIX_TEXT, "", *_md_table(*rep["matrix"])]
+    if fresh is not None:
+        md += fresh_md(fresh, _md_table)
+    if runs:
         md += _md_distributions(runs, rep, plot_dir)
         md += _md_throughput(rep, plot_dir)
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     page = template_env().get_template("fleet.html.j2").render(
         runs=runs, rep=rep, fs=summary, head=FLEET_HEAD, rows=rows, headline=fleet_headline(summary),
-        rate_line=_fleet_rate_line(summary), flagged=flagged, interrupted=fleet.interrupted)
+        rate_line=_fleet_rate_line(summary), flagged=flagged, interrupted=fleet.interrupted,
+        fresh=fresh, fresh_heat=fresh_heat(fresh, rep["gate"]) if fresh is not None else None, fresh_text=FRESH_TEXT)
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     return {"markdown": md_path, "html": html_path, "json": out / "fleet.json"}

@@ -245,17 +245,19 @@ def fit_estimate(profile: Profile, *, gpu_memory_gib: float | None = None,
 # ----------------------------------------------------------------------------------------
 def match_profile(inv: Inventory, profile: Profile) -> tuple[bool, str]:
     """(matches, why): every GPU's NVML name matches the profile's pattern and the count is the
-    profile's GPUs x instances per host."""
+    profile's GPUs per machine (gpu_count / nodes: a layout over several machines, vLLM's Ray
+    executor, has gpu_count / nodes of them on each)."""
     if not profile.gpu_name_pattern or not profile.gpu_count:
         return False, "profile names no GPU"
     pat = re.compile(profile.gpu_name_pattern)
     names = sorted({g.name for g in inv.gpus})
     if not all(pat.search(g.name) for g in inv.gpus):
         return False, f"GPU model {', '.join(names)} is not {profile.gpu_model}"
-    want = profile.gpu_count
+    want = profile.gpu_count // profile.nodes
+    per = f" per machine ({profile.gpu_count} over {profile.nodes} machines)" if profile.nodes > 1 else ""
     if len(inv.gpus) != want:
-        return False, f"{len(inv.gpus)} GPUs here, the profile is for {want}"
-    return True, f"{len(inv.gpus)}x {names[0]} = {profile.gpu_model} x {want}"
+        return False, f"{len(inv.gpus)} GPUs here, the profile is for {want}{per}"
+    return True, f"{len(inv.gpus)}x {names[0]} = {profile.gpu_model} x {want}{per}"
 
 
 def startup_check(inv: Inventory, fit: FitEstimate) -> list[dict]:

@@ -5,7 +5,9 @@ Checks that always run (no vLLM needed):
   the chain's value; the profile's merge-rule violations (dropping / changing one) are
   reported here instead of raised;
 * revision: --revision is the chain's hf_commit;
-* parallelism: tensor x pipeline parallel size = the layout's GPUs per instance;
+* parallelism: tensor x pipeline parallel size = the layout's GPUs per instance; the effective
+  layout (tensor, pipeline, data parallel, expert parallel, executor, CPU thread binding) is
+  reported for every profile, a chain: null one included;
 * --max-num-batched-tokens, where set, >= PoC batch x seq_len (below it PoC returns nothing or
   the engine dies — docs/minimax-m2.md §4); --gpu-memory-utilization within (0, 1].
 
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from .config_files import ProfileError
 from .profiles import list_profiles, load_profile
-from .vllm_args import effective_flags, flag_value, parse_flags
+from .vllm_args import effective_flags, flag_value, parallel_layout, parse_flags
 from .vllm_parser import vllm_checks
 
 
@@ -41,6 +43,7 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    layout: str | None = None  # the effective layout vLLM gets (serving.vllm_args.parallel_layout)
 
     @property
     def status(self) -> str:
@@ -55,7 +58,7 @@ class CheckResult:
 
     def as_dict(self) -> dict:
         return {"profile": self.profile, "path": self.path, "status": self.status, "chain": self.chain,
-                "passed": self.passed, "problems": self.problems, "skipped": self.skipped,
+                "layout": self.layout, "passed": self.passed, "problems": self.problems, "skipped": self.skipped,
                 "warnings": self.warnings}  # fmt: skip
 
 
@@ -82,6 +85,7 @@ def check_profile(name_or_path: str, *, use_vllm: bool = True) -> CheckResult:
     res.profile, res.path, res.is_chain = prof.name, str(prof.path) if prof.path else None, prof.is_chain
     args = prof.vllm_args()
     eff = effective_flags(args)
+    res.layout = parallel_layout(args, prof.env) + (f", over {prof.nodes} machines" if prof.nodes > 1 else "")
 
     if prof.chain is not None:
         chain = prof.chain

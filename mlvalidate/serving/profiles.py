@@ -16,13 +16,19 @@ effective argument list (`Profile.vllm_args()`) is, in this order:
     1. the chain's ModelArgs, verbatim, in the chain's order
     2. --revision <hf_commit>                 (pinned by the chain)
     3. --tensor-parallel-size <tensor_parallel_size>
+       --pipeline-parallel-size <pipeline_parallel_size>   (only when the field is written)
     4. the profile's own args, in the profile's order
 
 A profile arg that repeats one of 1-3 with the same value is dropped (no duplicates); one that
 sets it to another value, negates it (`--no-X`) or gives a boolean chain flag a value is a
 `ProfileError` naming the flag. `--flag value`, `--flag=value`, `--flag_name` spellings and
-the `-tp` / `-pp` short forms are recognised. A non-chain profile's vllm_args() is exactly
-its own args.
+the `-tp` / `-pp` short forms are recognised. A non-chain profile's vllm_args() is its own
+args after the layout fields it writes (`tensor_parallel_size:`, `pipeline_parallel_size:`),
+under the same rule: a layout field is never ignored, and args that contradict it are refused.
+Where a profile writes no layout field, the fields hold what its args set (default 1), so
+`tensor_parallel_size` and `pipeline_parallel_size` are always the layout vLLM gets.
+`nodes:` (default 1) is how many machines one instance spans (vLLM's Ray executor): the GPUs
+of one machine are gpu_count / nodes.
 
 The argument-list rules live in serving.vllm_args, the chain definition in
 serving.chain_model, the configs folder and strict YAML reading in serving.config_files.
@@ -45,7 +51,7 @@ from .config_files import (
     configs_dirs,
     read_yaml,
 )
-from .vllm_args import merge_args, parse_flags
+from .vllm_args import flag_value, merge_args, parse_flags
 
 # node-config values every Gonka layout uses unless the profile says otherwise
 NODE_DEFAULTS = {"max_concurrent": 500, "inference_port": 5000, "poc_port": 8080}
@@ -73,6 +79,9 @@ class Profile:
     poc_batch: int | None = None  # PoC batch this layout runs (default: the throughput reference's)
     model: str | None = None  # model id for a non-chain profile (a chain profile uses the chain's)
     path: Path | None = None
+    pipeline_parallel_size: int = 1
+    nodes: int = 1  # machines one instance spans (Ray); GPUs per machine = gpu_count / nodes
+    layout_fields: tuple[str, ...] = ()  # the layout fields the file writes (they pin their flags)
 
     @property
     def is_chain(self) -> bool:
@@ -82,20 +91,29 @@ class Profile:
     def model_id(self) -> str | None:
         return self.chain.model_id if self.chain else self.model
 
+    def _layout_args(self) -> list[str]:
+        """--tensor-parallel-size (always for a chain profile) and --pipeline-parallel-size from
+        the layout fields the profile writes."""
+        out = []
+        if self.chain is not None or "tensor_parallel_size" in self.layout_fields:
+            out += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if "pipeline_parallel_size" in self.layout_fields:
+            out += ["--pipeline-parallel-size", str(self.pipeline_parallel_size)]
+        return out
+
     def pinned_args(self) -> list[str]:
-        """Steps 1-3 of the merge order: chain ModelArgs, --revision, --tensor-parallel-size."""
+        """Steps 1-3 of the merge order: chain ModelArgs, --revision, the layout fields."""
         if self.chain is None:
-            return []
-        return [*self.chain.model_args, "--revision", self.chain.hf_commit,
-                "--tensor-parallel-size", str(self.tensor_parallel_size)]  # fmt: skip
+            return self._layout_args()
+        return [*self.chain.model_args, "--revision", self.chain.hf_commit, *self._layout_args()]
 
     def vllm_args(self) -> list[str]:
         """The exact vLLM argument list (module docstring: order and merge rule)."""
-        if self.chain is None:
-            return merge_args([], self.args, source=f"profile {self.name}")
-        owner = {f.name: f"the chain's ModelArgs ({self.chain.id})" for f in parse_flags(self.chain.model_args)}
-        owner["--revision"] = f"the chain's hf_commit ({self.chain.id})"
-        owner["--tensor-parallel-size"] = "the profile's tensor_parallel_size field"
+        owner = {"--tensor-parallel-size": "the profile's tensor_parallel_size field",
+                 "--pipeline-parallel-size": "the profile's pipeline_parallel_size field"}
+        if self.chain is not None:
+            owner.update({f.name: f"the chain's ModelArgs ({self.chain.id})" for f in parse_flags(self.chain.model_args)})
+            owner["--revision"] = f"the chain's hf_commit ({self.chain.id})"
         return merge_args(self.pinned_args(), self.args, source=f"profile {self.name}", owner=owner)
 
     def effective_batch(self) -> int:
@@ -153,6 +171,7 @@ class Profile:
             "model": self.model_id,
             "gpu_model": self.gpu_model, "gpu_name_pattern": self.gpu_name_pattern, "gpu_count": self.gpu_count,
             "gpu_memory_gib": self.gpu_memory_gib, "tensor_parallel_size": self.tensor_parallel_size,
+            "pipeline_parallel_size": self.pipeline_parallel_size, "nodes": self.nodes,
             "instances_per_host": self.instances_per_host,
             "poc_batch": self.effective_batch(),
             "args": list(self.args), "env": dict(self.env), "node": {**NODE_DEFAULTS, **self.node},
@@ -172,8 +191,8 @@ def list_profiles() -> list[str]:
 
 
 _PROFILE_KEYS = {"name", "chain", "model", "gpu_model", "gpu_name_pattern", "gpu_count", "gpu_memory_gib",
-                 "tensor_parallel_size", "instances_per_host", "args", "env", "node", "poc",
-                 "throughput_reference", "peak_tflops"}  # fmt: skip
+                 "tensor_parallel_size", "pipeline_parallel_size", "nodes", "instances_per_host", "args", "env",
+                 "node", "poc", "throughput_reference", "peak_tflops"}  # fmt: skip
 
 
 _TREF_KEYS = {"batch", "nonces_per_min", "nonces_per_min_per_gpu", "note"}
@@ -264,6 +283,9 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         gpu_count=f.get("gpu_count", int, required=is_chain, default=0, positive=is_chain),
         gpu_memory_gib=f.get("gpu_memory_gib", (int, float), required=is_chain, positive=True),
         tensor_parallel_size=f.get("tensor_parallel_size", int, default=1, positive=True),
+        pipeline_parallel_size=f.get("pipeline_parallel_size", int, default=1, positive=True),
+        nodes=f.get("nodes", int, default=1, positive=True),
+        layout_fields=tuple(k for k in ("tensor_parallel_size", "pipeline_parallel_size") if doc.get(k) is not None),
         instances_per_host=f.get("instances_per_host", int, default=1, positive=True),
         args=str_list(f.get("args", list, default=[]), path, "args"),
         env={str(k): str(v) for k, v in env.items()},
@@ -275,5 +297,17 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         model=f.get("model", str),
         path=path,
     )
-    prof.vllm_args()  # the merge rule, checked at load
+    args = prof.vllm_args()  # the merge rule, checked at load
+    # a layout the file does not write is what its args set, so the fields always say what vLLM gets
+    for field, flag in (("tensor_parallel_size", "--tensor-parallel-size"),
+                        ("pipeline_parallel_size", "--pipeline-parallel-size")):
+        value = flag_value(args, flag)
+        if field not in prof.layout_fields and value is not None:
+            if not value.isdigit() or int(value) < 1:
+                raise ProfileError(f"profile {path}: {flag} {value!r} is not a positive integer",
+                                   f"write `{field}: N` in the profile instead")
+            setattr(prof, field, int(value))
+    if prof.gpu_count and prof.gpu_count % prof.nodes:
+        raise ProfileError(f"profile {path}: gpu_count {prof.gpu_count} is not a multiple of nodes {prof.nodes}",
+                           "gpu_count is the GPUs of one instance over all its machines")
     return prof

@@ -117,8 +117,9 @@ def merge_args(pinned: list[str], extra: list[str], *, source: str = "profile",
                 f"remove {f.name} from the profile's args: a profile can add vLLM args, never drop a chain one",
             )
         if f.values != want.values:
-            if target == "--tensor-parallel-size":
-                hint = f"set `tensor_parallel_size: N` in the profile instead of {f.name}"
+            if target in ("--tensor-parallel-size", "--pipeline-parallel-size"):
+                field = target[2:].replace("-", "_")
+                hint = f"set `{field}: N` in the profile instead of {f.name}"
             else:
                 hint = (f"remove {f.name} from the profile's args "
                         "(a profile can add vLLM args, never change one the chain fixes)")
@@ -129,3 +130,25 @@ def merge_args(pinned: list[str], extra: list[str], *, source: str = "profile",
         # same flag, same value: already in `pinned`, not repeated
     return out
 
+
+
+def parallel_layout(args: list[str], env: dict | None = None) -> str:
+    """The layout an argument list gives vLLM, in one line: tensor x pipeline (x data) parallel
+    workers, expert parallelism, the executor, and the CPU thread binding where the env sets it."""
+    eff = effective_flags(args)
+
+    def size(flag: str) -> str:
+        f = eff.get(flag)
+        return f.value if f is not None and f.value else "1"
+
+    tp, pp, dp = size("--tensor-parallel-size"), size("--pipeline-parallel-size"), size("--data-parallel-size")
+    try:
+        workers = f" = {int(tp) * int(pp) * int(dp)} worker(s)"
+    except ValueError:
+        workers = ""
+    out = f"tensor {tp} x pipeline {pp}" + (f" x data {dp}" if dp != "1" else "") + workers
+    out += ", expert parallel" if "--enable-expert-parallel" in eff else ""
+    backend = eff.get("--distributed-executor-backend")
+    out += f", executor {backend.value}" if backend is not None and backend.value else ", vLLM's default executor"
+    bind = (env or {}).get("VLLM_CPU_OMP_THREADS_BIND")
+    return out + (f", VLLM_CPU_OMP_THREADS_BIND={bind}" if bind is not None else "")
