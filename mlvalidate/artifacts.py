@@ -181,6 +181,7 @@ class Reference:
     generated_at: str | None = None
     notes: str | None = None
     collection_batch_size: int | None = None
+    stronger_rng: bool = False  # poc_stronger_rng: the inputs come from the stronger RNG (spec §1.5)
     raw: dict = field(default_factory=dict, repr=False)  # the document without its artifacts
     intake: IntakeResult | None = field(default=None, repr=False)  # a computed file's intake (strict=False)
 
@@ -287,6 +288,9 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
         raise _fail(where, f"field 'stat_test' must be an object, got {_short(stat_doc)}")
     for key in ("p_mismatch", "fraud_threshold", "dist_threshold"):
         _float_or_none(stat_doc, key, f"{where}: stat_test")
+    stronger = doc.get("poc_stronger_rng", False)
+    if not isinstance(stronger, bool):
+        raise _fail(where, f"field 'poc_stronger_rng' must be true or false, got {_short(stronger)}")
     cbs = doc.get("collection_batch_size")
     if cbs is not None and (isinstance(cbs, bool) or not isinstance(cbs, int) or cbs < 1):
         raise _fail(where, f"field 'collection_batch_size' must be a positive integer or null, got {_short(cbs)}")
@@ -311,6 +315,7 @@ def parse_reference(doc, where: str = "reference", strict: bool = True, path: Pa
         generated_at=doc.get("generated_at"),
         notes=doc.get("notes"),
         collection_batch_size=cbs,
+        stronger_rng=stronger,
         raw={key: v for key, v in doc.items() if key != "artifacts"},
     )
     if against is not None:
@@ -553,6 +558,7 @@ def reference_document(
     generated_at: str | None = None,
     collection_batch_size: int | None = None,
     notes: str | None = None,
+    stronger_rng: bool = False,
 ) -> dict:
     """A dict in the golden schema, fields in the published files' order."""
     import datetime as _dt
@@ -567,6 +573,8 @@ def reference_document(
         "node_id": int(node_id),
         "node_count": int(node_count),
     }
+    if stronger_rng:  # absent means false, as in the published references
+        doc["poc_stronger_rng"] = True
     if dist_threshold is not None:
         doc["dist_threshold"] = float(dist_threshold)
     if stat_test:

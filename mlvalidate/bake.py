@@ -44,5 +44,6 @@ def bake_reference(
                 f"{d['hidden_size']}) on {d['device']}, dtype {d['dtype']}, batch size {batch_size}, "
                 f"torch {d['torch']}, from {d['model_dir'] or d['model']}"),
         collection_batch_size=batch_size,
+        stronger_rng=params.stronger_rng,
     )
     return write_json(out, doc), res

@@ -10,7 +10,14 @@ deploy    `GET /api/v1/inference/up/status`: running -> nothing to do, and the d
           NOT applied (the running deployment keeps its own); starting -> wait for it; else
           `POST /api/v1/inference/up/async {model, dtype, additional_args}` (409 = someone
           else started it, benign) and poll every POLL_S until running; `failed`/`cancelled`
-          ends the phase with the node's error.
+          ends the phase with the node's error. A real MLNode reports `in_progress`, then
+          `completed` (is_running) or `failed`. After a failure its watcher (3 checks, 2 s
+          apart) stops the manager, which blocks its event loop for 35 s (it answers nothing),
+          then exits (os._exit(1)); under a restarting supervisor it comes back `not_started`.
+          So while a deployment is starting, a status poll unanswered for SILENT_S, a refused
+          connection, or `not_started` ends the phase at once with that cause. The MLNode says
+          running when its first replica answers /health: the replicas its PoC status lists
+          then are logged and recorded (others may still be starting).
 
 Each returns a dict for the run bundle's `phases` entry and raises EngineError (one line)
 when the phase fails.
@@ -21,11 +28,12 @@ from __future__ import annotations
 import time
 
 from . import interrupts
-from .engines.http import HttpClient, Response
+from .engines.http import HttpClient, Response, Unreachable
 from .errors import EngineError, MlvalidateError
 
 API = "/api/v1"
 POLL_S = 5.0  # spec: poll every <= 5 s
+SILENT_S = 10.0  # a deploy status unanswered this long while starting: the MLNode is in its failure path
 NOT_FOUND_GRACE_S = 30.0
 
 
@@ -77,7 +85,8 @@ def ensure_downloaded(http: HttpClient, hf_repo: str, hf_commit: str | None, *, 
             return {"action": "downloaded", "last_status": st, "elapsed_s": round(time.monotonic() - t0, 3)}
         if status == "DOWNLOADING":
             seen_running = True
-        elif status in ("NOT_FOUND", "PARTIAL") and (seen_running or waited > NOT_FOUND_GRACE_S):
+        elif status in ("NOT_FOUND", "PARTIAL") and (seen_running or waited > NOT_FOUND_GRACE_S
+                                                     or st.get("error_message")):  # it ran and failed between polls
             why = st.get("error_message") or ("the download stopped" if seen_running else "the download never started")
             raise EngineError(f"the download of {label} failed: status back to {status} after {waited:.0f} s ({why})",
                               "see the MLNode's log; check the repo, the commit, the disk space and HF access")
@@ -97,8 +106,31 @@ def ensure_downloaded(http: HttpClient, hf_repo: str, hf_commit: str | None, *, 
 # ----------------------------------------------------------------------------------------
 # deploy
 # ----------------------------------------------------------------------------------------
-def _up_status(http: HttpClient) -> dict:
-    return _answer(http.request("GET", f"{API}/inference/up/status"), "deploy status")
+def _up_status(http: HttpClient, starting: bool = False) -> dict:
+    """The startup status; while a deployment is starting, a refused connection raises Unreachable
+    at once and no answer within SILENT_S raises EngineError."""
+    if not starting:
+        return _answer(http.request("GET", f"{API}/inference/up/status"), "deploy status")
+    return _answer(http.request("GET", f"{API}/inference/up/status", connect_grace_s=0,
+                                deadline_s=min(SILENT_S, http.deadline_s)), "deploy status")
+
+
+def _restarted(how: str, waited: float) -> EngineError:
+    return EngineError(f"the deployment failed and the MLNode restarted: {how} after {waited:.0f} s of deploying "
+                       "(an MLNode exits about 6 s after a failed deployment; a restarting supervisor brings it back "
+                       "not_started)", "read the MLNode's log (vLLM's output): the deploy args, the model, memory")
+
+
+def _replicas(http: HttpClient, until: float) -> list:
+    """The ports of the replicas the MLNode's PoC status lists: the ones its health check (every
+    2 s) has seen up. Right after `completed` it may list none yet (NO_BACKENDS): waited for, until `until`."""
+    while True:
+        r = http.request("GET", f"{API}/inference/pow/status", deadline_s=min(30.0, http.deadline_s))
+        body = r.body if r.status == 200 and isinstance(r.body, dict) else {}
+        backends = body.get("backends") if isinstance(body.get("backends"), list) else []
+        if backends or body.get("status") != "NO_BACKENDS" or time.monotonic() > until:
+            return [b.get("port") for b in backends if isinstance(b, dict)]
+        interrupts.sleep(min(POLL_S, 0.5))
 
 
 def ensure_deployed(http: HttpClient, model: str, *, dtype: str, additional_args: list[str], timeout_s: float,
@@ -127,16 +159,29 @@ def ensure_deployed(http: HttpClient, model: str, *, dtype: str, additional_args
                 f"for at most {timeout_s:g} s")
     last = None
     while True:
-        st = _up_status(http)
+        try:
+            st = _up_status(http, starting=True)
+        except Unreachable:
+            raise _restarted("it stopped answering (connection refused)", time.monotonic() - t0) from None
+        except EngineError as e:
+            raise EngineError(f"the deployment failed: the MLNode stopped answering its deploy status after "
+                              f"{time.monotonic() - t0:.0f} s of deploying (after a failed deployment it answers "
+                              f"nothing for 35 s, then exits): {e}",
+                              "read the MLNode's log (vLLM's output): the deploy args, the model, memory") from None
         waited = time.monotonic() - t0
         if st.get("is_running"):
-            log(f"    running after {waited:.0f} s")
-            return {"action": action, "args_applied": action == "deployed", "up_status": st,
+            ports = _replicas(http, t0 + timeout_s)
+            log(f"    running after {waited:.0f} s; replicas answering: {', '.join(map(str, ports)) or 'none yet'} "
+                "(the MLNode says running when its first replica is up)")
+            return {"action": action, "args_applied": action == "deployed", "up_status": st, "replicas": ports,
                     "elapsed_s": round(waited, 3)}
         status = st.get("status")
         if status in ("failed", "cancelled"):
             raise EngineError(f"the deployment {status} after {waited:.0f} s: {st.get('error') or 'no error given'}",
-                              "see the MLNode's log (vLLM's output) and fix the deploy args")
+                              "read the MLNode's log (vLLM's output: the MLNode's error keeps none of it) and fix the "
+                              "deploy args; the MLNode exits about 6 s after a failed deployment")
+        if status == "not_started" and not st.get("is_starting"):
+            raise _restarted("it came back not_started", waited)
         if waited > timeout_s:
             raise EngineError(f"the deployment was not running within {timeout_s:g} s (status {status})",
                               "raise --deploy-timeout (large models take 20+ min to load)")
@@ -145,6 +190,23 @@ def ensure_deployed(http: HttpClient, model: str, *, dtype: str, additional_args
                                    if isinstance(st.get("elapsed_seconds"), (int, float)) else ""))
             last = status
         interrupts.sleep(POLL_S)
+
+
+# ----------------------------------------------------------------------------------------
+# what a result through an MLNode depends on
+# ----------------------------------------------------------------------------------------
+def stronger_rng_caveats(ref, verdict: str) -> list[str]:
+    """A reference made with poc_stronger_rng, checked through an MLNode: builds older than
+    v0.2.12 drop the flag without a word (lax request models, /versions 404), and their
+    replicas then compute the default RNG's inputs."""
+    if not getattr(ref, "stronger_rng", False):
+        return []
+    out = ["the reference needs poc_stronger_rng: MLNode builds older than v0.2.12 drop it silently (unknown request "
+           "fields are ignored; /versions answers 404), so this result depends on the MLNode carrying the flag"]
+    if verdict == "FAIL":
+        out.append("possible cause of this FAIL: an MLNode that dropped poc_stronger_rng (its replicas then computed "
+                   "the default RNG's inputs) — check the MLNode's version before calling it fraud")
+    return out
 
 
 # ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from .engines.poc_http import DEFAULT_IN_FLIGHT
 from .errors import EngineError, Interrupted, MlvalidateError
 from .poc.stats import compare_intake, compare_vectors
 from .progress import Progress
-from .results import Phase, PhaseStatus, RunRecord, SpotVerdict, ThroughputPhase
+from .results import Phase, PhaseStatus, RunRecord, SpotVerdict, ThroughputPhase, outcome
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
     of the inputs, before anything ran, raise instead)."""
     from .engines.mlnode_api import MlnodeApiEngine
     from .engines.vllm_api import VllmPocApiEngine
-    from .mlnode import deploy_args, ensure_deployed, ensure_downloaded, model_source
+    from .mlnode import deploy_args, ensure_deployed, ensure_downloaded, model_source, stronger_rng_caveats
     from .report.text import stat_test_line
     from .throughput import throughput_phase
 
@@ -365,6 +365,8 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
 
             r.step("readiness", lambda: setattr(run, "readiness", chain_readiness(opts.chain_node, ref.model, log=log,
                                                                                        timeout_s=opts.timeout_s)))
+    if mlnode:
+        run.caveats += stronger_rng_caveats(ref, outcome(run).verdict)
     return run
 
 

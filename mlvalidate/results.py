@@ -269,6 +269,7 @@ class RunRecord:
     environment: Environment | None = None  # environment.json, captured when the run ends
     node_versions: dict | None = None  # GET /api/v1/pow/versions of newer Gonka builds, when answered
     fresh: FreshPhase | None = None  # --fresh N: the fresh challenge
+    caveats: list[str] = field(default_factory=list)  # what the result depends on, one line each (the report says)
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)

@@ -10,6 +10,7 @@ pydantic models (422 details as FastAPI gives them); callbacks are posted with h
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -42,9 +43,7 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
-# ----------------------------------------------------------------------------------------
-# request bodies (§5.1): strict pydantic models; errors become FastAPI's 422 details
-# ----------------------------------------------------------------------------------------
+# ---- request bodies (§5.1): strict pydantic models; errors become FastAPI's 422 details ----
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True)  # `true` is not an int, "5" is not an int, 3.0 is not an int
 
@@ -104,15 +103,10 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> dict:
                              for d in e.errors(include_url=False)]) from None
 
 
-# ----------------------------------------------------------------------------------------
-# the PoC state of one server
-# ----------------------------------------------------------------------------------------
+# ---- the PoC state of one server ----
 def nonce_iterator(node_id: int, node_count: int, group_id: int, n_groups: int):
     """x-th value: node_id + group_id*node_count + x*(n_groups*node_count)."""
-    x = 0
-    while True:
-        yield node_id + group_id * node_count + x * (n_groups * node_count)
-        x += 1
+    return (node_id + group_id * node_count + x * (n_groups * node_count) for x in itertools.count())
 
 
 @dataclass
@@ -241,14 +235,13 @@ class PocService:
         with self.state_lock:
             if self.generating():
                 raise ApiError(409, "Already generating")
-            stop = threading.Event()
             cfg = {k: req[k] for k in ("block_hash", "block_height", "public_key", "node_id", "node_count",
                                        "group_id", "n_groups")}
             cfg.update(seq_len=req["params"]["seq_len"], k_dim=req["params"]["k_dim"])
-            self.loop = {"config": cfg, "stop": stop, "total": 0, "start": time.monotonic(), "buffer": []}
-            t = threading.Thread(target=self._generate_loop, args=(req, self.loop), name="poc-generate-loop", daemon=True)
-            self.loop["thread"] = t
-            t.start()
+            self.loop = {"config": cfg, "stop": threading.Event(), "total": 0, "start": time.monotonic(), "buffer": []}
+            self.loop["thread"] = threading.Thread(target=self._generate_loop, args=(req, self.loop),
+                                                   name="poc-generate-loop", daemon=True)
+            self.loop["thread"].start()
 
     def _generate_loop(self, req: dict, loop: dict) -> None:
         it = nonce_iterator(req["node_id"], req["node_count"], req["group_id"], req["n_groups"])
@@ -313,9 +306,7 @@ class PocService:
         self.http.close()
 
 
-# ----------------------------------------------------------------------------------------
-# HTTP
-# ----------------------------------------------------------------------------------------
+# ---- HTTP ----
 class _Handler(BaseHTTPRequestHandler):
     service: PocService  # set on the subclass made by make_server
     protocol_version = "HTTP/1.1"
@@ -336,13 +327,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> bytes:
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        """The whole body, also a chunked one (the MLNode's /v1 proxy streams even a GET's empty body)."""
+        try:
+            if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+                return self.rfile.read(max(0, int(self.headers.get("Content-Length") or 0)))
+            out = b""
+            while size := int(self.rfile.readline(100).split(b";")[0] or b"0", 16):
+                out += self.rfile.read(size + 2)[:-2]  # the chunk and its CRLF
+            while self.rfile.readline(8192).strip():  # trailer fields, up to the empty line
+                pass
+            return out
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, "malformed request body (Content-Length or chunk size)") from None
 
     def _dispatch(self, method: str) -> None:
         svc = self.service
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         try:
+            raw = self._body()  # every route reads it: left unread, it would start the next request here
             if method == "GET" and path == "/health":
                 return self._send(200, {})
             if method == "GET" and path == "/v1/models":
@@ -354,12 +357,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(503, "PoC generation is active; inference is paused until it stops")
                 raise ApiError(501, "the mlvalidate reference server computes PoC vectors only")
             if method == "POST" and path == "/api/v1/pow/init/generate":
-                req = parse_body(self._body(), InitGenerateRequest)
+                req = parse_body(raw, InitGenerateRequest)
                 svc.check_params(req["params"])
                 svc.start_loop(req)
                 return self._send(200, {"status": "OK", "pow_status": {"status": "GENERATING"}})
             if method == "POST" and path == "/api/v1/pow/generate":
-                req = parse_body(self._body(), GenerateRequest)
+                req = parse_body(raw, GenerateRequest)
                 svc.check_params(req["params"])
                 svc.validate_validation(req)
                 if not req["wait"]:
@@ -405,8 +408,7 @@ class PocServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return "http://{}:{}".format(*self.server_address[:2])
 
     def shutdown(self) -> None:
         self.service.close()

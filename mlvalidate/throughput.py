@@ -31,7 +31,7 @@ import numpy as np
 
 from . import interrupts
 from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
-from .engines.poc_http import STOP_GRACE_S, VLLM, PocApi, explain, replica_stats, stop, stop_if_running
+from .engines.poc_http import STOP_GRACE_S, VLLM, PocApi, check_backends, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem
 from .rates import Reading, interval_rates, sample_rate, steady_rate, timing_error_bound, window_rate
@@ -218,6 +218,7 @@ def _read(http: HttpClient, api: PocApi, model: str, res: ThroughputResult, t0: 
     """One status reading, recorded per replica; the node must still be generating."""
     r = http.request("GET", api.path("/status"))
     res.last_read = round(time.monotonic() - t0, 4)
+    check_backends(r)  # an MLNode replica whose status errors: its rate would silently be missing
     reps = replica_stats(r.body) if r.status == 200 else {}
     if not reps:
         raise EngineError(f"the node stopped generating during the measurement: {explain(r, model, api)}")
@@ -343,7 +344,8 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
     from .engines.base import PocParams
     from .poc.stats import compare_intake
 
-    body = {k: v for k, v in engine.body(PocParams.from_reference(ref)).items() if k != "poc_stronger_rng"}
+    body = {k: v for k, v in engine.body(PocParams.from_reference(ref)).items()
+            if k != "poc_stronger_rng" or ref.stronger_rng}  # sent when the reference needs it
     res = measure_throughput(engine.http, body, batch_size=opts.batch_size, warmup_s=opts.warmup_s,
                              measure_s=opts.measure_s, sample_interval_s=opts.sample_interval_s,
                              spot_nonces=set(ref.nonces.tolist()), k_dim=ref.k_dim, callback_host=opts.callback_host,

@@ -11,8 +11,10 @@ Serves, for one repo at one commit, exactly the endpoints huggingface_hub 2.x ca
 No Xet headers (X-Xet-Hash, xet-auth links) and no `xetHash` in the tree, so the client uses
 plain HTTP even with hf_xet installed. Faults for tests: `drop_once` (files whose first GET
 sends the full Content-Length, then half the body, then closes the connection),
-`not_found` (answer 404 RevisionNotFound to everything). Every request is logged in
-`requests` as (method, path-without-query, Range header or None).
+`not_found` (answer 404 RevisionNotFound to everything). `branches` (e.g. {"main"}) are
+names that resolve to the commit, as a branch does on the hub (Gonka's MLNode asks for "main"
+when no commit is pinned); by default only the commit itself is known. Every request is logged
+in `requests` as (method, path-without-query, Range header or None).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from urllib.parse import unquote, urlsplit
 
 
 class FakeHub:
-    def __init__(self, files: dict[str, bytes], repo: str, commit: str):
+    def __init__(self, files: dict[str, bytes], repo: str, commit: str, branches: set[str] | None = None):
         self.files = dict(files)
         self.repo = repo
         self.commit = commit
+        self.branches = set(branches or ())
         self.drop_once: set[str] = set()
         self.not_found = False
         self.requests: list[tuple[str, str, str | None]] = []
@@ -38,10 +41,13 @@ class FakeHub:
         self._server: ThreadingHTTPServer | None = None
 
     @classmethod
-    def from_dir(cls, root: str | Path, repo: str, commit: str) -> "FakeHub":
+    def from_dir(cls, root: str | Path, repo: str, commit: str, branches: set[str] | None = None) -> "FakeHub":
         root = Path(root)
         files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-        return cls(files, repo, commit)
+        return cls(files, repo, commit, branches)
+
+    def knows(self, rev: str) -> bool:
+        return not self.not_found and (rev == self.commit or rev in self.branches)
 
     # -- lifecycle --------------------------------------------------------------------
     @property
@@ -147,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith(api):
             kind, _, rest = path[len(api) :].partition("/")
             rev = rest.split("/", 1)[0]
-            if hub.not_found or rev != hub.commit:
+            if not hub.knows(rev):
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", body)
             if kind == "revision":
                 info = {"id": hub.repo, "modelId": hub.repo, "sha": hub.commit, "private": False,
@@ -158,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", f"no such API route {path}", body)
         if path.startswith(resolve):
             rev, _, file = path[len(resolve) :].partition("/")
-            if hub.not_found or rev != hub.commit:
+            if not hub.knows(rev):
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", body)
             if file not in hub.files:
                 return self._error(404, "EntryNotFound", f"{file} does not exist at {rev}", body)

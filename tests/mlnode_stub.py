@@ -1,15 +1,27 @@
 """A small MLNode-shaped server for tests (spec §5.2), standard library only.
 
+Gonka's real MLNode runs in the tests (tests/real_mlnode.py); this stub stays for what the real
+one cannot be made to do cheaply (a download that fails after it ran, a proxy timeout in
+0.3 s instead of 60, a build older than v0.2.12 that drops poc_stronger_rng) and for tests
+about the harness rather than the MLNode. Every answer it gives has the real one's shape,
+codes and texts (tests/test_real_mlnode.py compares them side by side):
+
 It proxies `/api/v1/inference/pow/*` to real PoC backends (`mlvalidate.server.make_server`)
-the way an MLNode does: `/generate` round-robin to one backend with a proxy timeout (502 when
-it runs out, the backend's status and text re-raised otherwise; a queued request's id becomes
-"{port}:{uuid}" and its poll is routed back to that backend), `init/generate` fanned out
-with group_id = i and n_groups = #backends (sorted by port), `status` aggregated
-(GENERATING | MIXED | IDLE) with one entry per backend port, `stop` fanned out. Model download
-and deployment are small state machines advanced by the status polls:
+the way the MLNode does: request bodies are read laxly (unknown top-level fields dropped,
+defaults filled, as its pydantic models and model_dump() do) and forwarded; `/generate`
+round-robin to one backend with a proxy timeout (502 `{"detail": ""}` when it runs out, the
+text of the transport error for other failures, the backend's status and text re-raised
+otherwise; a queued request's id becomes "{port}:{uuid}" and its poll is routed back to that
+backend), `init/generate` fanned out with group_id = i and n_groups = #backends (sorted by
+port), `status` aggregated (GENERATING | MIXED | IDLE | NO_BACKENDS; an entry whose status
+call failed is {"port", "status": "ERROR", "detail": text}), `stop` fanned out, `/v1/models`
+proxied (503 "No vLLM backend available", plain text, with no backend). Model download and
+deployment are small state machines advanced by the status polls:
 
   models/status:  NOT_FOUND -(download)-> DOWNLOADING -(download_polls polls)-> download_result
-  up/status:      not running -(up/async)-> starting -(deploy_polls polls)-> running | failed
+  up/status:      not_started -(up/async)-> in_progress -(deploy_polls polls)-> deploy_result:
+                  completed | failed | not_started (a failure, restarted) | exit (the stub closes)
+                  | hang (every status answer from then on takes 5 s)
 
 Every request is recorded in `requests` as (method, path, body) for assertions.
 """
@@ -19,6 +31,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,10 +40,38 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 POW = "/api/v1/pow"  # the backends' PoC routes
+NO_BACKENDS = "No vLLM backends available"  # the PoC routes' 503 detail
+NO_BACKEND = "No vLLM backend available"  # the /v1 proxy's 503 text
+# the MLNode's request models (api/inference/pow_v2_routes.py): fields and defaults; others are dropped
+_COMMON = {"block_hash": None, "block_height": None, "public_key": None, "node_id": None, "node_count": None,
+           "batch_size": 32, "params": None, "url": None, "poc_stronger_rng": False}
+INIT_FIELDS = dict(_COMMON)
+GENERATE_FIELDS = {**_COMMON, "nonces": None, "wait": False, "validation": None, "stat_test": None}
 
 
 def _port(url: str) -> int:
     return urlparse(url).port
+
+
+def _lax(body, fields: dict, drop: tuple = ()) -> dict:
+    """What the MLNode forwards: its model's fields (defaults filled), numeric strings read as
+    numbers, every other field dropped without a word."""
+    body = body if isinstance(body, dict) else {}
+    out = {k: body.get(k, default) for k, default in fields.items() if k not in drop}
+    for k in ("block_height", "node_id", "node_count", "batch_size"):
+        if isinstance(out.get(k), str) and out[k].strip().lstrip("-").isdigit():
+            out[k] = int(out[k])
+    return out
+
+
+def _transport_text(e: OSError) -> str:
+    """What the MLNode's httpx client says for a transport error (its text becomes the detail)."""
+    reason = getattr(e, "reason", e)  # urllib wraps the socket error
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return ""  # httpx's ReadTimeout has no text
+    if isinstance(reason, ConnectionRefusedError):
+        return "All connection attempts failed"
+    return str(reason)
 
 
 def _forward(url: str, method: str, body, timeout: float) -> tuple[int, str]:
@@ -49,17 +90,18 @@ class MlnodeStub(ThreadingHTTPServer):
 
     def __init__(self, backends: list[str], *, model_status: str = "DOWNLOADED", download_polls: int = 2,
                  download_result: str = "DOWNLOADED", running: bool = True, deploy_polls: int = 2,
-                 deploy_result: str = "running", proxy_timeout_s: float = 60.0):
+                 deploy_result: str = "completed", proxy_timeout_s: float = 60.0, drops_stronger_rng: bool = False):
         self.backends = sorted(backends, key=_port)
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, object]] = []
         self.fanout: list[list[dict]] = []  # the bodies each init/generate sent to the backends
         self.rr = 0
         self.proxy_timeout_s = proxy_timeout_s
+        self.drop = ("poc_stronger_rng",) if drops_stronger_rng else ()  # MLNode builds older than v0.2.12
         self.model_status, self.download_polls, self.download_result = model_status, download_polls, download_result
         self._download_left, self._download_failed = 0, False
-        self.up = {"is_running": running, "is_starting": False, "status": "running" if running else "not_started",
-                   "elapsed_seconds": 0.0, "error": None}
+        self.up = {"status": "completed" if running else "not_started", "is_starting": False, "is_running": running,
+                   "elapsed_seconds": 12.0 if running else None, "error": None}
         self.deploy_polls, self.deploy_result = deploy_polls, deploy_result
         self._deploy_left = 0
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -101,40 +143,50 @@ class MlnodeStub(ThreadingHTTPServer):
     # ---- deploy ----
     def up_status(self) -> dict:
         with self.lock:
+            hang = self.up["is_starting"] and self._deploy_left <= 0 and self.deploy_result == "hang"
+        if hang:  # the real one's watcher blocks its event loop for 35 s after a failure: no answer
+            time.sleep(5)
+        with self.lock:
             if self.up["is_starting"]:
                 self._deploy_left -= 1
                 self.up["elapsed_seconds"] += 1.0
-                if self._deploy_left <= 0:
-                    ok = self.deploy_result == "running"
+                if self._deploy_left <= 0 and self.deploy_result == "exit":  # os._exit(1): nothing answers
+                    threading.Thread(target=self.close, daemon=True).start()
+                elif self._deploy_left <= 0 and self.deploy_result != "hang":  # completed | failed | not_started
+                    ok = self.deploy_result == "completed"
                     self.up.update(is_starting=False, is_running=ok, status=self.deploy_result,
-                                   error=None if ok else "vLLM exited with code 1: CUDA out of memory")
+                                   elapsed_seconds=self.up["elapsed_seconds"] if ok else None,
+                                   error="vLLM process exited prematurely: None" if self.deploy_result == "failed"
+                                   else None)
             return dict(self.up)
 
     def up_async(self, body: dict) -> tuple[int, dict]:
         with self.lock:
-            if self.up["is_running"] or self.up["is_starting"]:
-                return 409, {"detail": "inference is already running or starting"}
-            self.up.update(is_starting=True, status="starting", elapsed_seconds=0.0, error=None)
+            if self.up["is_running"]:
+                return 409, {"detail": "VLLM is already running. Use /inference/down to stop it first."}
+            if self.up["is_starting"]:
+                return 409, {"detail": "VLLM startup is already in progress. Use /inference/up/status to check status."}
+            self.up.update(is_starting=True, status="in_progress", elapsed_seconds=0.0, error=None)
             self._deploy_left = self.deploy_polls
-        return 200, {"status": "starting", "message": f"starting {body.get('model')}"}
+        return 200, {"status": "starting", "message": "Inference startup initiated in background"}
 
     # ---- PoC proxy ----
     def init_generate(self, body: dict) -> tuple[int, dict]:
         n = len(self.backends)
         if n == 0:
-            return 503, {"detail": "No backends available"}
+            return 503, {"detail": NO_BACKENDS}
         results, errors, sent = [], [], []
         for i, b in enumerate(self.backends):
-            fwd = {**body, "group_id": i, "n_groups": n}
+            fwd = {**_lax(body, INIT_FIELDS, self.drop), "group_id": i, "n_groups": n}
             sent.append(fwd)
             try:
                 code, text = _forward(b + POW + "/init/generate", "POST", fwd, 30)
             except OSError as e:
-                code, text = 0, str(e)
+                code, text = 0, _transport_text(e)
             if code == 200:
                 results.append({"port": _port(b), "status": "OK"})
             else:
-                errors.append({"port": _port(b), "status": code, "error": text})
+                errors.append({"port": _port(b), "error": text})
         self.fanout.append(sent)
         if not results:
             return 502, {"detail": {"errors": errors}}
@@ -149,35 +201,40 @@ class MlnodeStub(ThreadingHTTPServer):
             try:
                 code, text = _forward(b + POW + "/status", "GET", None, 10)
                 entries.append({"port": _port(b), **json.loads(text)} if code == 200
-                               else {"port": _port(b), "status": "ERROR", "error": text})
+                               else {"port": _port(b), "status": "ERROR", "detail": text})
             except OSError as e:
-                entries.append({"port": _port(b), "status": "ERROR", "error": str(e)})
-        gen = sum(e["status"] == "GENERATING" for e in entries)
-        agg = "GENERATING" if gen == len(entries) else "MIXED" if gen else "IDLE"
+                entries.append({"port": _port(b), "status": "ERROR", "detail": _transport_text(e)})
+        st = [e.get("status", "UNKNOWN") for e in entries]
+        agg = ("GENERATING" if all(s == "GENERATING" for s in st) else "MIXED" if "GENERATING" in st
+               else "IDLE" if all(s == "IDLE" for s in st) else "MIXED")
         return {"status": agg, "backends": entries}
 
     def pow_stop(self) -> dict:
+        if not self.backends:
+            return {"status": "OK", "message": "No backends to stop"}
         results, errors = [], []
         for b in self.backends:
             try:
-                _forward(b + POW + "/stop", "POST", {}, 10)
-                results.append({"port": _port(b), "status": "stopped"})
+                code, text = _forward(b + POW + "/stop", "POST", {}, 10)
             except OSError as e:
-                errors.append({"port": _port(b), "error": str(e)})
+                code, text = 0, _transport_text(e)
+            if code == 200:
+                results.append({"port": _port(b), "status": "stopped"})
+            else:
+                errors.append({"port": _port(b), "error": text})
         return {"status": "OK", "results": results, "errors": errors or None}
 
     def generate(self, body: dict) -> tuple[int, dict]:
         if not self.backends:
-            return 503, {"detail": "No backends available"}
+            return 503, {"detail": NO_BACKENDS}
         with self.lock:
             b = self.backends[self.rr % len(self.backends)]
             self.rr += 1
         try:
-            code, text = _forward(b + POW + "/generate", "POST", body, self.proxy_timeout_s)
-        except (socket.timeout, TimeoutError):
-            return 502, {"detail": f"Request to backend {_port(b)} timed out"}
-        except OSError as e:
-            return 502, {"detail": f"Backend {_port(b)} unreachable: {e}"}
+            code, text = _forward(b + POW + "/generate", "POST", _lax(body, GENERATE_FIELDS, self.drop),
+                                  self.proxy_timeout_s)
+        except OSError as e:  # a timeout: {"detail": ""} (httpx's ReadTimeout has no text)
+            return 502, {"detail": _transport_text(e)}
         if code != 200:
             return code, {"detail": text}  # the backend's status, its text as the detail
         answer = json.loads(text)
@@ -185,15 +242,26 @@ class MlnodeStub(ThreadingHTTPServer):
             answer["request_id"] = f"{_port(b)}:{answer['request_id']}"
         return 200, answer
 
+    def proxy_v1(self, method: str, path: str) -> tuple[int, object]:
+        """/v1/* to a backend (the first: the MLNode picks the least busy); 503 text with none."""
+        if not self.backends:
+            return 503, NO_BACKEND.encode()
+        code, text = _forward(self.backends[0] + path, method, None, 30)
+        return code, json.loads(text)
+
     def generate_result(self, composite: str) -> tuple[int, dict]:
         """GET .../generate/{port}:{uuid}: the poll routed to the backend that queued it."""
         port, sep, rid = urllib.parse.unquote(composite).partition(":")
-        if not sep or not port.isdigit():
+        if not sep:
             return 400, {"detail": "Invalid request_id format (expected port:uuid)"}
-        b = next((b for b in self.backends if _port(b) == int(port)), None)
-        if b is None:
-            return 502, {"detail": f"no backend on port {port}"}
-        code, text = _forward(b + POW + "/generate/" + rid, "GET", None, 10)
+        if not port.strip().lstrip("-").isdigit():
+            return 400, {"detail": "Invalid port in request_id"}
+        try:  # any port, as the MLNode does: nothing there is a transport error
+            code, text = _forward(f"http://127.0.0.1:{int(port)}" + POW + "/generate/" + rid, "GET", None, 10)
+        except OSError as e:
+            return 502, {"detail": _transport_text(e)}
+        if code == 404:
+            return 404, {"detail": "Request not found"}
         if code != 200:
             return code, {"detail": text}
         answer = json.loads(text)
@@ -208,9 +276,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, code: int, body) -> None:
-        data = json.dumps(body).encode()
+        text = isinstance(body, bytes)  # the /v1 proxy's own answers are plain text
+        data = body if text else json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -230,10 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, s.up_status())
             if (method, path) == ("POST", "/api/v1/inference/up/async"):
                 return self._send(*s.up_async(body))
-            if path.startswith("/api/v1/inference/pow/") and isinstance(body, dict) and (
-                    "group_id" in body or "n_groups" in body):
-                return self._send(422, {"detail": [{"loc": ["body", "group_id"], "msg": "the MLNode assigns groups",
-                                                    "type": "extra_forbidden"}]})
+            if path.startswith("/v1/"):
+                return self._send(*s.proxy_v1(method, path))
             if (method, path) == ("POST", "/api/v1/inference/pow/init/generate"):
                 return self._send(*s.init_generate(body))
             if (method, path) == ("GET", "/api/v1/inference/pow/status"):

@@ -29,6 +29,22 @@ def test_bake_writes_a_golden_schema_reference(tiny_minimax_fp8, tmp_path, capsy
     assert main(["check", str(out), str(out)]) == 0
 
 
+def test_bake_stronger_rng_is_written_read_and_changes_the_vectors(tiny_minimax_fp8, tmp_path, capsys):
+    args = ["bake", "--model", str(tiny_minimax_fp8), "--model-id", "test/tiny", "--nonces", "4", "--batch-size", "4",
+            "--seq-len", "32", "--dtype", "fp32"]
+    assert main([*args, "--out", str(tmp_path / "default.json")]) == 0
+    assert main([*args, "--out", str(tmp_path / "stronger.json"), "--stronger-rng"]) == 0
+    default, stronger = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("default", "stronger"))
+    assert "poc_stronger_rng" not in default and stronger["poc_stronger_rng"] is True
+    assert load_reference(tmp_path / "stronger.json").stronger_rng is True
+    assert load_reference(tmp_path / "default.json").stronger_rng is False
+    assert [a["vector_b64"] for a in default["artifacts"]] != [a["vector_b64"] for a in stronger["artifacts"]]
+    stronger["poc_stronger_rng"] = "yes"
+    (tmp_path / "bad.json").write_text(json.dumps(stronger))
+    with pytest.raises(Exception, match="'poc_stronger_rng' must be true or false"):
+        load_reference(tmp_path / "bad.json")
+
+
 def test_bake_on_a_missing_checkpoint_is_a_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mlvalidate", "bake", "--model", str(tmp_path / "nope"),
                         "--model-id", "x/y", "--out", str(tmp_path / "r.json")], capture_output=True, text=True)

@@ -1,7 +1,10 @@
 """`mlvalidate validate --api mlnode` against an MLNode-shaped stub (tests/mlnode_stub.py) that
-proxies to one or two real reference PoC servers, over loopback: the four phases, per-replica
-throughput, an already-running deployment, cheating / dropping backends, a failed download,
-the proxy's 60 s timeout, and a generation loop left running before the validation."""
+proxies to one or two real reference PoC servers, over loopback: what is about the harness
+rather than the MLNode (per-replica throughput worked out, an already-running deployment,
+cheating / dropping backends, a generation loop left running before the validation), and what
+Gonka's real MLNode (tests/test_real_mlnode.py) cannot be made to do cheaply: a download that
+fails after it ran, the proxy's timeout in 0.3 s instead of 60 (queued requests escape it), a
+build older than v0.2.12 that drops poc_stronger_rng. The stub answers as the real one does."""
 
 import copy
 import json
@@ -62,6 +65,16 @@ def reference(engine, tmp_path_factory):
     doc = json.loads(path.read_text())
     doc["additional_args"] = REF_ARGS
     path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stronger_reference(engine, tmp_path_factory):
+    """Baked with poc_stronger_rng (spec §1.5): the field is written, and every request asks for it."""
+    path, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "stronger.json", n_nonces=N,
+                             batch_size=8, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", SEQ, stronger_rng=True),
+                             stat_test=STAT, progress=False)
+    assert json.loads(path.read_text())["poc_stronger_rng"] is True
     return path
 
 
@@ -224,21 +237,55 @@ def test_a_download_that_falls_back_to_not_found_is_an_error(engine, reference, 
     assert stub.calls("POST", "/api/v1/inference/pow/init/generate") == []
 
 
+def test_a_download_that_fails_between_two_polls_ends_at_once(engine, reference, stack, tmp_path, capsys,
+                                                               monkeypatch):
+    """The real MLNode sets error_message when its download task ends in failure (status PARTIAL or
+    NOT_FOUND): that ends the phase even if DOWNLOADING was never seen between two polls."""
+    monkeypatch.setattr(mlnode, "NOT_FOUND_GRACE_S", 3600.0)  # only the error message can end it in time
+    stub = stack(engine, model_status="NOT_FOUND", download_polls=1, download_result="PARTIAL", running=False)
+    assert _validate(stub, reference, tmp_path, "--skip-deploy", "--skip-throughput", "--skip-validate",
+                     "--download-timeout", "30") == 2
+    err = capsys.readouterr().err
+    assert "status back to PARTIAL" in err and "repository not accessible" in err
+    assert len(stub.calls("POST", "/api/v1/models/status")) == 2  # the first answer after the download: PARTIAL
+
+
 def test_a_failed_deployment_is_an_error_with_the_nodes_message(engine, reference, stack, tmp_path, capsys):
     stub = stack(engine, running=False, deploy_result="failed")
     assert _validate(stub, reference, tmp_path, "--skip-download", "--skip-throughput") == 2
     err = capsys.readouterr().err
-    assert "error: deploy: the deployment failed" in err and "CUDA out of memory" in err
+    assert "error: deploy: the deployment failed after" in err and "vLLM process exited prematurely: None" in err
 
 
-def test_the_proxys_60s_timeout_is_explained(engine, reference, stack, tmp_path, capsys):
+@pytest.mark.parametrize("after", ["hang", "exit", "not_started"])
+def test_a_deployment_that_vanishes_is_a_failure_and_a_restart_at_once(engine, reference, stack, tmp_path, capsys,
+                                                                       monkeypatch, after):
+    """After a failed deployment the real MLNode shows `failed` for ~5 s, answers nothing for 35 s
+    (its watcher's stop blocks its event loop), exits, and under a restarting supervisor comes back
+    `not_started`. A poll that misses `failed` meets one of the others (tests/test_real_mlnode.py
+    meets the silence): each ends the phase at that poll, not at --deploy-timeout."""
+    if after == "hang":  # the stub's silence lasts 5 s (gone: a pooled connection's reset is retried within SILENT_S)
+        monkeypatch.setattr(mlnode, "SILENT_S", 0.5)
+    stub = stack(engine, running=False, deploy_polls=2, deploy_result=after)
+    assert _validate(stub, reference, tmp_path, "--skip-download", "--skip-throughput", "--deploy-timeout", "20",
+                     "--connect-grace", "20") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert len(err) == 1 and "deploy: the deployment failed" in err[0]
+    assert {"hang": "the MLNode stopped answering its deploy status", "exit": "restarted: it stopped answering "
+            "(connection refused)", "not_started": "restarted: it came back not_started"}[after] in err[0]
+    # the first look, in_progress, the last answer (not_started, or in_progress before it closed); then no more
+    assert len(stub.calls("GET", "/api/v1/inference/up/status")) == 3 + (after == "hang")
+    assert _report(tmp_path)["phases"][1]["status"] == "error"
+
+
+def test_the_proxy_timeout_is_answered_at_once_not_retried(engine, reference, stack, tmp_path, capsys):
+    """The real one's 60 s (tests/test_real_mlnode.py) in 0.3 s: one request, no retry."""
     stub = stack(_Faulty(engine, delay_s=1.5), proxy_timeout_s=0.3)  # the stub's proxy gives up first
-    t = time.monotonic()
     assert _validate(stub, reference, tmp_path, *SKIP_ALL_BUT_VALIDATE, "--in-flight", "0") == 2  # wait=true
-    assert time.monotonic() - t < 15  # answered at once, not retried until --timeout
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("node error"))
-    assert "the MLNode's 60 s proxy timeout" in line and "lower --batch-size" in line
+    assert "the MLNode's 60 s proxy timeout" in line and 'HTTP 502 {"detail": ""}' in line
+    assert "lower --batch-size or use the queued mode" in line
     assert len(stub.calls("POST", "/api/v1/inference/pow/generate")) == 1
     assert _report(tmp_path)["verdict"] == "INCOMPLETE"
 
@@ -283,17 +330,20 @@ def test_skip_validate_reports_validation_skipped_never_pass(engine, reference, 
 
 
 def test_a_model_mismatch_behind_the_proxy_is_explained_in_one_line(engine, reference, stack, tmp_path, capsys):
-    stub = stack(engine, model_id="other/model")  # the MLNode re-raises the backend's 409 with its text as detail
+    stub = stack(engine, model_id="other/model")  # the MLNode proxies /v1/models to a replica
     assert _validate(stub, reference, tmp_path, *SKIP_ALL_BUT_VALIDATE) == 2
-    out = capsys.readouterr().out
-    assert f"the node serves model ['other/model'], the reference is for '{MODEL}' (HTTP 409: " in out
+    err = capsys.readouterr().err
+    assert f"the node serves 'other/model', the reference is for '{MODEL}' (GET /v1/models)" in err
+    assert stub.calls("POST", "/api/v1/inference/pow/generate") == []  # said before the first PoC request
 
 
 # ---- small pieces ----------------------------------------------------------------------------
 def test_proxy_timeout_is_told_from_a_backend_that_is_down():
+    assert proxy_timed_out(Response(502, {"detail": ""}), 0.5)  # the MLNode's own shape (empty ReadTimeout text)
     assert proxy_timed_out(Response(502, {"detail": "Bad Gateway"}), 60.2)  # the proxy's clock ran out
     assert proxy_timed_out(Response(502, {"detail": "ReadTimeout"}), 0.1)
-    assert not proxy_timed_out(Response(502, {"detail": "Backend unreachable: connection refused"}), 0.1)
+    assert not proxy_timed_out(Response(502, {"detail": "All connection attempts failed"}), 0.1)  # backend down
+    assert not proxy_timed_out(Response(502, "vLLM connection failed"), 0.1)
     assert not proxy_timed_out(Response(503, {"detail": "timed out"}), 70)
 
 
@@ -325,3 +375,31 @@ def test_chain_node_adds_the_readiness_section_to_an_mlnode_run(engine, referenc
     assert rc == 0, out
     assert "snapshot at block 1004891, ≈ 8.2 h from now" in out
     assert "snapshot at block 1004891" in (tmp_path / "bundle" / "report.txt").read_text()
+
+
+# ---- poc_stronger_rng through an MLNode ----------------------------------------------------
+def test_an_mlnode_that_drops_poc_stronger_rng_fails_and_the_report_names_it(engine, stronger_reference, stack,
+                                                                             tmp_path, capsys):
+    """MLNode builds older than v0.2.12 drop the flag without a word: their replicas compute the
+    default RNG's inputs, and the run FAILs. The report says what the result depends on, and names
+    the dropped flag as a possible cause of the FAIL."""
+    stub = stack(engine, drops_stronger_rng=True)
+    assert _validate(stub, stronger_reference, tmp_path, *SKIP_ALL_BUT_VALIDATE) == 1
+    gens = stub.calls("POST", "/api/v1/inference/pow/generate")
+    assert gens and all(g["poc_stronger_rng"] is True for g in gens)  # the harness asked for it every time
+    r = _report(tmp_path)
+    assert r["verdict"] == "FAIL" and len(r["caveats"]) == 2
+    assert "depends on the MLNode carrying the flag" in r["caveats"][0]
+    assert "possible cause of this FAIL: an MLNode that dropped poc_stronger_rng" in r["caveats"][1]
+    txt = (tmp_path / "bundle" / "report.txt").read_text()
+    assert txt.count("caveat ") == 2 and "possible cause of this FAIL" in txt
+
+
+def test_an_mlnode_that_carries_poc_stronger_rng_passes_with_the_caveat(engine, stronger_reference, reference, stack,
+                                                                        tmp_path, capsys):
+    stub = stack(engine)
+    assert _validate(stub, stronger_reference, tmp_path, *SKIP_ALL_BUT_VALIDATE) == 0
+    r = _report(tmp_path)
+    assert r["verdict"] == "PASS" and len(r["caveats"]) == 1 and "poc_stronger_rng" in r["caveats"][0]
+    assert _validate(stub, reference, tmp_path, *SKIP_ALL_BUT_VALIDATE) == 0  # a default-RNG reference: nothing to say
+    assert _report(tmp_path)["caveats"] == []

@@ -253,3 +253,29 @@ def test_init_generate_callbacks_are_retried_too(server, monkeypatch):
     accepted = [b for _, _, b in rx.posts][2]
     assert accepted["encoding"] == {"dtype": "f16", "k_dim": 12, "endian": "le"}
     assert all(a["vector_b64"] == "ADwAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" for a in accepted["artifacts"])
+
+
+def test_every_route_reads_its_body_so_a_keep_alive_connection_goes_on(server):
+    """Gonka's MLNode POSTs `{}` to each backend's /pow/stop over one pooled keep-alive client:
+    a body left unread would be parsed as the start of the next request on that connection
+    (`{}GET ...`, answered 501). Every route, the ones that ignore their body included."""
+    import httpx
+
+    s = server()
+    with httpx.Client(base_url=s.url, timeout=30, trust_env=False) as c:
+        for method, path in [("POST", "/api/v1/pow/stop"), ("GET", "/api/v1/pow/status"), ("GET", "/health"),
+                             ("POST", "/v1/completions"), ("POST", "/no/such/route"), ("GET", "/v1/models")]:
+            r = c.request(method, path, json={})
+            assert r.status_code in (200, 404, 501) and r.json() is not None, (method, path, r.text)
+            nxt = c.get("/api/v1/pow/status")  # the next request, on the same pooled connection
+            assert nxt.status_code == 200 and nxt.json()["status"] == "IDLE", (method, path, nxt.text)
+        r = c.post("/api/v1/pow/generate", json={**BODY, "nonces": [1, 2], "wait": True})
+        assert r.status_code == 200 and len(r.json()["artifacts"]) == 2
+        assert c.get("/api/v1/pow/status").status_code == 200
+        # chunked bodies: the MLNode's /v1 proxy streams every request's body, a GET's empty one too
+        assert c.request("GET", "/v1/models", content=iter([b""])).status_code == 200
+        assert c.get("/api/v1/pow/status").status_code == 200
+        raw = json.dumps({**BODY, "nonces": [3], "wait": True}).encode()
+        r = c.post("/api/v1/pow/generate", content=iter([raw[:7], raw[7:]]))
+        assert r.status_code == 200 and [a["nonce"] for a in r.json()["artifacts"]] == [3]
+        assert c.get("/api/v1/pow/status").status_code == 200

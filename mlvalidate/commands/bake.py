@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--block-hash", default="TEST_BLOCK")
     p.add_argument("--public-key", default="test_pub_keys_v2")
     p.add_argument("--k-dim", type=int, default=12)
+    p.add_argument("--stronger-rng", action="store_true",
+                   help="inputs from the stronger RNG (poc_stronger_rng, spec §1.5); written into the reference, and "
+                   "every node is then asked for it")
     p.add_argument("--dist-threshold", type=float, default=0.75, help="L2 gate written into the reference")
     p.add_argument("--p-mismatch", type=float, default=0.1, help="written into the reference's stat_test")
     p.add_argument("--fraud-threshold", type=float, default=0.05, help="written into the reference's stat_test")
@@ -38,7 +41,8 @@ def register(sub) -> None:
         if args.nonces < 1 or args.batch_size < 1 or args.seq_len < 1:
             raise MlvalidateError("--nonces, --batch-size and --seq-len must be >= 1")
         engine = ReferenceEngine(args.model, device=args.device, dtype=args.dtype, model_id=args.model_id)
-        params = PocParams(block_hash=args.block_hash, public_key=args.public_key, seq_len=args.seq_len, k_dim=args.k_dim)
+        params = PocParams(block_hash=args.block_hash, public_key=args.public_key, seq_len=args.seq_len, k_dim=args.k_dim,
+                           stronger_rng=args.stronger_rng)
         path, res = bake_reference(
             engine, model_id=args.model_id, out=args.out, n_nonces=args.nonces, batch_size=args.batch_size,
             params=params, stat_test={"dist_threshold": args.dist_threshold, "p_mismatch": args.p_mismatch,

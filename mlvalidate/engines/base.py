@@ -35,6 +35,7 @@ class PocParams:
             block_height=ref.block_height,
             node_id=ref.node_id,
             node_count=ref.node_count,
+            stronger_rng=getattr(ref, "stronger_rng", False),
         )
 
 

@@ -101,6 +101,10 @@ class _TooLarge(Exception):
     pass
 
 
+class Unreachable(EngineError):
+    """The node refused connections (or its host did not resolve) for the whole connect grace."""
+
+
 class HttpClient:
     def __init__(self, base_url: str, *, request_timeout: float = 120.0, deadline_s: float = 300.0,
                  backoff_s: float = 1.0, max_backoff_s: float = 15.0, connect_grace_s: float = CONNECT_GRACE_S,
@@ -118,9 +122,11 @@ class HttpClient:
         self._client_lock = threading.Lock()
 
     def request(self, method: str, path: str, body=None, *, deadline_s: float | None = None,
-                retry_statuses=RETRY_STATUSES, give_up=None) -> Response:
+                retry_statuses=RETRY_STATUSES, give_up=None, connect_grace_s: float | None = None) -> Response:
         """`give_up(response, attempt_seconds)`, if given, is asked before retrying a retry
-        status: True returns that response at once (a retry cannot fix it)."""
+        status: True returns that response at once (a retry cannot fix it). `connect_grace_s`
+        replaces the client's for this request (0: a refused connection raises Unreachable at once)."""
+        grace = self.connect_grace_s if connect_grace_s is None else connect_grace_s
         url = self.base + path
         data = json.dumps(body).encode() if body is not None else None
         deadline = time.monotonic() + (self.deadline_s if deadline_s is None else deadline_s)
@@ -142,8 +148,8 @@ class HttpClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 refused_since = refused_since or t_attempt
                 last = f"cannot connect: {_reason(e)}"
-                if time.monotonic() - refused_since >= self.connect_grace_s:
-                    raise EngineError(f"{method} {url}: {last} (for {time.monotonic() - refused_since:.0f} s)",
+                if time.monotonic() - refused_since >= grace:
+                    raise Unreachable(f"{method} {url}: {last} (for {time.monotonic() - refused_since:.0f} s)",
                                       "is the node running, and are the URL's host and port right?") from None
             except TimeoutError:
                 last = f"no complete answer within {min(self.request_timeout, left):.0f} s"

@@ -116,9 +116,33 @@ def request_body(model: str, params: PocParams) -> dict:
     }
 
 
+def unwell_backends(status_body) -> list[str]:
+    """The replicas of an MLNode status that are neither IDLE nor GENERATING ("port P: STATUS
+    (detail)"): the MLNode says MIXED for them, and its entry for a replica whose status call
+    failed is {"port", "status": "ERROR", "detail": text}. Empty for a vLLM answer."""
+    backends = status_body.get("backends") if isinstance(status_body, dict) else None
+    out = []
+    for b in backends if isinstance(backends, list) else []:
+        st = b.get("status") if isinstance(b, dict) else None
+        if isinstance(b, dict) and st not in ("IDLE", "GENERATING"):
+            why = b.get("detail", b.get("error"))
+            out.append(f"port {b.get('port')}: {st}" + (f" ({Response(0, {'detail': why}).detail()})" if why else ""))
+    return out
+
+
+def check_backends(st: Response) -> None:
+    """EngineError naming the replicas an MLNode's status answer reports unwell (none: nothing)."""
+    bad = unwell_backends(st.body) if st.status == 200 else []
+    if bad:
+        raise EngineError(f"the MLNode's status is {st.body.get('status')}: its vLLM replica on {'; '.join(bad)}",
+                          "that replica answers /health but not its PoC status: read its log, restart it")
+
+
 def stop_if_running(http: HttpClient, api: PocApi, model: str, log, why: str) -> bool:
-    """Stop the node's init/generate loop if its status says one runs; True if one ran."""
+    """Stop the node's init/generate loop if its status says one runs; True if one ran. An
+    MLNode replica whose status errors ends it (check_backends): MIXED is not taken as running then."""
     st = http.request("GET", api.path("/status"))
+    check_backends(st)
     if not api.is_running(st):
         return False
     log(f"    a PoC generation loop is running on the node (status {st.body.get('status')}): stopping it first ({why})")
@@ -272,9 +296,12 @@ class PocHttpEngine:
             if progress is not None:
                 progress(min(a + size, len(nonces)), len(nonces))
 
+    def models_answer(self) -> Response:
+        return self.http.request("GET", "/v1/models", deadline_s=min(60.0, self.http.deadline_s))
+
     def served_models(self) -> list[str] | None:
         """The ids (and roots) /v1/models lists; None when the node has no such route."""
-        r = self.http.request("GET", "/v1/models", deadline_s=min(60.0, self.http.deadline_s))
+        r = self.models_answer()
         if r.status != 200:
             self.log(f"    note: GET /v1/models answered HTTP {r.status}: {r.detail()}; the served model is not "
                      "checked before the run")

@@ -56,6 +56,7 @@ def report_document(run: RunRecord) -> dict:
         "throughput_phase": run.throughput.as_dict() if run.throughput is not None else None,
         "node_verdict": run.node_verdict,
         "node_versions": run.node_versions,
+        "caveats": list(run.caveats),
         "golden_identical_to_reference": identical_to_reference(run),
         "fresh": fresh_document(run),
         "throughput": {
@@ -98,6 +99,7 @@ def report_text(run: RunRecord) -> str:
                          "(the node's lenient rule, shown for comparison; the verdict above is the harness's)")
     if run.readiness:
         lines += run.readiness
+    lines += [f"caveat        {c}" for c in run.caveats]
     for ph in run.phases:
         lines.append(f"phase         {ph.name}: {ph.status}"
                      + (f" ({ph.elapsed_s:.2f} s)" if ph.elapsed_s is not None else "")
@@ -153,7 +155,7 @@ def write_bundle(out_dir: str | Path, run: RunRecord) -> Path:
         dist_threshold=ref.dist_threshold, stat_test={k: v for k, v in ref.stat_test.items()},
         source=f"computed by mlvalidate run {run.name!r}: " + json.dumps(
             {k: run.engine.get(k) for k in ("engine", "model", "device", "dtype")}),
-        collection_batch_size=run.batch_size,
+        collection_batch_size=run.batch_size, stronger_rng=ref.stronger_rng,
     ))
     env = run.environment.as_dict() if run.environment is not None else {"captured": False}
     write_json(out / "environment.json", {**env, "engine": run.engine})
