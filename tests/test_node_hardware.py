@@ -29,7 +29,7 @@ from mlvalidate.errors import MlvalidateError
 from mlvalidate.results import RunRecord
 from mlvalidate.server import make_server
 from mlvalidate.serving.environment import environment, nvml_sample
-from mlvalidate.serving.node_hardware import node_record, parse_gpus
+from mlvalidate.serving.node_hardware import parse_gpus
 from mlvalidate.serving.profiles import load_profile
 
 MODEL = "test/tiny-minimax"
