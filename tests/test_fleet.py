@@ -304,7 +304,7 @@ def test_fleet_total_counts_only_nodes_that_passed_and_junit_time_is_the_wall_ti
     assert verdicts == {"honest": "PASS", "declared": "PASS", "cheater": "FAIL", "killed": "INCOMPLETE",
                         "silent": "ERROR"}
     assert summary["fleet_nonces_per_min"] == pytest.approx(2368.0 + 1100.0)  # not the cheater's 1,557
-    assert summary["nodes_measured"] == 2
+    assert summary["nodes_counted"] == 2 and summary["nodes_measured"] == 3
     assert summary["not_counted"] == [{"id": "cheater", "verdict": "FAIL", "steady_nonces_per_min": pytest.approx(1557.0)}]
     cheater = next(n for n in summary["nodes"] if n["id"] == "cheater")
     assert cheater["n_mismatch"] == 187 and f"{cheater['p_value']:.3g}" == "2.26e-168"  # the demo's cheater

@@ -188,7 +188,7 @@ def _print_summary(paths, fresh=None) -> None:
               + (f"OUTLIER: {'; '.join(n['outlier'])}  " if n["outlier"] else "")
               + (f"— {n['error']}" if n["error"] else ""))
     if summary["fleet_nonces_per_min"] is not None:
-        print(f"fleet         {summary['fleet_nonces_per_min']:,.1f} nonces/min over the {summary['nodes_measured']} "
+        print(f"fleet         {summary['fleet_nonces_per_min']:,.1f} nonces/min over the {summary['nodes_counted']} "
               "node(s) whose vectors passed")
     for n in summary.get("not_counted") or []:
         print(f"              not counted: {n['id']} {n['steady_nonces_per_min']:,.1f} nonces/min ({n['verdict']})")

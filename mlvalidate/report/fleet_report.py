@@ -96,7 +96,7 @@ def fleet_summary(fleet, runs: list[RunBundle], m) -> dict:
             "interrupted": fleet.interrupted, "verdict_counts": counts, "nodes": nodes,
             # the fleet's capacity: only nodes whose vectors passed; the others' speed is shown apart
             "fleet_nonces_per_min": sum(n["steady_nonces_per_min"] for n in counted) if counted else None,
-            "nodes_measured": len(counted),
+            "nodes_counted": len(counted), "nodes_measured": len(measured),
             # the published figures of the counted nodes that have one, and those nodes' own speed
             "fleet_published_nonces_per_min": sum(n["published_nonces_per_min"] for n in with_pub) if with_pub else None,
             "published_nodes_nonces_per_min": sum(n["steady_nonces_per_min"] for n in with_pub) if with_pub else None,
@@ -143,10 +143,10 @@ def _fleet_rate_line(summary: dict) -> str:
     of_pub = ""
     if pub:
         k, own = summary["nodes_with_published"], summary["published_nodes_nonces_per_min"]
-        who = "their profiles'" if k == summary["nodes_measured"] else f"the {k} with a profile figure:"
+        who = "their profiles'" if k == summary["nodes_counted"] else f"the {k} with a profile figure:"
         of_pub = f" ({who} {100 * own / pub:.0f} % of the published {pub:,.0f}/min)"
     line = ("fleet throughput: no node whose vectors passed measured a steady rate" if tot is None else
-            f"fleet throughput: {tot:,.1f} nonces/min summed over the {summary['nodes_measured']} node(s) whose "
+            f"fleet throughput: {tot:,.1f} nonces/min summed over the {summary['nodes_counted']} node(s) whose "
             f"vectors passed{of_pub}")
     if apart:
         line += "; not counted (vectors did not pass): " + ", ".join(
