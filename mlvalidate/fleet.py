@@ -68,6 +68,7 @@ class FleetOptions:
     in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks per node
     fresh: object = None  # fresh.FreshPlan (--fresh N): one challenge per reference; fresh_fleet.py compares the nodes
     stop_on_exit: bool = False  # POST /pow/stop on a node whose run ends early with chunks queued
+    gpus: str | None = None  # --gpus for every node (an entry's own `gpus` wins)
 
 
 @dataclass
@@ -144,7 +145,8 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Toke
             stat=opts.stat, timeout_s=opts.timeout_s, connect_grace_s=opts.connect_grace_s,
             profile=target.profile or opts.profile, throughput=opts.throughput, skip_download=True,
             skip_deploy=True, progress=False, in_flight=opts.in_flight, stop_on_exit=opts.stop_on_exit,
-            fresh=opts.fresh), log=log)  # fmt: skip
+            fresh=opts.fresh, gpus=target.gpus or opts.gpus, mlnode_url=target.mlnode_url,
+            gpus_source=f"{target.source} entry" if target.gpus else "cli"), log=log)  # fmt: skip
     except MlvalidateError as e:  # the reference or profile named for this node does not load
         res.error = e.one_line()
         res.wall_s = time.monotonic() - t0
@@ -181,6 +183,7 @@ class FleetResult:
     wall_s: float
     interrupted: str | None = None
     report: dict | None = None  # paths of report.md / report.html / fleet.json
+    started_at: str | None = None  # UTC, ISO 8601
 
     @property
     def exit_code(self) -> int:
@@ -222,9 +225,12 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
     run has ended and its bundle is written. Ctrl-C / SIGTERM in the calling (main) thread
     interrupts every running node (each stops its node's generation and writes its bundle) and
     marks the nodes not started yet. `wait_hook()` is called in the waiting loop (tests)."""
+    import datetime as _dt
+
     say = _Printer(echo)
     opts.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results: dict[int, NodeResult] = {}
     tokens: dict[int, Token] = {}
     slots = threading.Semaphore(max(1, opts.concurrency))
@@ -311,4 +317,4 @@ def run_fleet(targets: list[NodeTarget], opts: FleetOptions, echo=print, *, wait
                     r.error += f" (no bundle: {e})"
                 results[i] = r
     ordered = [results[i] for i in range(len(targets))]
-    return FleetResult(ordered, time.monotonic() - t0, interrupted)
+    return FleetResult(ordered, time.monotonic() - t0, interrupted, started_at=started)

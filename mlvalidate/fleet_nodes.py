@@ -39,6 +39,8 @@ class NodeTarget:
     source: str = "--url"
     entry: dict | None = None  # the admin-shaped entry it came from
     problem: str | None = None  # why it cannot be validated (a malformed entry)
+    gpus: str | None = None  # the entry's `gpus` ("H100 x4"): the operator's word for its hardware
+    mlnode_url: str | None = None  # its MLNode API (host + poc_port), whose GPU routes describe it
 
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")  # a DNS name or an IPv4 address
@@ -97,6 +99,15 @@ def target_from_entry(entry, index: int, port_field: str, source: str, api: str 
     model_ids = [str(m) for m in models] if isinstance(models, dict) else []
     profile = entry.get("profile") if isinstance(entry.get("profile"), str) else None
     t = NodeTarget(id=nid, url=None, api=api_default, models=model_ids, profile=profile, source=source, entry=entry)
+    if entry.get("gpus") is not None:
+        from .serving.node_hardware import parse_gpus
+
+        try:
+            parse_gpus(str(entry["gpus"]), f"entry {nid!r}: gpus")
+            t.gpus = str(entry["gpus"])
+        except MlvalidateError as e:
+            t.problem = e.one_line()
+            return t
     if isinstance(entry.get("url"), str):  # our own shorthand in a --nodes file
         try:
             t.url = check_url(entry["url"], f"node {nid}")
@@ -115,6 +126,9 @@ def target_from_entry(entry, index: int, port_field: str, source: str, api: str 
             t.problem = f"entry {nid!r}: {e}"
         except MlvalidateError as e:
             t.problem = e.one_line()
+        mlnode_port = _port(entry.get("poc_port"))
+        if t.url and mlnode_port is not None:  # the MLNode API beside it: its GPU routes describe the node
+            t.mlnode_url = t.url if port_field == "poc_port" else node_url(host, mlnode_port)
     bad = [m for m in model_ids if not m.isprintable() or not m.strip()]
     if bad and t.problem is None:
         t.problem = f"entry {nid!r} lists a model id that is not printable text: {bad[0]!r}"

@@ -78,6 +78,9 @@ class RunOptions:
     in_flight: int = DEFAULT_IN_FLIGHT  # queued /generate chunks at a time; 0: one wait=true request at a time
     stop_on_exit: bool = False  # POST /pow/stop when the fetch ends early with chunks still queued on the node
     fresh: object = None  # fresh.FreshPlan: --fresh N, a challenge the harness draws, after the validation
+    gpus: str | None = None  # --gpus "H100 x4": the operator's word for the node's GPUs (serving/node_hardware.py)
+    gpus_source: str = "cli"  # where `gpus` came from ("cli", or a fleet entry's field)
+    mlnode_url: str | None = None  # a host's MLNode API whose GPU routes describe the node (--api mlnode: the URL)
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,9 +170,12 @@ class Runner:
 
 def new_run(name: str, ref: Reference, st: ResolvedStatTest, engine, batch_size: int, inputs: dict,
             profile=None) -> RunRecord:
+    import datetime as _dt
+
     return RunRecord(name=name, reference=ref, stat_test=st, comparison=None, engine=engine.describe(),
                      computed_nonces=np.zeros(0, np.int64), computed_vectors=np.zeros((0, ref.k_dim), np.float16),
-                     batch_size=batch_size, elapsed_s=0.0, inputs=inputs, profile=profile)
+                     batch_size=batch_size, elapsed_s=0.0, inputs=inputs, profile=profile,
+                     started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
 
 @contextlib.contextmanager
@@ -228,10 +234,11 @@ def load_inputs(opts: RunOptions):
     return ref, st, prof
 
 
-def _model_check(engine, run: RunRecord, log):
+def _model_check(engine, run: RunRecord, log, mlnode_url: str | None = None):
     """A callable that checks the served model against the reference's once, before the first
     PoC request (GET /v1/models; a node that does not list its models is let through), and
-    records the node's versions where it answers them (newer Gonka builds)."""
+    records what the node says of itself: its versions where it answers them (newer Gonka
+    builds) and, with an MLNode API at `mlnode_url`, its GPU routes (serving/node_hardware.py)."""
     done = []
 
     def check() -> None:
@@ -243,6 +250,11 @@ def _model_check(engine, run: RunRecord, log):
             if versions:
                 run.node_versions = versions
                 log(f"      the node's versions: {versions}")
+            run.node_facts = {}
+            if mlnode_url:
+                from .engines.mlnode_api import gpu_answers
+
+                run.node_facts["mlnode"] = gpu_answers(mlnode_url, min(10.0, engine.http.deadline_s))
             done.append(True)
 
     return check
@@ -268,6 +280,8 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
                   "in_flight": opts.in_flight, "stop_on_exit": opts.stop_on_exit,
                   "profile": prof.name if prof else None, "timeout_s": opts.timeout_s}
         inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
+        if opts.gpus is not None:
+            inputs["gpus"] = {"value": opts.gpus, "source": opts.gpus_source}
         inputs["stat_test"] = st.as_dict()
         if mlnode:
             hf_repo, hf_commit, repo_source = model_source(ref, prof)
@@ -299,7 +313,7 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
             log(f"      deploy args [{args_source}]: {' '.join(args) or '(none)'}")
             if prof is not None and prof.model_id and prof.model_id != ref.model:
                 log(f"      warning: profile {prof.name} is for {prof.model_id}, the reference for {ref.model}")
-        check_model = _model_check(engine, run, log)
+        check_model = _model_check(engine, run, log, opts.url if mlnode else opts.mlnode_url)
 
         def download():
             d = ensure_downloaded(engine.http, hf_repo, hf_commit, timeout_s=opts.download_timeout_s, log=log)

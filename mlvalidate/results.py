@@ -167,11 +167,78 @@ class ThroughputPhase:
         return out
 
 
+UNKNOWN_SOURCE = "unknown"
+
+
+@dataclass
+class NodeHardware:
+    """The hardware of the node a run measured — never the harness machine's, unless the node
+    ran on it (in this process, or on loopback). Every fact names where it came from: `source`
+    for the GPUs, `sources` per fact ("node: MLNode GET /api/v1/gpu/devices", "this host: NVML",
+    "operator: --gpus", "operator: profile h100x4", ...); `known` False with `why` when nothing
+    said. `notes`: what the other sources said where it differs, or why they said nothing.
+    Built by serving/node_hardware.py; hardware comparisons group runs by `group_key()`."""
+
+    known: bool
+    source: str = UNKNOWN_SOURCE
+    gpu_model: str | None = None  # the device name(s) as the source gave them; None: no GPU, or unknown
+    gpu_count: int | None = None  # 0: no GPU (a CPU node); None: unknown
+    gpus: list[dict] = field(default_factory=list)  # per device as its source gave it (index, name, memory)
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    cpu_model: str | None = None  # this host's CPU (a node on this host)
+    profile: str | None = None  # the profile the run named: a layout the operator claims
+    layout: str | None = None  # that profile's layout, e.g. "TP 4 x PP 1"
+    sources: dict[str, str] = field(default_factory=dict)  # fact -> where it came from
+    why: str | None = None  # not known: why
+    notes: list[str] = field(default_factory=list)
+
+    def label(self) -> str:
+        """"4× NVIDIA H100 80GB HBM3", "CPU", "unknown"."""
+        if not self.known:
+            return "unknown"
+        if self.gpu_count == 0:
+            return "CPU"
+        return f"{self.gpu_count}× {self.gpu_model or 'unnamed GPU'}"
+
+    def group_key(self) -> tuple[str, int | None, str]:
+        """(GPU model, GPU count, profile or layout): what runs on the same hardware share."""
+        model = self.gpu_model or ("CPU" if self.gpu_count == 0 else "unknown")
+        return model, self.gpu_count, self.profile or self.layout or "no profile"
+
+    def as_dict(self) -> dict:
+        return {"known": self.known, "label": self.label(), "source": self.source, "gpu_model": self.gpu_model,
+                "gpu_count": self.gpu_count, "gpus": self.gpus, "driver_version": self.driver_version,
+                "cuda_driver_version": self.cuda_driver_version, "cpu_model": self.cpu_model,
+                "profile": self.profile, "layout": self.layout, "sources": self.sources, "why": self.why,
+                "notes": self.notes}
+
+
+@dataclass
+class NodeRecord:
+    """The node a run measured (environment.json's "node"): `where` it ran ("this host": in this
+    process or on loopback; "remote"), its URL, its hardware, and its software as far as it
+    says (name -> {"value", "source"}: the node's /versions, its MLNode's state, this process)."""
+
+    where: str
+    url: str | None
+    hardware: NodeHardware
+    software: dict[str, dict] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"where": self.where, "url": self.url, "hardware": self.hardware.as_dict(), "software": self.software}
+
+
+ENVIRONMENT_SCHEMA = "mlvalidate.environment/2"
+
+
 @dataclass
 class Environment:
-    """What a run ran in (environment.json): host, versions, GPUs with the NVML samples taken
-    while measuring (or why NVML could not answer), and the run's profile, backends, batch size
-    and model revision. Captured by serving.environment."""
+    """What a run ran in (environment.json), in two parts kept apart: the harness machine (this
+    host: versions, threads, its GPUs with the NVML samples taken while measuring, or why NVML
+    could not answer) and the node it measured (`node`: a NodeRecord, whose hardware is this
+    host's only when the node ran here); plus the run's profile, backends, batch size and model
+    revision. Captured by serving.environment."""
 
     hostname: str
     platform: str
@@ -191,6 +258,9 @@ class Environment:
     cuda: str | None  # the CUDA torch was built with
     nvml: dict  # {"available": False, "reason"} or the inventory and every sample
     gpus: list[str] | None = None  # torch's CUDA device names, when it sees any
+    cpu_model: str | None = None
+    mlvalidate: str | None = None  # the harness's version
+    node: NodeRecord | None = None  # the node the run measured (None: captured without a run)
     # the run's (None when captured without a run)
     batch_size: int | None = None
     profile: str | None = None
@@ -199,14 +269,20 @@ class Environment:
     backend_env: dict | None = None
     model_revision: str | None = None
 
-    def as_dict(self) -> dict:
-        keys = ["hostname", "platform", "python", "cpu_count", "torch", "torch_threads", "torch_cpu_capability",
-                "cuda_available",
-                "transformers", *(["gpus"] if self.gpus is not None else []), "vllm", "vllm_distribution",
-                "gpu_model", "gpu_count", "driver_version", "cuda_driver_version", "cuda", "nvml"]
-        if self.batch_size is not None:  # captured with a run (a run always has a batch size)
-            keys += ["batch_size", "profile", "attention_backend", "moe_backend", "backend_env", "model_revision"]
+    def harness_dict(self) -> dict:
+        keys = ["hostname", "platform", "python", "cpu_count", "cpu_model", "mlvalidate", "torch", "torch_threads",
+                "torch_cpu_capability", "cuda_available", "transformers", *(["gpus"] if self.gpus is not None else []),
+                "vllm", "vllm_distribution", "gpu_model", "gpu_count", "driver_version", "cuda_driver_version",
+                "cuda", "nvml"]
         return {k: getattr(self, k) for k in keys}
+
+    def as_dict(self) -> dict:
+        out: dict = {"schema": ENVIRONMENT_SCHEMA, "harness": self.harness_dict(),
+                     "node": self.node.as_dict() if self.node is not None else None}
+        if self.batch_size is not None:  # captured with a run (a run always has a batch size)
+            out["run"] = {k: getattr(self, k) for k in ("batch_size", "profile", "attention_backend", "moe_backend",
+                                                         "backend_env", "model_revision")}
+        return out
 
 
 @dataclass(frozen=True)
@@ -270,6 +346,10 @@ class RunRecord:
     node_versions: dict | None = None  # GET /api/v1/pow/versions of newer Gonka builds, when answered
     fresh: FreshPhase | None = None  # --fresh N: the fresh challenge
     caveats: list[str] = field(default_factory=list)  # what the result depends on, one line each (the report says)
+    # what the node said of itself once it answered the model check (its MLNode's GPU routes): None while it
+    # has not (an HTTP node that never answered has no hardware: environment.json says unknown, and why)
+    node_facts: dict | None = None
+    started_at: str | None = None  # UTC, ISO 8601 (pipeline.new_run)
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)

@@ -23,6 +23,10 @@ deployment are small state machines advanced by the status polls:
                   completed | failed | not_started (a failure, restarted) | exit (the stub closes)
                   | hang (every status answer from then on takes 5 s)
 
+Its GPU routes (api/gpu/ of the real one) answer as the real one does on a machine without
+NVML — `{"devices": [], "count": 0}` and 503 "NVML not initialized. ..." — unless `gpus` lists
+devices (the real one's device objects) and `driver` its driver answer.
+
 Every request is recorded in `requests` as (method, path, body) for assertions.
 """
 
@@ -90,7 +94,8 @@ class MlnodeStub(ThreadingHTTPServer):
 
     def __init__(self, backends: list[str], *, model_status: str = "DOWNLOADED", download_polls: int = 2,
                  download_result: str = "DOWNLOADED", running: bool = True, deploy_polls: int = 2,
-                 deploy_result: str = "completed", proxy_timeout_s: float = 60.0, drops_stronger_rng: bool = False):
+                 deploy_result: str = "completed", proxy_timeout_s: float = 60.0, drops_stronger_rng: bool = False,
+                 gpus: list[dict] | None = None, driver: dict | None = None):
         self.backends = sorted(backends, key=_port)
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, object]] = []
@@ -104,6 +109,7 @@ class MlnodeStub(ThreadingHTTPServer):
                    "elapsed_seconds": 12.0 if running else None, "error": None}
         self.deploy_polls, self.deploy_result = deploy_polls, deploy_result
         self._deploy_left = 0
+        self.gpus, self.driver = list(gpus or []), driver  # driver None: its NVML is not running
         super().__init__(("127.0.0.1", 0), _Handler)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
@@ -242,6 +248,13 @@ class MlnodeStub(ThreadingHTTPServer):
             answer["request_id"] = f"{_port(b)}:{answer['request_id']}"
         return 200, answer
 
+    def gpu_route(self, path: str) -> tuple[int, dict]:
+        if path.endswith("/devices"):
+            return 200, {"devices": self.gpus, "count": len(self.gpus)}
+        if self.driver is None:
+            return 503, {"detail": "NVML not initialized. GPU features are not available."}
+        return 200, self.driver
+
     def proxy_v1(self, method: str, path: str) -> tuple[int, object]:
         """/v1/* to a backend (the first: the MLNode picks the least busy); 503 text with none."""
         if not self.backends:
@@ -301,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(*s.up_async(body))
             if path.startswith("/v1/"):
                 return self._send(*s.proxy_v1(method, path))
+            if method == "GET" and path in ("/api/v1/gpu/devices", "/api/v1/gpu/driver"):
+                return self._send(*s.gpu_route(path))
             if (method, path) == ("POST", "/api/v1/inference/pow/init/generate"):
                 return self._send(*s.init_generate(body))
             if (method, path) == ("GET", "/api/v1/inference/pow/status"):

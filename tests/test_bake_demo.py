@@ -90,10 +90,15 @@ def test_demo_end_to_end(tmp_path):
         assert len(report["distances"]) == 200
         assert load_computed(b / "vectors.json").n == 200
         env = json.loads((b / "environment.json").read_text())
-        assert {"gpu_model", "gpu_count", "driver_version", "cuda", "nvml", "torch", "transformers", "vllm",
-                "attention_backend", "moe_backend", "batch_size", "profile", "model_revision"} <= env.keys()
-        assert env["batch_size"] == (16 if name == "honest" else 32) and env["profile"] is None
-        assert [s["label"] for s in env["nvml"].get("samples", [])] in ([], ["validate start", "validate end"])
+        assert {"gpu_model", "gpu_count", "driver_version", "cuda", "nvml", "torch", "transformers",
+                "vllm"} <= env["harness"].keys()
+        assert {"attention_backend", "moe_backend", "batch_size", "profile", "model_revision"} <= env["run"].keys()
+        assert env["run"]["batch_size"] == (16 if name == "honest" else 32) and env["run"]["profile"] is None
+        samples = env["harness"]["nvml"].get("samples", [])
+        assert [s["label"] for s in samples] in ([], ["validate start", "validate end"])
+        # the demo's engines ran in this process: the node is this host, and its record says so
+        assert env["node"]["where"] == "this host" and env["node"]["url"] is None
+        assert env["node"]["hardware"]["source"].startswith("this host")
     # the bundles' vectors re-check offline to the same verdicts
     ref = out / "reference.json"
     assert load_reference(ref).collection_batch_size == 32

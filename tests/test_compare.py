@@ -1,10 +1,16 @@
-"""`mlvalidate compare`: tables, the cross-run distance matrix, a self-contained HTML page
-(rendered in headless Chromium where it is installed), and one-line errors on bad input.
+"""`mlvalidate compare`: tables, the node's hardware from its own record (never this host's for
+a remote node), the cross-run distance matrix, a self-contained HTML page laid out for a 1280 x
+900 window (measured in headless Chromium where it is installed), exit codes by the runs'
+verdicts, and one-line errors on bad input.
 
-Bundles are built directly with write_bundle from synthetic vectors (no model run):
-  refcopy  the reference's own vectors                 -> PASS
-  honest   reference + small noise                     -> PASS (or with mismatches)
-  cheater  reference + large noise, profile h100x4 with a throughput phase -> FAIL
+Bundles are written by write_bundle from synthetic vectors (tests/report_fixtures.py, no model
+run), while this host's NVML says it has one RTX 4090 (a FakeNVML), so that a report which
+took the harness machine's hardware for a node's would show it:
+  refcopy  the reference's own vectors, an engine in this process      -> PASS, this host's GPU
+  honest   reference + small noise, a remote node whose MLNode's GPU routes say 4x H100 -> PASS
+  cheater  reference + large noise, a remote node without GPU routes, --gpus "H100 x4", profile
+           h100x4, a throughput phase                                  -> FAIL
+  dead     a remote node that never answered                           -> ERROR, hardware unknown
 """
 
 from __future__ import annotations
@@ -12,46 +18,25 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlvalidate.artifacts import parse_reference, reference_document, resolve_stat_test
+import report_fixtures as rf
+from fake_nvml import FakeNVML
 from mlvalidate.cli import main
-from mlvalidate.poc.stats import compare_vectors
-from mlvalidate.serving.environment import environment
-from mlvalidate.report.bundle import write_bundle
-from mlvalidate.results import RateStats, RunRecord, ThroughputPhase, ThroughputSummary
-from mlvalidate.report.bundles import NO_PLOTS, distance_matrix, load_bundles
+from mlvalidate.report.bundles import NO_PLOTS, VERDICT_COLOR, distance_matrix, load_bundles
 from mlvalidate.report.compare import write_compare
 
-N, K = 40, 64
+N = rf.N
 CHROMIUM = Path("/usr/bin/chromium")
+HOST_GPU = "NVIDIA GeForce RTX 4090"
 
 
-def _reference():
-    rng = np.random.default_rng(7)
-    nonces = np.arange(N, dtype=np.int64)
-    vecs = rng.standard_normal((N, K)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    doc = reference_document(model="test/tiny", seq_len=16, k_dim=K, block_hash="H", public_key="P",
-                             nonces=nonces, vectors=vecs.astype(np.float16), dist_threshold=0.2,
-                             stat_test={"p_mismatch": 0.1, "fraud_threshold": 0.05})  # fmt: skip
-    return parse_reference(doc, where="test reference")
-
-
-def _bundle(out: Path, name: str, ref, vectors, *, throughput=None, profile=None) -> Path:
-    st = resolve_stat_test(ref)
-    comp = compare_vectors(ref.nonces, ref.vectors, ref.nonces, vectors.astype(np.float32), st.values)
-    run = RunRecord(name=name, reference=ref, stat_test=st, comparison=comp, engine={"engine": "synthetic"},
-                    computed_nonces=ref.nonces, computed_vectors=vectors.astype(np.float16), batch_size=8,
-                    elapsed_s=1.0, throughput=throughput, profile=profile,
-                    nvml_samples=[{"label": "t", "time": "now", "available": False, "reason": "test"}])  # fmt: skip
-    run.environment = environment(run)
-    return write_bundle(out / name, run)
+def _bundle(out: Path, name: str, ref, vectors, **kw) -> Path:
+    return rf.bundle(out, name, ref, vectors, nvml=FakeNVML(HOST_GPU, 1, 24564), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +44,19 @@ def bundles(tmp_path_factory):
     from mlvalidate.serving.profiles import load_profile
 
     root = tmp_path_factory.mktemp("bundles")
-    ref = _reference()
-    rng = np.random.default_rng(1)
-    honest = ref.vectors + 0.005 * rng.standard_normal(ref.vectors.shape)
-    cheater = ref.vectors + 0.3 * rng.standard_normal(ref.vectors.shape)
+    ref = rf.reference()
     prof = load_profile("h100x4")
-    summary = ThroughputSummary(api="vllm", n_samples=4, warmup_s=30.0, batch_size=32, n_replicas=1,
-                                rates=RateStats(steady=1184.0 / 60, min=19.0, median=19.7, max=20.1,
-                                                node_cumulative=18.5))
-    tp = ThroughputPhase(summary=summary, samples=[], reference="synthetic", profile="h100x4")
+    mlnode = rf.mlnode_answers("http://10.0.0.5:8080", rf.H100_DEVICES, rf.H100_DRIVER)
     return {
         "refcopy": _bundle(root, "refcopy", ref, ref.vectors),
-        "honest": _bundle(root, "honest", ref, honest),
-        "cheater": _bundle(root, "cheater", ref, cheater, throughput=tp, profile=prof),
+        "honest": _bundle(root, "honest", ref, rf.noisy(ref, 0.005, 1), url="http://10.0.0.5:5000",
+                          node_facts={"mlnode": mlnode}),
+        "cheater": _bundle(root, "cheater", ref, rf.noisy(ref, 0.3, 2), url="http://10.0.0.6:5000", node_facts={},
+                           gpus="H100 x4", profile=prof, per_min=1184.0),
+        "dead": _bundle(root, "dead", ref, ref.vectors, url="http://10.0.0.7:5000", keep=0,
+                        error="validate: POST http://10.0.0.7:5000/api/v1/pow/generate failed after 9 attempt(s) "
+                        "within the deadline: cannot connect: [Errno 111] Connection refused (for 30 s) — is the "
+                        "node running, and are the URL's host and port right?"),
         "profile": prof,
     }
 
@@ -79,8 +64,8 @@ def bundles(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(bundles, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    rc = main(["compare", str(bundles["refcopy"]), str(bundles["honest"]), str(bundles["cheater"]), "--out", str(out)])
-    assert rc == 0
+    rc = main(["compare", *(str(bundles[k]) for k in ("refcopy", "honest", "cheater", "dead")), "--out", str(out)])
+    assert rc == 1  # a FAIL among the runs
     return out
 
 
@@ -112,8 +97,48 @@ def test_verdict_table(report, bundles):
     roof = prof.roofline_nonces_per_min_per_gpu() * prof.gpu_count
     assert cheater[8] == f"{100 * 1184 / roof:.1f} %"
     assert honest[1] == "n/a" and honest[6:] == ["n/a", "n/a", "n/a"]
-    assert honest[2] in ("CPU", "n/a") or "×" in honest[2]
     assert "## Throughput per profile" in md and "### h100x4" in md
+
+
+def test_each_run_shows_its_own_nodes_hardware_never_this_hosts(report, bundles):
+    """The harness machine (one RTX 4090 here) is the node only for the engine that ran in this
+    process; each remote node shows what it said itself, what the operator declared, or unknown."""
+    md = (report / "report.md").read_text()
+    hw = {k: _md_row(md, k)[2] for k in ("refcopy", "honest", "cheater", "dead")}
+    assert hw == {"refcopy": f"1× {HOST_GPU} [this host]", "honest": "4× NVIDIA H100 80GB HBM3 [the node]",
+                  "cheater": "4× H100 [--gpus]", "dead": "unknown [the node never answered]"}
+    assert _md_row(md, "dead")[3] == "ERROR"
+    for k in ("honest", "cheater", "dead"):  # every bundle keeps the harness machine apart, under "harness"
+        env = json.loads((bundles[k] / "environment.json").read_text())
+        assert env["harness"]["gpu_model"] == HOST_GPU and env["node"]["where"] == "remote"
+        assert HOST_GPU not in json.dumps(env["node"])
+    node = json.loads((bundles["honest"] / "environment.json").read_text())["node"]["hardware"]
+    assert node["sources"]["gpu_model"] == "node: MLNode GET /api/v1/gpu/devices"
+    assert node["driver_version"] == "570.124.06" and node["sources"]["driver_version"].endswith("/api/v1/gpu/driver")
+    cheat = json.loads((bundles["cheater"] / "environment.json").read_text())["node"]["hardware"]
+    assert cheat["source"] == "operator: --gpus" and cheat["profile"] == "h100x4" and cheat["layout"] == "TP 4 x PP 1"
+    assert cheat["notes"] == []  # the profile's 4x H100 agrees with --gpus
+
+
+def test_an_older_bundle_is_the_harness_machine_only_where_the_node_ran_on_it(bundles, tmp_path):
+    """Bundles written before the node was recorded have the harness's record at the top level:
+    their hardware is the node's only for an engine in process or a loopback node (labelled so)."""
+    flat = {"hostname": "h", "gpu_model": "NVIDIA A100-SXM4-80GB", "gpu_count": 8, "cuda_available": True,
+            "nvml": {"available": True}, "profile": "a100x8"}
+    olds = {}
+    for name, engine in (("old-remote", {"engine": "vllm-api", "url": "http://10.1.1.1:5000"}),
+                         ("old-inprocess", {"engine": "vllm-inprocess"}),
+                         ("old-loopback", {"engine": "vllm-api", "url": "http://127.0.0.1:5000"})):
+        d = shutil.copytree(bundles["honest"], tmp_path / name)
+        (d / "environment.json").write_text(json.dumps({**flat, "engine": engine}))
+        olds[name] = d
+    runs = {r.path.name: r for r in load_bundles(list(olds.values()))}
+    assert not runs["old-remote"].hardware().known
+    assert "older bundle" in runs["old-remote"].hardware().why and "10.1.1.1" in runs["old-remote"].hardware().why
+    for k in ("old-inprocess", "old-loopback"):
+        hw = runs[k].hardware()
+        assert hw.label() == "8× NVIDIA A100-SXM4-80GB" and hw.source.startswith("older bundle")
+    assert runs["old-remote"].profile_name == "a100x8"  # read from the old top level
 
 
 def test_distance_matrix(bundles):
@@ -193,28 +218,56 @@ def _png_stats(data: bytes) -> tuple[int, int, int]:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="headless render needs Debian's chromium (/usr/bin/chromium)")
-def test_html_renders_in_chromium(report, tmp_path):
-    shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
-           (report / "report.html").resolve().as_uri()]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert shot.exists(), f"no screenshot (rc {proc.returncode}): {proc.stderr[-800:]}"
-    data = shot.read_bytes()
+def test_html_at_1280_by_900_in_chromium(report, tmp_path):
+    from render_check import check_page_at_1280
+
+    lay = check_page_at_1280(report / "report.html", tmp_path, "compare")
+    assert {v["text"] for v in lay["verdicts"]} >= {"PASS", "FAIL", "ERROR"}
+    data = (Path(__import__("os").environ.get("MLVALIDATE_SHOTS") or tmp_path) / "compare-1280x900.png").read_bytes()
     w, h, distinct = _png_stats(data)
-    assert (w, h) == (1280, 2000)
-    assert len(data) > 20_000, "a near-empty PNG: the page rendered blank"
-    assert distinct > 16, "uniform pixels: the page rendered blank"
+    assert w == 1280 and distinct > 16, "the page rendered blank"
+
+
+def test_ecdf_plot_verdict_colours_axis_near_the_data_and_a_legend_that_covers_no_curve(report, bundles):
+    pytest.importorskip("matplotlib")
+    from mlvalidate.report.plots import _pyplot, ecdf_figure
+
+    plt = _pyplot()
+    runs = load_bundles([bundles[k] for k in ("refcopy", "honest", "cheater", "dead")])
+    fig, ax = ecdf_figure(plt, runs)
     try:
-        from PIL import Image
-    except ImportError:
-        return
-    with Image.open(shot) as im:
-        colors = im.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colors is None or len(colors) > 50
-    keep = Path("/tmp/mlvalidate-compare-shot.png")
-    try:
-        shutil.copyfile(shot, keep)  # for a person to look at after the run
-    except OSError:
-        pass
+        lines = {ln.get_label().split(" — ")[0]: ln for ln in ax.get_lines()}
+        for r in runs:
+            assert lines[r.name].get_color() == VERDICT_COLOR[r.verdict], r.name  # one colour per verdict
+        gate = lines["gate 0.2 (L2 threshold)"]
+        assert gate.get_color() not in VERDICT_COLOR.values()
+        smallest = min(float(np.min(r.distances()[r.distances() > 0])) for r in runs if (r.distances() > 0).any())
+        x0 = ax.get_xlim()[0]
+        assert smallest / 5 < x0 < smallest  # the axis starts at the data, not decades before it
+        fig.canvas.draw()
+        legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.y1 <= axes.y0  # below the axes: it covers no curve
+        assert not any(t.get_text().startswith("gate") for t in ax.texts)  # no label drawn over the plot
+    finally:
+        plt.close(fig)
+
+
+def test_one_palette_for_verdicts_and_a_heat_scale_that_uses_none_of_it(report):
+    from mlvalidate.report.bundles import VERDICT_CLASS, heat_color
+
+    page = (report / "report.html").read_text()
+    css = re.findall(r"\.(v-[a-z]+)\{background:(#[0-9a-f]{6})\}", page)
+    assert dict(css) == {VERDICT_CLASS[v]: c for v, c in VERDICT_COLOR.items()}  # the CSS is the palette
+    heat = {heat_color(x, 1.0) for x in np.linspace(0, 2.5, 26)}
+    assert not heat & set(VERDICT_COLOR.values())
+    cells = re.findall(r'<td class="tok[^"]*" style="background:(#[0-9a-f]{6})"', page)
+    assert cells and not set(cells) & set(VERDICT_COLOR.values())
+
+
+@pytest.mark.parametrize("which, code", [(("refcopy", "honest"), 0), (("refcopy", "dead"), 2),
+                                         (("honest", "cheater", "dead"), 1)])
+def test_compare_exit_code_follows_the_runs_verdicts(which, code, bundles, tmp_path, capsys):
+    rc = main(["compare", *(str(bundles[k]) for k in which), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == code and f"(exit {code})" in out
+    assert (tmp_path / "report.html").is_file()  # the report is written whatever the runs' verdicts

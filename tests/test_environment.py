@@ -1,6 +1,8 @@
-"""environment.json: GPU inventory with clocks and power sampled while measuring (NVML, or why
-there is none), versions, the profile's backends, batch size, profile and model revision.
-NVML is the FakeNVML of test_hardware (this machine has no GPU), swapped in for pynvml."""
+"""environment.json: the harness machine (GPU inventory with clocks and power sampled while
+measuring, NVML, or why there is none; versions) apart from the node it measured (its hardware
+from the node's own word, this host where the node ran here, the operator's, or unknown; each
+fact with its source), and the run's profile backends, batch size, profile and model revision.
+NVML is tests/fake_nvml.py's FakeNVML (this machine has no GPU), swapped in for pynvml."""
 
 import json
 import sys
@@ -23,8 +25,9 @@ from mlvalidate.serving.environment import environment, nvml_sample
 from mlvalidate.serving.profiles import load_profile
 
 MODEL = "test/tiny-minimax"
-KEYS = {"gpu_model", "gpu_count", "driver_version", "cuda", "cuda_driver_version", "nvml", "torch", "transformers",
-        "vllm", "attention_backend", "moe_backend", "backend_env", "batch_size", "profile", "model_revision"}
+HARNESS_KEYS = {"gpu_model", "gpu_count", "driver_version", "cuda", "cuda_driver_version", "nvml", "torch",
+                "transformers", "vllm", "cpu_model", "mlvalidate"}
+RUN_KEYS = {"attention_backend", "moe_backend", "backend_env", "batch_size", "profile", "model_revision"}
 
 
 def no_driver():
@@ -60,15 +63,22 @@ def _validate(url, ref_path, tmp_path, *extra) -> dict:
     rc = main(["validate", "--url", url, "--reference", str(ref_path), "--batch-size", "8", "--skip-throughput",
                "--out", str(tmp_path / "bundle"), *extra])
     assert rc == 0
-    return json.loads((tmp_path / "bundle" / "environment.json").read_text())
+    doc = json.loads((tmp_path / "bundle" / "environment.json").read_text())
+    assert doc["schema"] == "mlvalidate.environment/2" and HARNESS_KEYS <= doc["harness"].keys()
+    assert RUN_KEYS <= doc["run"].keys()
+    return {**doc["harness"], **doc["run"], "node": doc["node"], "engine": doc["engine"]}
 
 
 def test_validate_with_a_profile_records_clocks_power_and_backends(reference, node, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", h100s())  # read_inventory's default NVML
     env = _validate(node, reference[0], tmp_path, "--profile", "h100x4")
-    assert KEYS <= env.keys()
     assert env["gpu_model"] == "NVIDIA H100 80GB HBM3" and env["gpu_count"] == 4
     assert env["driver_version"] == "570.124.06" and env["cuda_driver_version"] == "12.8"
+    # the node answered on loopback: this host, whose NVML facts are the node's, and say so
+    hw = env["node"]["hardware"]
+    assert env["node"]["where"] == "this host" and hw["label"] == "4× NVIDIA H100 80GB HBM3"
+    assert hw["source"] == "this host: NVML" and hw["sources"]["driver_version"] == "this host: NVML"
+    assert hw["profile"] == "h100x4" and hw["notes"] == []  # the profile (H100 x 4) agrees
     nv = env["nvml"]
     assert nv["available"] is True and len(nv["gpus"]) == 4
     assert [s["label"] for s in nv["samples"]] == ["validate start", "validate end"]  # around the measurement
@@ -88,8 +98,9 @@ def test_validate_with_a_profile_records_clocks_power_and_backends(reference, no
 def test_validate_without_nvml_or_profile_says_so(reference, node, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", no_driver())
     env = _validate(node, reference[0], tmp_path)
-    assert KEYS <= env.keys()
     assert env["nvml"]["available"] is False and "no NVIDIA driver" in env["nvml"]["reason"]
+    assert env["node"]["hardware"]["label"] == "CPU" and env["node"]["hardware"]["source"].startswith(
+        "this host: NVML (no NVIDIA driver")
     assert env["driver_version"] is None and env["cuda_driver_version"] is None
     assert env["profile"] is None and env["model_revision"] is None
     assert env["attention_backend"] is None and env["moe_backend"] is None and env["backend_env"] is None
@@ -120,7 +131,8 @@ def test_chain_model_revision_a100_env_backends_and_a_sample_at_write_time(tmp_p
     chain = load_chain("MiniMaxAI/MiniMax-M2.7")
     run = _chain_run(load_profile("a100x4"))  # no samples: the capture takes one
     run.environment = environment(run, nvml=h100s())
-    env = json.loads((write_bundle(tmp_path / "b", run) / "environment.json").read_text())
+    doc = json.loads((write_bundle(tmp_path / "b", run) / "environment.json").read_text())
+    env = {**doc["harness"], **doc["run"]}
     assert env["model_revision"] == chain.hf_commit and len(chain.hf_commit) == 40
     assert env["profile"] == "a100x4" and env["moe_backend"] == "marlin"
     assert env["backend_env"] == {"VLLM_USE_FLASHINFER_MOE_FP8": "0"}
@@ -162,7 +174,7 @@ def test_describing_the_environment_never_imports_torch_transformers_or_vllm():
 
     code = ("import sys, json\n"
             "from mlvalidate.serving.environment import environment\n"
-            "env = environment().as_dict()\n"
+            "env = environment().as_dict()['harness']\n"
             "print(json.dumps({'imported': [m for m in ('torch', 'transformers', 'vllm') if m in sys.modules],"
             " 'torch': env['torch'], 'threads': env['torch_threads'], 'transformers': env['transformers']}))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -175,5 +187,5 @@ def test_describing_the_environment_never_imports_torch_transformers_or_vllm():
 def test_an_engine_that_imported_torch_still_records_its_threads_and_kernel_level():
     import torch
 
-    env = environment().as_dict()
+    env = environment().as_dict()["harness"]
     assert env["torch_threads"] == torch.get_num_threads() and env["torch_cpu_capability"]

@@ -9,6 +9,7 @@ import sys
 import pynvml
 import pytest
 import yaml
+from fake_nvml import MIB, FakeNVML  # noqa: F401 (test_environment imports FakeNVML from here too)
 
 from mlvalidate.cli import main
 from mlvalidate.commands.hw import render_report
@@ -21,7 +22,6 @@ from mlvalidate.serving.hardware import (
 )
 from mlvalidate.serving.profiles import list_profiles, load_profile
 
-MIB = 1024**2
 
 
 def _nvml_works() -> bool:
@@ -31,88 +31,6 @@ def _nvml_works() -> bool:
         return False
     pynvml.nvmlShutdown()
     return True
-
-
-class FakeNVML:
-    """The slice of pynvml that read_inventory uses, answering like a real driver would: the
-    same struct types (c_nvmlMemory_t, process info objects), milliwatts, MHz, the integer CUDA
-    version, and pynvml's own NVMLError subclasses for unsupported queries."""
-
-    NVMLError = pynvml.NVMLError
-    NVML_CLOCK_SM, NVML_CLOCK_MEM = pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_MEM
-    NVML_ERROR_LIBRARY_NOT_FOUND = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
-    NVML_ERROR_DRIVER_NOT_LOADED = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
-
-    def __init__(self, name, count, total_mib, *, used_mib=None, procs=None, init_error=None, power=True):
-        self.name, self.count, self.total = name, count, total_mib * MIB
-        self.used = {i: (used_mib or {}).get(i, 512) * MIB for i in range(count)}
-        self.procs = procs or {}  # gpu index -> [(pid, MiB)]
-        self.init_error, self.power = init_error, power
-        self.live = False
-
-    def nvmlInit(self):
-        if self.init_error is not None:
-            raise pynvml.NVMLError(self.init_error)  # -> the matching NVMLError_* subclass
-        self.live = True
-
-    def nvmlShutdown(self):
-        self.live = False
-
-    def _h(self, h):
-        assert self.live, "NVML used outside nvmlInit/nvmlShutdown"
-        return h
-
-    def nvmlDeviceGetCount(self):
-        return self.count
-
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return ("handle", i)
-
-    def nvmlDeviceGetName(self, h):
-        self._h(h)
-        return self.name
-
-    def nvmlDeviceGetUUID(self, h):
-        return f"GPU-0000000{h[1]}-aaaa-bbbb-cccc-000000000000"
-
-    def nvmlDeviceGetMemoryInfo(self, h):
-        used = self.used[h[1]]
-        return pynvml.c_nvmlMemory_t(total=self.total, free=self.total - used, used=used)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h):
-        return [pynvml.nvmlStructToFriendlyObject(pynvml.c_nvmlProcessInfo_v3_t(pid=pid, usedGpuMemory=mib * MIB))
-                for pid, mib in self.procs.get(h[1], [])]  # fmt: skip
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h):
-        return []
-
-    def nvmlSystemGetProcessName(self, pid):
-        return "python3" if pid != 4242 else b"/usr/bin/vllm"  # older pynvml returned bytes
-
-    def nvmlDeviceGetClockInfo(self, h, kind):
-        return {pynvml.NVML_CLOCK_SM: 1755, pynvml.NVML_CLOCK_MEM: 2619}[kind]
-
-    def nvmlDeviceGetMaxClockInfo(self, h, kind):
-        return {pynvml.NVML_CLOCK_SM: 1980, pynvml.NVML_CLOCK_MEM: 2619}[kind]
-
-    def nvmlDeviceGetPowerUsage(self, h):
-        if not self.power:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return 113_456  # mW
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, h):
-        if not self.power:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return 700_000
-
-    def nvmlSystemGetDriverVersion(self):
-        return "570.124.06"
-
-    def nvmlSystemGetCudaDriverVersion(self):
-        return 12080
-
-    def nvmlSystemGetNVMLVersion(self):
-        return "12.570.124.06"
 
 
 def profiles():

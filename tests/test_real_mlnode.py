@@ -175,6 +175,8 @@ def _answers(url: str, ports: list[int]) -> dict:
             ("stop", "POST", "/api/v1/inference/pow/stop", {}),
             ("v1/models 503", "GET", "/v1/models", None),
             ("versions", "GET", "/api/v1/inference/pow/versions", None),
+            ("gpu devices", "GET", "/api/v1/gpu/devices", None),
+            ("gpu driver", "GET", "/api/v1/gpu/driver", None),
             ("poll: no port", "GET", "/api/v1/inference/pow/generate/abc", None),
             ("poll: bad port", "GET", "/api/v1/inference/pow/generate/x:abc", None),
             ("poll: nothing there", "GET", f"/api/v1/inference/pow/generate/{free}:abc", None),
@@ -236,6 +238,11 @@ def test_download_deploy_throughput_validate_one_replica_queued_then_wait_true(m
     assert node.backend_requests("POST", "/api/v1/pow/stop") >= 1
     assert node.backend_requests("POST", "/api/v1/pow/generate") == N // 8
     assert "up to 4 queued at a time" in out and '" 501 ' not in node.log()
+    # its GPU routes answered, without NVML here ({"devices": [], "count": 0} and 503): they say nothing, so
+    # the node (on loopback) is this host, a CPU, and the record says what the MLNode said
+    hw = json.loads((tmp_path / "bundle" / "environment.json").read_text())["node"]["hardware"]
+    assert hw["label"] == "CPU" and hw["source"].startswith("this host: NVML")
+    assert any("lists no GPU and its NVML is not running" in n and "NVML not initialized" in n for n in hw["notes"])
 
     # wait=true on the same deployment, with a reference made with poc_stronger_rng: this MLNode carries it
     rc = _validate(node, stronger_reference, tmp_path, *ONLY_VALIDATE, "--in-flight", "0", out="wait")
@@ -251,6 +258,25 @@ def test_download_deploy_throughput_validate_one_replica_queued_then_wait_true(m
         assert _answers(stub.url, [b.server_address[1] for b in backends]) == _answers(node.url, node.backend_ports)
     finally:
         _close(stub, backends)
+
+
+def test_the_nodes_gpus_from_the_real_mlnodes_gpu_routes(mlnodes, reference, tmp_path, capsys):
+    """The real MLNode's GPU routes (api/gpu/) over an NVML that says 4 H100s (tests/fake_nvml.py in its
+    process: MLNODE_FAKE_GPUS): `validate` records them as the node's, each fact with its route, while this
+    host (no NVIDIA driver) stays the harness's alone."""
+    node = mlnodes(replicas=1, env={"MLNODE_FAKE_GPUS": "NVIDIA H100 80GB HBM3|4|81559"})
+    rc = _validate(node, reference, tmp_path, "--skip-throughput")
+    out = capsys.readouterr().out
+    assert rc == 0, out + node.log()[-3000:]
+    env = json.loads((tmp_path / "bundle" / "environment.json").read_text())
+    hw = env["node"]["hardware"]
+    assert hw["label"] == "4× NVIDIA H100 80GB HBM3" and hw["source"] == "node: MLNode GET /api/v1/gpu/devices"
+    assert [g["memory_total_mib"] for g in hw["gpus"]] == [81559] * 4
+    assert hw["driver_version"] == "570.124.06" and hw["cuda_driver_version"] == "12.8"
+    assert hw["sources"]["driver_version"] == "node: MLNode GET /api/v1/gpu/driver"
+    assert hw["notes"] == ["this host: NVML (no NVIDIA driver on this machine) says CPU"]  # on loopback this host
+    # measured as well: what it saw is kept beside
+    assert env["harness"]["nvml"]["available"] is False and env["harness"]["gpu_count"] == 0
 
 
 def test_two_replicas_throughput_per_replica_and_validation_over_both(mlnodes, reference, tmp_path, capsys,

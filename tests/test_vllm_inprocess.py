@@ -323,7 +323,8 @@ def test_run_honest_bf16_passes_and_writes_the_bundle(bf16_setup, tiny_qwen3, ca
     assert report["verdict"].startswith("PASS") and report["n_total"] == 64 and report["n_missing"] == 0
     from mlvalidate.serving.render import show_profile
 
-    assert config["engine"]["engine"] == "vllm-inprocess" and config["engine"]["vllm"] == env["vllm"]
+    assert config["engine"]["engine"] == "vllm-inprocess" and config["engine"]["vllm"] == env["harness"]["vllm"]
+    assert env["node"]["where"] == "this host" and env["node"]["software"]["vllm"]["value"] == env["harness"]["vllm"]
     assert config["engine"]["vllm_args"] == shlex.split(show_profile(str(s["profile"]), "args"))
     assert config["inputs"]["vllm_args"]["value"] == config["engine"]["vllm_args"]
     assert config["inputs"]["env"]["value"] == FAST_ENV

@@ -119,7 +119,8 @@ def test_the_core_validates_a_node_served_from_the_main_environment(venv, tiny_m
         assert r.stdout.splitlines()[-1].startswith("bundle") and "VERDICT: PASS" in r.stdout
         report = json.loads((tmp_path / "bundle" / "report.json").read_text())
         env = json.loads((tmp_path / "bundle" / "environment.json").read_text())
-        assert report["verdict"] == "PASS" and env["torch"] is None  # the venv has no torch
+        assert report["verdict"] == "PASS" and env["harness"]["torch"] is None  # the venv has no torch
+        assert env["node"]["where"] == "this host" and env["node"]["hardware"]["label"] == "CPU"  # loopback, no driver
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -52,6 +52,24 @@ def add_in_flight_arg(p) -> None:
                    f"request at a time (nodes without the /generate queue). Default {DEFAULT_IN_FLIGHT}")
 
 
+def add_gpus_arg(p, what: str) -> None:
+    """--gpus, shared by `validate` and `fleet`: the operator's word for a remote node's GPUs."""
+    p.add_argument("--gpus", default=None, metavar='"MODEL x N"',
+                   help=f'{what}: GPU model and count, e.g. "H100 x4" or "CPU", recorded as the operator\'s word in '
+                   "environment.json where the node does not say it itself (a Gonka MLNode's GPU routes do) and does not "
+                   "run on this machine; a remote node's hardware is never taken from this machine")
+
+
+def gpus_option(args) -> str | None:
+    """--gpus checked (one line before anything runs)."""
+    if args.gpus is None:
+        return None
+    from ..serving.node_hardware import parse_gpus
+
+    parse_gpus(args.gpus)
+    return args.gpus
+
+
 def add_stop_on_exit_arg(p, whose: str = "the node's") -> None:
     """--stop-on-exit, shared by `validate` and `fleet`."""
     p.add_argument("--stop-on-exit", action="store_true",

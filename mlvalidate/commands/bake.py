@@ -11,7 +11,8 @@ def register(sub) -> None:
         "bake",
         help="compute a golden reference with the reference engine",
         description="Compute PoC vectors for nonces 0..N-1 with a local checkpoint and write them in the "
-        "golden-reference schema, recording the engine, device, dtype and batch size.",
+        "golden-reference schema, recording the engine, device, dtype and batch size.\n\n"
+        "exit codes: 0 written; 2 it could not be (the checkpoint, the arguments, a missing extra)",
         formatter_class=Formatter,
     )
     p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory (bf16 or block-FP8)")

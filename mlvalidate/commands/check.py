@@ -13,7 +13,9 @@ def register(sub) -> None:
         help="compare a file of computed vectors with a reference, offline",
         description="Compare computed vectors (a JSON file in the golden-reference schema) with a "
         "reference. Every reference nonce must have a usable computed vector: one that is "
-        "missing or invalid counts as a mismatch and the verdict cannot be PASS.",
+        "missing or invalid counts as a mismatch and the verdict cannot be PASS.\n\n"
+        "exit codes: 0 PASS or PASS-with-mismatches; 1 FAIL (fraud proven by the computed vectors); 2 INCOMPLETE "
+        "(a reference nonce without a usable vector) or a file that cannot be read",
         formatter_class=Formatter,
     )
     p.add_argument("reference", help="reference JSON file, or a model id looked up in artifacts/")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import EXIT_PASS, Formatter
+from ._common import Formatter
 
 
 def register(sub) -> None:
@@ -10,11 +10,17 @@ def register(sub) -> None:
         "compare",
         help="compare run bundles: verdicts, distance distributions, cross-run distance matrix, throughput",
         description="Read run bundles (folders written by `validate --out`, `fleet` or `demo`) and write report.md and "
-        "a self-contained report.html: a verdict table, verdicts coloured (profile, GPUs, counts, p-value, steady "
+        "a self-contained report.html: the reference, model, stat test, harness version and run time at the top, a "
+        "verdict table, one colour per verdict (profile, the node's hardware, counts, p-value, steady "
         "nonces/min against the profile's published figure and roofline), the median L2 between every pair of runs' "
         "vectors over their shared nonces as a heat map, ONE plot of every run's distance distribution (ECDFs on a "
         "log axis, the gate marked) and throughput bars per run against the published figure and the roofline. "
-        "Plots need the `plots` extra (matplotlib); without it the report has every table and a text histogram per run.",
+        "Plots need the `plots` extra (matplotlib); without it the report has every table and a text histogram per run. "
+        "Each run's hardware is the node's own as its bundle records it, with its source (the node, this host, the "
+        "operator's --gpus or profile), or unknown: never the machine that ran the harness for a remote node.\n\n"
+        "exit codes (the runs' verdicts, as a fleet's): 0 every run passed (PASS or PASS-with-mismatches; a skipped "
+        "validation counts as passed); 1 some run FAILed (fraud proven by its bundle); 2 no run FAILed but some run is "
+        "INCOMPLETE or ERROR, or a bundle could not be read (then nothing is written)",
         formatter_class=Formatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run bundle folders")
@@ -25,7 +31,11 @@ def register(sub) -> None:
 
         paths = write_compare(args.run_dirs, args.out, profiles=_profile_or_none)
         print(f"wrote {paths['markdown']} and {paths['html']}")
-        return EXIT_PASS
+        counts: dict[str, int] = {}
+        for v in paths["verdicts"]:
+            counts[v] = counts.get(v, 0) + 1
+        print(f"runs: {', '.join(f'{v} {n}' for v, n in sorted(counts.items()))} (exit {paths['exit_code']})")
+        return paths["exit_code"]
 
     p.set_defaults(func=run)
 

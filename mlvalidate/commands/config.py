@@ -17,7 +17,9 @@ def register(sub) -> None:
         description="Per-hardware vLLM profiles (configs/<profile>/profile.yaml) built on the chain's model "
         "definition (configs/chain/<model>.yaml). A profile may add vLLM args but never drop or change a chain "
         "ModelArg. vLLM args, in order: the chain's ModelArgs, --revision <hf_commit>, --tensor-parallel-size, "
-        "the profile's own args. PROFILE is a name under configs/ ($MLVALIDATE_CONFIGS) or a profile.yaml path.",
+        "the profile's own args. PROFILE is a name under configs/ ($MLVALIDATE_CONFIGS) or a profile.yaml path.\n\n"
+        "exit codes: list and show: 0 printed, 2 a profile cannot be read; check: see `config check --help` "
+        "(0 only for clean chain deployments, 2 otherwise)",
         formatter_class=Formatter,
     )
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)

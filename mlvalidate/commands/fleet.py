@@ -12,10 +12,12 @@ from .. import interrupts
 from ..errors import MlvalidateError
 from ._common import (
     Formatter,
+    add_gpus_arg,
     add_in_flight_arg,
     add_stat_test_args,
     add_stop_on_exit_arg,
     add_throughput_args,
+    gpus_option,
     node_run_options,
 )
 from ._fresh import add_fresh_args, fresh_plan
@@ -32,7 +34,9 @@ def register(sub) -> None:
         "--timeout: a dead or hostile node never holds the others. Writes one run bundle per node under "
         "OUT/nodes/ID/ and one fleet report (OUT/report.md, a self-contained OUT/report.html, OUT/fleet.json): "
         "per node verdict, mismatches, p-value, steady nonces/min against the profile's published figure and "
-        "roofline; the fleet's total nonces/min; outliers (vectors far from the other nodes', or speed far from "
+        "roofline, and its hardware with where that came from (its MLNode's GPU routes on the entry's poc_port, "
+        "else --gpus / an entry's `gpus`, else the profile; never this machine's for a remote node); the fleet's "
+        "total nonces/min over the nodes whose vectors passed (the others shown apart); outliers (vectors far from the other nodes', or speed far from "
         "the profile's or the fleet's). Ctrl-C or SIGTERM stops generation on every node, and every bundle and "
         "the report are still written.\n\n"
         "Which port: the Gonka vLLM PoC API (/api/v1/pow/...) is served by each node's vLLM, on its "
@@ -47,7 +51,7 @@ def register(sub) -> None:
                      help="the network node's admin API, e.g. http://HOST:9200 (GET /admin/v1/nodes)")
     src.add_argument("--nodes", default=None, metavar="FILE",
                      help="a JSON or YAML list of node URLs or admin-shaped entries ({id, host, inference_port, "
-                     "poc_port, models}; an entry may also give `url` and `profile`)")
+                     "poc_port, models}; an entry may also give `url`, `profile` and `gpus`, e.g. \"H100 x4\")")
     src.add_argument("--url", action="append", default=[], metavar="URL",
                      help="a node's URL (repeat for several); no discovery")
     src.add_argument("--port-field", choices=["inference_port", "poc_port"], default="inference_port",
@@ -70,6 +74,7 @@ def register(sub) -> None:
     add_stop_on_exit_arg(p, "a node's")
     p.add_argument("--profile", default=None,
                    help="hardware profile for every node (an entry's `profile` wins): its published figure and roofline")
+    add_gpus_arg(p, "every node's hardware (an entry's `gpus` wins; an admin entry's poc_port MLNode is asked first)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="fleet folder: report.md, report.html, fleet.json, nodes/ID/ (default: "
                    "mlvalidate-runs/fleet-<time>)")
@@ -115,7 +120,7 @@ def options(args):
     return FleetOptions(reference=args.reference, model=args.model, batch_size=args.batch_size,
                         timeout_s=args.timeout, connect_grace_s=args.connect_grace, concurrency=args.concurrency,
                         profile=args.profile, throughput=throughput, in_flight=args.in_flight,
-                        fresh=fresh_plan(args, "fleet"), stop_on_exit=args.stop_on_exit,
+                        fresh=fresh_plan(args, "fleet"), stop_on_exit=args.stop_on_exit, gpus=gpus_option(args),
                         stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold), out=out)
 
 
@@ -183,7 +188,10 @@ def _print_summary(paths, fresh=None) -> None:
               + (f"OUTLIER: {'; '.join(n['outlier'])}  " if n["outlier"] else "")
               + (f"— {n['error']}" if n["error"] else ""))
     if summary["fleet_nonces_per_min"] is not None:
-        print(f"fleet         {summary['fleet_nonces_per_min']:,.1f} nonces/min over {summary['nodes_measured']} node(s)")
+        print(f"fleet         {summary['fleet_nonces_per_min']:,.1f} nonces/min over the {summary['nodes_counted']} "
+              "node(s) whose vectors passed")
+    for n in summary.get("not_counted") or []:
+        print(f"              not counted: {n['id']} {n['steady_nonces_per_min']:,.1f} nonces/min ({n['verdict']})")
     print(f"report        {paths['html']} (and report.md, fleet.json)", flush=True)
 
 
@@ -195,4 +203,6 @@ def write_fleet_junit(path, fleet):
               "FAIL": PhaseStatus.FAIL, "INCOMPLETE": PhaseStatus.INCOMPLETE, "SKIPPED": PhaseStatus.SKIPPED}
     phases = [Phase(r.target.id, status.get(r.verdict, PhaseStatus.ERROR), round(r.wall_s, 3),
                     f"{r.verdict} ({r.target.url})" + (f": {r.error}" if r.error else "")) for r in fleet.results]
-    return write_junit(path, "fleet", phases, {"nodes": len(fleet.results), "exit_code": fleet.exit_code})
+    # the nodes ran side by side: the suite's time is the fleet's wall time, not the sum of theirs
+    return write_junit(path, "fleet", phases, {"nodes": len(fleet.results), "exit_code": fleet.exit_code},
+                       time_s=round(fleet.wall_s, 3))

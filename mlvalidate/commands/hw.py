@@ -17,7 +17,8 @@ def register(sub) -> None:
         "holding GPU memory), name the profile that matches (GPU model and count), and estimate per GPU whether "
         "the model fits: weights/TP + fp8 KV cache for one max-model-len sequence + headroom against GPU memory x "
         "gpu-memory-utilization. Without an NVIDIA driver: a one-line error, exit 2. --profiles-only prints the "
-        "fit table from the profiles' own GPU memory figures, without NVML.",
+        "fit table from the profiles' own GPU memory figures, without NVML.\n\n"
+        "exit codes: 0 the report printed; 2 NVML cannot answer (no driver) or a profile cannot be read",
         formatter_class=Formatter,
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -14,7 +14,8 @@ def register(sub) -> None:
         description="Print a golden reference's model, nonces, PoC params, stat test (with the "
         "mismatch count at which fraud is declared), vector norms and pairwise distances. Without "
         "REFERENCE: list every reference in the lookup folders ($MLVALIDATE_ARTIFACTS, ./artifacts, "
-        "the shipped ones), one line each.",
+        "the shipped ones), one line each.\n\n"
+        "exit codes: 0 printed; 2 the reference cannot be found or read",
         formatter_class=Formatter,
     )
     p.add_argument("reference", nargs="?", default=None,

@@ -12,7 +12,8 @@ def register(sub) -> None:
         description="Write a tiny random MiniMax-M2 (config.json fields, tensor names and dtypes, "
         "sharded safetensors + index, block-FP8 with --fp8, tokenizer) for tests and demos "
         "without a model hub. OUT_DIR must be new or empty; --force reuses a directory, "
-        "replacing the checkpoint files written there before and leaving other files alone.",
+        "replacing the checkpoint files written there before and leaving other files alone.\n\n"
+        "exit codes: 0 written; 2 it could not be (OUT_DIR not empty, bad sizes, a missing extra)",
         formatter_class=Formatter,
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (new or empty)")

@@ -14,7 +14,8 @@ def register(sub) -> None:
         "after checking the free disk space against the listed file sizes. Files finished by an earlier run "
         "are kept; run it again after an interruption. Writes DIR/.mlvalidate-pull.json, then runs the "
         "verify-weights checks. Only a full 40-hex commit is accepted as --revision. Honours HF_ENDPOINT "
-        "and HF_TOKEN.",
+        "and HF_TOKEN.\n\n"
+        "exit codes: 0 pulled and verified; 2 the download or the verification found a problem",
         formatter_class=Formatter,
     )
     p.add_argument("--dir", default=None, metavar="DIR", help="target directory, models/<owner>--<name> when not given")

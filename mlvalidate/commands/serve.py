@@ -15,7 +15,9 @@ def register(sub) -> None:
         "init/generate, status, stop) plus /health and /v1/models, computed by the reference engine. "
         "A client written for a Gonka vLLM node works against it unchanged. Runs until Ctrl-C / SIGTERM. "
         "With --engine vllm the vectors are computed inside a stock vLLM started in this process with the "
-        "--profile's engine args (as `mlvalidate run` does): the PoC API for a vLLM without Gonka's routes.",
+        "--profile's engine args (as `mlvalidate run` does): the PoC API for a vLLM without Gonka's routes.\n\n"
+        "exit codes: 0 after Ctrl-C or SIGTERM stopped it; 2 when it cannot start (the checkpoint, the port, a "
+        "missing extra)",
         formatter_class=Formatter,
     )
     p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory")

@@ -15,10 +15,12 @@ from .. import interrupts
 from ..errors import MlvalidateError
 from ._common import (
     Formatter,
+    add_gpus_arg,
     add_in_flight_arg,
     add_stat_test_args,
     add_stop_on_exit_arg,
     add_throughput_args,
+    gpus_option,
     node_run_options,
 )
 from ._fresh import add_fresh_args, fresh_plan
@@ -36,7 +38,13 @@ def register(sub) -> None:
         "With --api mlnode the URL is the host's MLNode API (port 8080) and the full stack is checked: "
         "[download] the model at the chain's commit, [deploy] vLLM with the reference's (or --profile's) args, "
         "[throughput] every replica's generation loop, [validate] through the MLNode's /generate proxy, "
-        "one batch per request (queued: its 60 s proxy timeout only bounds wait=true); each phase can be skipped.",
+        "one batch per request (queued: its 60 s proxy timeout only bounds wait=true); each phase can be skipped. "
+        "The bundle's environment.json keeps this machine apart from the node: the node's hardware is what its "
+        "MLNode's GPU routes say, else this machine's where the node runs on it (loopback), else --gpus or --profile "
+        "(the operator's word), else unknown.\n\n"
+        "exit codes: 0 PASS or PASS-with-mismatches (also a validation skipped by --skip-validate); 1 FAIL (fraud "
+        "proven by the vectors that came back); 2 error or incomplete (not every vector checked, the node "
+        "unreachable, interrupted, bad input)",
         formatter_class=Formatter,
     )
     p.add_argument("--url", required=True,
@@ -58,6 +66,7 @@ def register(sub) -> None:
     add_stop_on_exit_arg(p)
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
+    add_gpus_arg(p, "the node's hardware")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
     p.add_argument("--chain-node", default=None, metavar="URL",
                    help="a Gonka node's public URL: the report adds the chain readiness section "
@@ -115,7 +124,7 @@ def options(args):
         server_side=args.server_side, chain_node=args.chain_node, skip_download=args.skip_download,
         skip_deploy=args.skip_deploy, skip_validate=args.skip_validate, download_timeout_s=args.download_timeout,
         deploy_timeout_s=args.deploy_timeout, dtype=args.dtype, in_flight=args.in_flight,
-        stop_on_exit=args.stop_on_exit, fresh=fresh_plan(args, "validate"))
+        stop_on_exit=args.stop_on_exit, fresh=fresh_plan(args, "validate"), gpus=gpus_option(args))
 
 
 def finish(run, out_dir, junit=None, suite: str = "validate") -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from ..errors import EngineError
-from .http import Response
+from .http import HttpClient, Response
 from .poc_http import DEFAULT_IN_FLIGHT, MLNODE, PocHttpEngine
 
 PROXY_TIMEOUT_S = 60.0  # the MLNode -> vLLM call (spec §5.2)
@@ -92,3 +92,25 @@ class MlnodeApiEngine(PocHttpEngine):
             self.log(f"    warning: a request of {n} nonces took {seconds:.0f} s, over half the MLNode's "
                      f"{PROXY_TIMEOUT_S:.0f} s proxy timeout; a lower --batch-size is safer")
             self._warned_slow = True
+
+
+GPU_ROUTES = {"devices": "/api/v1/gpu/devices", "driver": "/api/v1/gpu/driver"}  # read-only (GET /state is not:
+# on an MLNode running two services at once it stops them all)
+
+
+def gpu_answers(url: str, timeout_s: float = 10.0) -> dict:
+    """What a host's MLNode says of its hardware (spec §5.2, its GPU routes): GET /api/v1/gpu/devices
+    (each CUDA device its NVML sees: index, name, memory) and /api/v1/gpu/driver (driver and CUDA
+    versions; 503 while its NVML is not running). One try each,
+    no retry, all within `timeout_s`: per route {"status", "body"}, or None where nothing answered
+    in time. serving/node_hardware.py reads them."""
+    import time
+
+    http = HttpClient(url, request_timeout=timeout_s, deadline_s=timeout_s, connect_grace_s=0)
+    end = time.monotonic() + timeout_s
+    out: dict = {"url": http.base}
+    for key, path in GPU_ROUTES.items():
+        left = end - time.monotonic()
+        r = http.probe(path, left) if left > 0 else None
+        out[key] = None if r is None else {"status": r.status, "body": r.body}
+    return out

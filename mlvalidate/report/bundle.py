@@ -3,9 +3,11 @@
   config.json       every resolved input with its source
   report.json       versioned: verdict, counts, mismatch/missing nonces, p-value, per-nonce distances, timing
   vectors.json      the computed vectors in the golden schema (any two runs can be compared later)
-  environment.json  host; GPU model/count, driver, CUDA and NVML samples of clocks and power taken
-                    while measuring (or why NVML was unavailable); torch/transformers/vLLM versions;
-                    the profile's attention/MoE backends; batch size; profile; model revision
+  environment.json  "harness": this machine (GPU model/count, driver, CUDA and NVML samples of clocks
+                    and power taken while measuring, or why NVML was unavailable; torch/transformers/
+                    vLLM versions); "node": the node measured, its hardware with each fact's source
+                    (this machine's only when the node ran on it); "run": the profile's attention/MoE
+                    backends, batch size, profile, model revision
   report.txt        first line is the verdict
   fresh/            with --fresh: the challenge and both sides' vectors (report/fresh.py)
 """
@@ -30,13 +32,18 @@ def _json_float(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def report_document(run: RunRecord) -> dict:
+def report_document(run: RunRecord, written_at: str | None = None) -> dict:
+    from .. import __version__
+
     comp = run.comparison
     s = comp.summary() if comp is not None else {}
     out = outcome(run)
     return {
         "schema": REPORT_SCHEMA,
         "name": run.name,
+        "harness_version": __version__,
+        "started_at": run.started_at,
+        "written_at": written_at,
         "verdict": out.verdict,
         "verdict_text": out.text,
         "exit_code": out.exit_code,
@@ -77,6 +84,7 @@ def report_text(run: RunRecord) -> str:
         f"model         {run.reference.model}  (reference {run.reference.label()})",
         f"engine        {', '.join(f'{k}={v}' for k, v in run.engine.items() if k in ('engine', 'model', 'device', 'dtype', 'url'))}",
         f"batch size    {run.batch_size}",
+        *hardware_lines(run),
     ]
     if comp is not None:
         n = returned_nonces(run)
@@ -105,6 +113,18 @@ def report_text(run: RunRecord) -> str:
                      + (f" ({ph.elapsed_s:.2f} s)" if ph.elapsed_s is not None else "")
                      + (f" — {ph.detail}" if ph.detail else ""))
     return "\n".join(lines) + "\n"
+
+
+def hardware_lines(run: RunRecord) -> list[str]:
+    """The node's hardware and where it came from (environment.json's node), one line or two."""
+    node = run.environment.node if run.environment is not None else None
+    if node is None:
+        return []
+    hw = node.hardware
+    said = f"{hw.label()} ({hw.source})" if hw.known else f"unknown ({hw.why})"
+    if hw.profile:
+        said += f"; profile {hw.profile} ({hw.layout})"
+    return [f"hardware      {said}"] + [f"              {n}" for n in hw.notes[:3]]
 
 
 def throughput_lines(t: ThroughputPhase) -> list[str]:
@@ -142,12 +162,15 @@ def throughput_lines(t: ThroughputPhase) -> list[str]:
 def write_bundle(out_dir: str | Path, run: RunRecord) -> Path:
     """Write the bundle's five files; environment.json is `run.environment` as captured by the
     run (serving.environment), with the engine's description."""
+    import datetime as _dt
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref = run.reference
     write_json(out / "config.json", {"name": run.name, "inputs": run.inputs, "engine": run.engine,
                                      "stat_test": run.stat_test.as_dict(), "batch_size": run.batch_size})
-    write_json(out / "report.json", report_document(run))
+    written = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json(out / "report.json", report_document(run, written))
     write_json(out / "vectors.json", reference_document(
         model=ref.model, seq_len=ref.seq_len, k_dim=ref.k_dim, block_hash=ref.block_hash,
         public_key=ref.public_key, block_height=ref.block_height, node_id=ref.node_id,

@@ -30,6 +30,7 @@ class RunBundle:
     profile_name: str | None = None
     profile: Any = None  # serving.profiles.Profile when the name loads
     _vectors: Any = field(default=None, repr=False)
+    _hardware: Any = field(default=None, repr=False)
 
     # -- what the tables show -------------------------------------------------------------
     @property
@@ -47,17 +48,27 @@ class RunBundle:
         d = self.report.get("distances") or {}
         return np.array([np.nan if v is None else float(v) for v in d.values()], dtype=np.float64)
 
-    def gpus(self) -> str:
-        env = self.environment
-        if env is None:
-            return "n/a"
-        names = env.get("gpus") or []
-        if names:
-            counts: dict[str, int] = {}
-            for n in names:
-                counts[str(n)] = counts.get(str(n), 0) + 1
-            return ", ".join(f"{c}× {n}" for n, c in counts.items())
-        return "n/a" if env.get("cuda_available") else "CPU"
+    def engine_url(self) -> str | None:
+        """The node's URL (None: an engine in the harness's own process)."""
+        for doc in (self.environment, self.config):
+            eng = (doc or {}).get("engine")
+            if isinstance(eng, dict):
+                return eng["url"] if isinstance(eng.get("url"), str) else None
+        return None
+
+    def hardware(self):
+        """The node's hardware (results.NodeHardware) as the bundle records it: never the harness
+        machine's for a remote node (serving/node_hardware.hardware_of_environment)."""
+        if self._hardware is None:
+            from ..serving.node_hardware import hardware_of_environment
+
+            self._hardware = hardware_of_environment(self.environment, self.engine_url())
+        return self._hardware
+
+    def hardware_cell(self) -> str:
+        """The tables' word for the node's hardware and where it came from."""
+        hw = self.hardware()
+        return f"{hw.label()} [{short_source(hw)}]"
 
     def steady_per_min(self) -> float | None:
         tp = self.report.get("throughput_phase") or {}
@@ -89,6 +100,18 @@ class RunBundle:
                 except MlvalidateError:
                     self._vectors = False
         return self._vectors or None
+
+
+def short_source(hw) -> str:
+    """Where a NodeHardware came from, in a few words: "node", "this host", "--gpus", "profile
+    h100x4", "older bundle", or why it is unknown."""
+    if not hw.known:  # the reason's head; the record (environment.json, fleet.json) keeps all of it
+        return (hw.why or "nothing says").split(": ")[0]
+    src = hw.source
+    for prefix, word in (("node:", "the node"), ("this host", "this host"), ("older bundle", "this host, older bundle")):
+        if src.startswith(prefix):
+            return word
+    return src.removeprefix("operator: ")
 
 
 def _read_json(path: Path, what: str, required: bool) -> dict | None:
@@ -160,8 +183,9 @@ def _profile_name(report: dict, env: dict | None, config: dict | None) -> str | 
     tp = report.get("throughput_phase") or {}
     if tp.get("profile"):
         return str(tp["profile"])
-    if env and env.get("profile"):
-        return str(env["profile"])
+    for section in (env, (env or {}).get("run")):  # environment.json's run section (older bundles: top level)
+        if isinstance(section, dict) and isinstance(section.get("profile"), str) and section["profile"]:
+            return section["profile"]
     inputs = (config or {}).get("inputs")
     inp = inputs.get("profile") if isinstance(inputs, dict) else None
     if isinstance(inp, dict) and inp.get("value"):
@@ -185,6 +209,10 @@ def load_bundle(path: str | Path, profiles=None) -> RunBundle:
     if env is not None and not isinstance(env.get("gpus") or [], list):
         raise CompareError(f"{p / 'environment.json'}: field 'gpus' must be a list, got {_short(env.get('gpus'))}",
                            "re-run the validation to rewrite the bundle")
+    for key in ("harness", "node", "run"):  # the sections a bundle of this version writes
+        if env is not None and not isinstance(env.get(key) or {}, dict):
+            raise CompareError(f"{p / 'environment.json'}: field {key!r} must be an object, got {_short(env.get(key))}",
+                               "re-run the validation to rewrite the bundle")
     config = _read_json(p / "config.json", "config", required=False)
     run = RunBundle(name=str(report.get("name") or p.name), path=p, report=report, environment=env, config=config)
     run.profile_name = _profile_name(report, env, config)
@@ -248,7 +276,7 @@ def verdict_rows(runs: list[RunBundle]) -> list[list[str]]:
         rep, per_min = r.report, r.steady_per_min()
         n_mis, n_tot = rep.get("n_mismatch"), rep.get("n_total")
         rows.append([
-            r.name, r.profile_name or "n/a", r.gpus(), r.verdict,
+            r.name, r.profile_name or "n/a", r.hardware_cell(), r.verdict,
             f"{n_mis} / {n_tot}" if n_tot is not None else "n/a",
             fmt_float(rep.get("p_value"), 3),
             f"{per_min:,.1f}" if per_min is not None else "n/a",
@@ -258,7 +286,7 @@ def verdict_rows(runs: list[RunBundle]) -> list[list[str]]:
     return rows
 
 
-VERDICT_HEAD = ["run", "profile", "GPUs", "verdict", "n_mismatch / n_total", "p-value",
+VERDICT_HEAD = ["run", "profile", "hardware [source]", "verdict", "n_mismatch / n_total", "p-value",
                 "steady nonces/min", "% of published", "% of roofline"]  # fmt: skip
 
 
@@ -294,29 +322,45 @@ def throughput_groups(runs: list[RunBundle]) -> dict[str, list[RunBundle]]:
 
 
 # ----------------------------------------------------------------------------------------
-# how it looks: verdict colours, the heat map's colours
+# how it looks: ONE colour per verdict (every table, badge and plot takes it from here; the
+# pages' CSS is generated from it), and the heat map's scale, in blues that no verdict uses
 # ----------------------------------------------------------------------------------------
 VERDICT_CLASS = {"PASS": "v-pass", "PASS-with-mismatches": "v-pwm", "FAIL": "v-fail", "INCOMPLETE": "v-incomplete",
                  "ERROR": "v-error", "SKIPPED": "v-skipped"}  # fmt: skip
 VERDICT_COLOR = {"PASS": "#1a7f37", "PASS-with-mismatches": "#6a9f1f", "FAIL": "#c62828", "INCOMPLETE": "#e07b00",
                  "ERROR": "#6e4b9e", "SKIPPED": "#888888"}  # fmt: skip
-_HEAT = ((0.0, (0x1a, 0x98, 0x50)), (1.0, (0xfe, 0xe0, 0x8b)), (2.0, (0xd7, 0x30, 0x27)))  # L2 / gate -> colour
+_HEAT = ((0.0, (0xf7, 0xfb, 0xff)), (1.0, (0x6b, 0xae, 0xd6)), (2.0, (0x08, 0x30, 0x6b)))  # L2 / gate -> colour
+HEAT_NA = "#dddddd"
 
 
 def verdict_class(verdict: str) -> str:
     return VERDICT_CLASS.get(str(verdict), "v-error")
 
 
+def verdict_css() -> str:
+    """The verdict classes' CSS, from VERDICT_COLOR (the templates include it)."""
+    return "".join(f".{VERDICT_CLASS[v]}{{background:{c}}}" for v, c in VERDICT_COLOR.items())
+
+
 def heat_color(value: float | None, gate: float | None) -> str:
-    """Background of a distance-matrix cell: green at 0, yellow at the gate, red from twice the gate."""
+    """Background of a distance-matrix cell: near white at 0, mid blue at the gate, dark blue from twice the gate."""
     if value is None or not np.isfinite(value) or not gate:
-        return "#dddddd"
+        return HEAT_NA
     x = min(max(value / gate, 0.0), _HEAT[-1][0])
     for (x0, c0), (x1, c1) in zip(_HEAT, _HEAT[1:]):
         if x <= x1:
             f = (x - x0) / (x1 - x0)
             return "#" + "".join(f"{round(a + f * (b - a)):02x}" for a, b in zip(c0, c1))
     return "#" + "".join(f"{c:02x}" for c in _HEAT[-1][1])
+
+
+def heat_legend(gate: float | None) -> list[dict]:
+    """The heat map's legend: its three anchors and n/a, with the colour each is drawn in."""
+    g = f" {gate:g}" if gate else ""
+    return [{"text": "0", "color": heat_color(0.0, 1.0), "dark": False},
+            {"text": f"gate{g}", "color": heat_color(1.0, 1.0), "dark": False},
+            {"text": "≥ 2 × gate", "color": heat_color(2.0, 1.0), "dark": True},
+            {"text": "n/a", "color": HEAT_NA, "dark": False}]
 
 
 def matrix_gate(runs: list[RunBundle]) -> float | None:
@@ -334,7 +378,8 @@ def heat_cells(runs: list[RunBundle], m) -> list[list[dict]]:
             text = f"{med:.3g}" if med is not None else "n/a"
             tip = (f"{a.name} vs {runs[j].name}: median L2 {med:.4g} over {n} shared nonces" if med is not None
                    else f"{a.name} vs {runs[j].name}: {why}")
-            cells.append({"text": text, "n": n, "color": heat_color(med, gate), "title": tip})
+            cells.append({"text": text, "n": n, "color": heat_color(med, gate), "title": tip,
+                          "dark": med is not None and bool(gate) and med > 1.3 * gate})
         rows.append(cells)
     return rows
 

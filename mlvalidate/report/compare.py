@@ -1,14 +1,18 @@
 """`mlvalidate compare`: one report over several run bundles (and the fleet report's pieces).
 
 Writes report.md and a self-contained report.html (plots embedded as base64 PNG data URIs,
-no external resource, no script) with:
-  * a verdict table, verdicts coloured: run, profile, GPUs, verdict, n_mismatch / n_total,
-    p-value, steady-state nonces/min, % of the profile's published figure and of its roofline;
-  * the cross-run distance matrix as a heat map (an HTML table coloured from green at 0 through
-    yellow at the gate to red at twice the gate): median L2 between every pair of runs' vectors
-    over the nonces both have, with the shared count;
-  * ONE plot of every run's distance distribution: ECDFs overlaid on a log x axis with the gate
-    line (a run with missing vectors tops out below 1);
+no external resource, no script), laid out for a 1280 px window, with:
+  * the head: reference, model, stat test (with sources), harness version, run time (header.py);
+  * a verdict table, one colour per verdict (bundles.VERDICT_COLOR, in every table and plot):
+    run, profile, the node's hardware with its source (never the harness machine's for a remote
+    node), verdict, n_mismatch / n_total, p-value, steady-state nonces/min, % of the profile's
+    published figure and of its roofline;
+  * the cross-run distance matrix as a heat map (an HTML table in blues, no verdict colour: near
+    white at 0, mid blue at the gate, dark from twice the gate): median L2 between every pair of
+    runs' vectors over the nonces both have, with the shared count;
+  * ONE plot of every run's distance distribution at the page's width: ECDFs overlaid on a log x
+    axis that starts at the data, in their verdicts' colours, the gate a grey line named in the
+    legend below the axes (a run with missing vectors tops out below 1);
   * throughput bars per run, coloured by verdict, with the profile's published figure and
     roofline marked on each bar.
 
@@ -24,8 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from .text import histogram
-from .bundles import NO_PLOTS, RunBundle, VERDICT_HEAD, distance_matrix, distance_summary, heat_cells, load_bundles, matrix_gate, matrix_rows, throughput_groups, verdict_class, verdict_rows
+from .bundles import NO_PLOTS, RunBundle, VERDICT_HEAD, distance_matrix, distance_summary, heat_cells, heat_legend, load_bundles, matrix_gate, matrix_rows, throughput_groups, verdict_class, verdict_css, verdict_rows
+from .header import header_rows
 from .plots import _pyplot, plot_ecdf, plot_throughput
+
+FOLD_AT = 160  # a text cell longer than this folds (<details>): the page stays readable, nothing is cut
 
 # ----------------------------------------------------------------------------------------
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -36,6 +43,16 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(map(esc, row)) + " |" for row in rows), ""]  # fmt: skip
 
 
+def source_cell(text: str):
+    """A "label [source]" cell as the page shows it: the source on a line of its own, smaller."""
+    main, sep, sub = text.rpartition(" [")
+    return {"main": main, "sub": sub[:-1]} if sep and text.endswith("]") else text
+
+
+def html_rows(rows: list[list[str]], col: int) -> list[list]:
+    return [[source_cell(c) if i == col else c for i, c in enumerate(row)] for row in rows]
+
+
 def build_report(runs: list[RunBundle]) -> dict:
     """Every table and (when matplotlib is importable) the plots as PNG bytes: one ECDF of all
     runs, one throughput chart; the distance matrix is an HTML heat map (no plot needed)."""
@@ -43,7 +60,9 @@ def build_report(runs: list[RunBundle]) -> dict:
     m = distance_matrix(runs)
     groups = throughput_groups(runs)
     return {
+        "header": header_rows(runs),
         "verdicts": (VERDICT_HEAD, verdict_rows(runs)),
+        "verdicts_html": (VERDICT_HEAD, html_rows(verdict_rows(runs), 2)),
         "matrix": matrix_rows(runs, m),
         "matrix_raw": m,
         "heat": heat_cells(runs, m),
@@ -73,14 +92,14 @@ def _text_hist(r: RunBundle) -> list[str]:
 
 
 MATRIX_TEXT = ("Median L2 between two runs' vectors over the nonces both have (count in brackets): how "
-               "numerically close one deployment is to another. Colour: green at 0, yellow at the gate, red from "
-               "twice the gate.")
+               "numerically close one deployment is to another. Colour: near white at 0, mid blue at the gate, dark "
+               "blue from twice the gate.")
 
 
 def _md_distributions(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> list[str]:
     out = ["## Distance distributions", ""]
     if rep["ecdf"] and plot_dir is not None:
-        out += ["Every run's ECDF on one log axis; the dotted line is the gate.", "",
+        out += ["Every run's ECDF on one log axis, in its verdict's colour; the grey dotted line is the gate.", "",
                 "![distance distributions](plots/ecdf.png)", ""]
     for r in runs:
         out += [f"* **{r.name}** — {r.verdict}: {distance_summary(r)}"]
@@ -102,8 +121,13 @@ def _md_throughput(rep: dict, plot_dir: Path | None) -> list[str]:
     return out
 
 
+def md_header(rows: list[tuple[str, str]]) -> list[str]:
+    return [*(f"* **{k}**: {v}" for k, v in rows), ""]
+
+
 def render_markdown(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> str:
-    out = ["# mlvalidate compare", "", f"{len(runs)} run(s): " + ", ".join(f"`{r.path}`" for r in runs), ""]
+    out = ["# mlvalidate compare", "", *md_header(rep["header"]),
+           f"{len(runs)} run(s): " + ", ".join(f"`{r.path}`" for r in runs), ""]
     if not rep["plots"]:
         out += [f"> {NO_PLOTS}", ""]
     out += ["## Verdicts", "", *_md_table(*rep["verdicts"])]
@@ -119,7 +143,8 @@ def template_env():
     env = jinja2.Environment(loader=jinja2.PackageLoader("mlvalidate.report", "templates"),
                              autoescape=True, keep_trailing_newline=True)
     env.filters["b64"] = lambda png: base64.b64encode(png).decode("ascii")
-    env.globals.update(verdict_class=verdict_class, no_plots=NO_PLOTS, matrix_text=MATRIX_TEXT,
+    env.globals.update(verdict_class=verdict_class, verdict_css=verdict_css, heat_legend=heat_legend, fold_at=FOLD_AT,
+                       no_plots=NO_PLOTS, matrix_text=MATRIX_TEXT,
                        summary=distance_summary, throughput_table=_throughput_table,
                        text_hist=lambda r: "\n".join(_text_hist(r)))
     return env
@@ -142,7 +167,19 @@ def write_plots(rep: dict, out: Path) -> Path | None:
     return plot_dir
 
 
-def write_compare(run_dirs, out_dir: str | Path, profiles=None) -> dict[str, Path]:
+def runs_exit_code(runs: list[RunBundle]) -> int:
+    """`compare`'s exit code, by the README's rule over the runs' verdicts (as a fleet's): 1 if any
+    run FAILed (its bundle proves fraud), else 2 if any is INCOMPLETE, ERROR or unknown, else 0
+    (every run PASS, PASS-with-mismatches or SKIPPED)."""
+    verdicts = {r.verdict for r in runs}
+    if "FAIL" in verdicts:
+        return 1
+    return 0 if verdicts and verdicts <= {"PASS", "PASS-with-mismatches", "SKIPPED"} else 2
+
+
+def write_compare(run_dirs, out_dir: str | Path, profiles=None) -> dict:
+    """report.md and report.html over the bundles; returns their paths and the exit code
+    (runs_exit_code)."""
     runs = load_bundles(run_dirs, profiles)
     rep = build_report(runs)
     out = Path(out_dir)
@@ -152,7 +189,7 @@ def write_compare(run_dirs, out_dir: str | Path, profiles=None) -> dict[str, Pat
     md.write_text(render_markdown(runs, rep, plot_dir), encoding="utf-8")
     page = out / "report.html"
     page.write_text(render_html(runs, rep), encoding="utf-8")
-    return {"markdown": md, "html": page}
+    return {"markdown": md, "html": page, "exit_code": runs_exit_code(runs), "verdicts": [r.verdict for r in runs]}
 
 
 # ----------------------------------------------------------------------------------------

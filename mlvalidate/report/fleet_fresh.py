@@ -44,6 +44,7 @@ def fresh_heat(doc: dict, gate: float | None) -> list[dict]:
             cells.append([{"text": "n/a" if c["median_l2"] is None else f"{c['median_l2']:.3g}"
                            + ("" if c["relation"] == "self" else f" {c['relation']}"),
                            "n": c["n"], "color": heat_color(c["median_l2"], gate),
+                           "dark": c["median_l2"] is not None and bool(gate) and c["median_l2"] > 1.3 * gate,
                            "title": f"{a} vs {b}: {c['relation']}, {c['n']} shared usable nonces, p_value "
                                     f"{fmt_float(c['p_value'], 3)}"} for b, c in zip(names, row)])
         rows = [[n, doc["nodes"][n]["verdict"], doc["nodes"][n]["reason"]] for n in g["nodes"]]

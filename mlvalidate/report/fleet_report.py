@@ -1,4 +1,6 @@
-"""The fleet report: one row per node, outliers by vectors and by speed, the fleet total."""
+"""The fleet report: one row per node (with its hardware and where that came from), outliers by
+vectors and by speed, the fleet's total speed over the nodes whose vectors passed (the others
+shown apart: a FAIL node's speed is no capacity)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .text import fmt_float
-from .bundles import CompareError, NO_PLOTS, RunBundle, _pct, load_bundle, matrix_gate
+from .bundles import CompareError, NO_PLOTS, RunBundle, _pct, load_bundle, matrix_gate, short_source
 from .fleet_fresh import FRESH_TEXT, fresh_heat, fresh_md
-from .compare import MATRIX_TEXT, _md_distributions, _md_table, _md_throughput, build_report, template_env, write_plots
+from .compare import MATRIX_TEXT, _md_distributions, _md_table, _md_throughput, build_report, md_header, source_cell, template_env, write_plots
+from .header import header_rows
 
 # ----------------------------------------------------------------------------------------
 OUTLIER_FACTOR = 3.0  # vectors: median L2 to peers above this many times the fleet's typical one ...
@@ -54,8 +57,10 @@ def speed_outliers(runs: list[RunBundle]) -> dict[str, str]:
     return {k: "; ".join(v) for k, v in out.items()}
 
 
-FLEET_HEAD = ["node", "URL", "verdict", "n_mismatch / n_total", "p-value", "steady nonces/min",
+FLEET_HEAD = ["node", "URL", "hardware [source]", "verdict", "n_mismatch / n_total", "p-value", "steady nonces/min",
               "% of published", "% of roofline", "wall s", "outlier", "error"]  # fmt: skip
+HTML_HEAD = ["node", *FLEET_HEAD[2:]]  # the page shows each node's URL under its id
+PASSED = ("PASS", "PASS-with-mismatches")  # the verdicts whose speed counts as the fleet's capacity
 
 
 def fleet_summary(fleet, runs: list[RunBundle], m) -> dict:
@@ -68,6 +73,7 @@ def fleet_summary(fleet, runs: list[RunBundle], m) -> dict:
         rep = b.report if b else {}
         per_min = b.steady_per_min() if b else None
         flags = [f for f in (flags_v.get(res.target.id), flags_s.get(res.target.id)) if f]
+        hw = b.hardware() if b else None
         nodes.append({
             "id": res.target.id, "url": res.target.url, "api": res.target.api, "source": res.target.source,
             "models": res.target.models, "verdict": res.verdict, "exit_code": res.exit_code,
@@ -76,17 +82,27 @@ def fleet_summary(fleet, runs: list[RunBundle], m) -> dict:
             "roofline_nonces_per_min": b.roofline_per_min() if b else None, "profile": b.profile_name if b else None,
             "wall_s": round(res.wall_s, 3), "bundle": str(res.bundle) if res.bundle else None, "error": res.error,
             "interrupted": res.interrupted, "outlier": flags,
+            "hardware": hw.as_dict() if hw else None,
+            "hardware_cell": f"{hw.label()} [{short_source(hw)}]" if hw else "unknown [no bundle]",
         })  # fmt: skip
-    rates = [n["steady_nonces_per_min"] for n in nodes if n["steady_nonces_per_min"] is not None]
-    pubs = [n["published_nonces_per_min"] for n in nodes
-            if n["steady_nonces_per_min"] is not None and n["published_nonces_per_min"]]
+    measured = [n for n in nodes if n["steady_nonces_per_min"] is not None]
+    counted = [n for n in measured if n["verdict"] in PASSED]
+    with_pub = [n for n in counted if n["published_nonces_per_min"]]
     counts: dict[str, int] = {}
     for n in nodes:
         counts[n["verdict"]] = counts.get(n["verdict"], 0) + 1
     return {"schema": "mlvalidate.fleet/1", "exit_code": fleet.exit_code, "wall_s": round(fleet.wall_s, 3),
+            "started_at": getattr(fleet, "started_at", None),
             "interrupted": fleet.interrupted, "verdict_counts": counts, "nodes": nodes,
-            "fleet_nonces_per_min": sum(rates) if rates else None, "nodes_measured": len(rates),
-            "fleet_published_nonces_per_min": sum(pubs) if pubs else None}
+            # the fleet's capacity: only nodes whose vectors passed; the others' speed is shown apart
+            "fleet_nonces_per_min": sum(n["steady_nonces_per_min"] for n in counted) if counted else None,
+            "nodes_counted": len(counted), "nodes_measured": len(measured),
+            # the published figures of the counted nodes that have one, and those nodes' own speed
+            "fleet_published_nonces_per_min": sum(n["published_nonces_per_min"] for n in with_pub) if with_pub else None,
+            "published_nodes_nonces_per_min": sum(n["steady_nonces_per_min"] for n in with_pub) if with_pub else None,
+            "nodes_with_published": len(with_pub),
+            "not_counted": [{"id": n["id"], "verdict": n["verdict"], "steady_nonces_per_min": n["steady_nonces_per_min"]}
+                            for n in measured if n["verdict"] not in PASSED]}
 
 
 def _short_flag(flag: str) -> str:
@@ -94,22 +110,23 @@ def _short_flag(flag: str) -> str:
     return "vectors" if flag.startswith("vectors") else "speed"
 
 
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def _fleet_rows(summary: dict) -> list[list[str]]:
     rows = []
     for n in summary["nodes"]:
         v, pub, roof = n["steady_nonces_per_min"], n["published_nonces_per_min"], n["roofline_nonces_per_min"]
         rows.append([
-            n["id"], n["url"] or "n/a", n["verdict"],
+            n["id"], n["url"] or "n/a", n["hardware_cell"], n["verdict"],
             f"{n['n_mismatch']} / {n['n_total']}" if n["n_total"] is not None else "n/a",
             fmt_float(n["p_value"], 3), f"{v:,.1f}" if v is not None else "n/a",
             _pct(v, pub), _pct(v, roof, 1), f"{n['wall_s']:.1f}", ", ".join(_short_flag(f) for f in n["outlier"]),
-            _clip(n["error"] or "", 90),
+            n["error"] or "",
         ])  # fmt: skip
     return rows
+
+
+def _html_rows(rows: list[list[str]]) -> list[list]:
+    """The page's rows: the node's URL under its id (one column fewer at 1280 px)."""
+    return [[{"main": r[0], "sub": r[1]}, source_cell(r[2]), *r[3:]] for r in rows]
 
 
 def fleet_headline(summary: dict) -> str:
@@ -120,11 +137,30 @@ def fleet_headline(summary: dict) -> str:
 
 
 def _fleet_rate_line(summary: dict) -> str:
+    """The fleet's speed: summed over the nodes whose vectors passed; the rest named apart."""
     tot, pub = summary["fleet_nonces_per_min"], summary["fleet_published_nonces_per_min"]
-    if tot is None:
-        return "fleet throughput: no node measured a steady rate"
-    return (f"fleet throughput: {tot:,.1f} nonces/min summed over {summary['nodes_measured']} node(s)"
-            + (f" ({100 * tot / pub:.0f} % of their profiles' published {pub:,.0f}/min)" if pub else ""))
+    apart = summary.get("not_counted") or []
+    of_pub = ""
+    if pub:
+        k, own = summary["nodes_with_published"], summary["published_nodes_nonces_per_min"]
+        who = "their profiles'" if k == summary["nodes_counted"] else f"the {k} with a profile figure:"
+        of_pub = f" ({who} {100 * own / pub:.0f} % of the published {pub:,.0f}/min)"
+    line = ("fleet throughput: no node whose vectors passed measured a steady rate" if tot is None else
+            f"fleet throughput: {tot:,.1f} nonces/min summed over the {summary['nodes_counted']} node(s) whose "
+            f"vectors passed{of_pub}")
+    if apart:
+        line += "; not counted (vectors did not pass): " + ", ".join(
+            f"{n['id']} {n['steady_nonces_per_min']:,.1f}/min ({n['verdict']})" for n in apart)
+    return line
+
+
+def _utc(iso: str) -> str:
+    import datetime as _dt
+
+    try:
+        return f"{_dt.datetime.fromisoformat(iso).astimezone(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    except (TypeError, ValueError):
+        return str(iso)
 
 
 def write_fleet_report(fleet, out_dir: str | Path, profiles=None, fresh: dict | None = None) -> dict[str, Path]:
@@ -151,7 +187,10 @@ def write_fleet_report(fleet, out_dir: str | Path, profiles=None, fresh: dict | 
     if fresh is not None:
         summary["fresh"] = fresh
     write_json(out / "fleet.json", summary)
-    md = ["# mlvalidate fleet", "", f"**{fleet_headline(summary)}**", "", _fleet_rate_line(summary), ""]
+    head = header_rows(runs, extra=[("fleet", f"{len(fleet.results)} node(s) side by side, wall time "
+                                     f"{fleet.wall_s:.1f} s" + (f", started {_utc(summary['started_at'])}"
+                                                                 if summary.get("started_at") else ""))])
+    md = ["# mlvalidate fleet", "", f"**{fleet_headline(summary)}**", "", *md_header(head), _fleet_rate_line(summary), ""]
     if fleet.interrupted:
         md += [f"> interrupted by {fleet.interrupted}: every node's run was stopped; bundles were written", ""]
     if not rep["plots"]:
@@ -170,7 +209,8 @@ def write_fleet_report(fleet, out_dir: str | Path, profiles=None, fresh: dict | 
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     page = template_env().get_template("fleet.html.j2").render(
-        runs=runs, rep=rep, fs=summary, head=FLEET_HEAD, rows=rows, headline=fleet_headline(summary),
+        runs=runs, rep=rep, fs=summary, html_head=HTML_HEAD, html_rows=_html_rows(rows), header=head,
+        headline=fleet_headline(summary),
         rate_line=_fleet_rate_line(summary), flagged=flagged, interrupted=fleet.interrupted,
         fresh=fresh, fresh_heat=fresh_heat(fresh, rep["gate"]) if fresh is not None else None, fresh_text=FRESH_TEXT)
     html_path = out / "report.html"

@@ -1,10 +1,16 @@
-"""What a run ran in: host, GPUs (NVML samples of clocks and power taken while measuring, or
-why NVML could not answer), torch / transformers / vLLM versions (vLLM read from package
-metadata, never imported), the profile's attention and MoE backends, batch size, profile and
-the model revision the chain pins, as a results.Environment. Captured by the run pipeline;
-report/ writes it as environment.json. torch, transformers and vLLM are never imported here:
-their versions come from package metadata, torch's threads and kernel level only when the run
-already imported it (an in-process engine).
+"""What a run ran in, as a results.Environment, in two parts kept apart:
+
+* the harness machine (this host): GPUs (NVML samples of clocks and power taken while
+  measuring, or why NVML could not answer), CPU, torch / transformers / vLLM versions (read from
+  package metadata, never imported), mlvalidate's version;
+* the node the run measured (serving/node_hardware.py): this host only when the engine ran in
+  this process or the node answered on loopback; a remote node's hardware is what it says of
+  itself, or what the operator declared, or unknown — never this host's;
+
+plus the profile's attention and MoE backends, batch size, profile and the model revision the
+chain pins. Captured when the run ends; report/ writes it as environment.json. torch,
+transformers and vLLM are never imported here: their versions come from package metadata,
+torch's threads and kernel level only when the run already imported it (an in-process engine).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ def nvml_sample(label: str, nvml: Any = None) -> dict:
     (`nvml`: pynvml by default, an NVML-shaped object in tests). Never raises: where NVML cannot
     answer, {"available": False, "reason": ...}."""
     from ..errors import MlvalidateError
-    from .hardware import GIB, read_inventory
+    from .hardware import GIB, NoGpu, read_inventory
 
     at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     try:
         inv = read_inventory(nvml)
+    except NoGpu as e:  # no driver, or no device: this host computes on its CPU
+        return {"label": label, "time": at, "available": False, "no_gpu": True, "reason": e.one_line()}
     except MlvalidateError as e:
         return {"label": label, "time": at, "available": False, "reason": e.one_line()}
     except Exception as e:  # a broken driver or binding must not cost the run its bundle
@@ -47,7 +55,7 @@ def _nvml_section(samples: list[dict]) -> dict:
     ok = [s for s in samples if s.get("available")]
     if not ok:
         reason = samples[0].get("reason") if samples else "not sampled"
-        return {"available": False, "reason": reason}
+        return {"available": False, "reason": reason, "no_gpu": bool(samples) and all(s.get("no_gpu") for s in samples)}
     first = ok[0]
     per_gpu = ("index", "name", "uuid", "memory_total_gib")
     return {
@@ -138,9 +146,25 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def cpu_model() -> str | None:
+    """This host's CPU model name (Linux: /proc/cpuinfo), or None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Processor", "cpu model") and value.strip():
+                    return " ".join(value.split())[:120]
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment(run=None, *, nvml: Any = None) -> Environment:
     """What this host runs (a results.Environment). With a run (a results.RunRecord): its NVML
-    samples (one taken now if it has none), batch size, profile, backends and model revision."""
+    samples (one taken now if it has none), batch size, profile, backends, model revision, and
+    the node it measured (serving/node_hardware.py: this host's facts only when the node ran here)."""
+    from .. import __version__
+
     torch_facts = _torch_facts()
     vllm, vllm_dist = _vllm_version()
     samples = (run.nvml_samples if run is not None else []) or [nvml_sample("bundle", nvml)]
@@ -154,9 +178,12 @@ def environment(run=None, *, nvml: Any = None) -> Environment:
         gpus=torch_facts.get("gpus"), vllm=vllm, vllm_distribution=vllm_dist,
         gpu_model=", ".join(sorted(set(names))) or None, gpu_count=len(names),
         driver_version=nv.get("driver_version"), cuda_driver_version=nv.get("cuda_version"),
-        cuda=torch_facts["cuda"], nvml=nv,
+        cuda=torch_facts["cuda"], nvml=nv, cpu_model=cpu_model(), mlvalidate=__version__,
     )  # fmt: skip
     if run is not None:
+        from .node_hardware import node_record
+
+        env.node = node_record(run, env)
         env.batch_size = run.batch_size
         env.profile = getattr(run.profile, "name", None)
         for k, v in _backends(run.profile).items():

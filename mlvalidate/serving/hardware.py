@@ -44,6 +44,10 @@ class HardwareError(MlvalidateError):
     """NVML cannot report this host's GPUs (no driver, no library, no GPU)."""
 
 
+class NoGpu(HardwareError):
+    """NVML says this host has no usable GPU: no NVIDIA driver, the driver not loaded, or no device."""
+
+
 # ----------------------------------------------------------------------------------------
 # inventory
 # ----------------------------------------------------------------------------------------
@@ -119,7 +123,7 @@ def read_inventory(nvml: Any = None) -> Inventory:
 
         count = nvml.nvmlDeviceGetCount()
         if count == 0:
-            raise HardwareError("NVML started but reports no GPUs", "check that the GPUs are visible (nvidia-smi, "
+            raise NoGpu("NVML started but reports no GPUs", "check that the GPUs are visible (nvidia-smi, "
                                 "CUDA_VISIBLE_DEVICES, container runtime)")  # fmt: skip
         gpus = []
         for i in range(count):
@@ -175,9 +179,9 @@ def _init_error(nvml: Any, e: Exception) -> HardwareError:
             "`mlvalidate hw --profiles-only` prints the VRAM fit table without a GPU")  # fmt: skip
     value = getattr(e, "value", None)
     if value == getattr(nvml, "NVML_ERROR_LIBRARY_NOT_FOUND", 12):
-        return HardwareError(f"no NVIDIA driver on this machine (NVML: {e})", hint)
+        return NoGpu(f"no NVIDIA driver on this machine (NVML: {e})", hint)
     if value == getattr(nvml, "NVML_ERROR_DRIVER_NOT_LOADED", 9):
-        return HardwareError(f"the NVIDIA driver is not loaded (NVML: {e})", hint)
+        return NoGpu(f"the NVIDIA driver is not loaded (NVML: {e})", hint)
     return HardwareError(f"NVML could not start ({e.__class__.__name__}: {e})", hint)
 
 
