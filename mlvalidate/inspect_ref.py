@@ -86,7 +86,7 @@ def list_references() -> list[dict]:
     """Every reference in the lookup folders (artifacts_dirs(), first folder wins per file
     name): its model, nonce count, seq_len, stat test, source. A file that does not load is
     listed with its error, not skipped."""
-    from .artifacts import artifacts_dirs
+    from .reference_lookup import artifacts_dirs
     from .errors import MlvalidateError
 
     rows, seen = [], set()

@@ -38,7 +38,7 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     however the run ended (errors of the inputs, before anything ran, raise instead)."""
     from .report.text import stat_test_line
     from .serving.profiles import load_profile
-    from .serving.vllm_args import parallel_layout
+    from .serving.vllm_flags import parallel_layout
 
     prof = load_profile(opts.profile)
     ref_arg = opts.reference or prof.model_id

@@ -7,16 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlvalidate.artifacts import (
-    PACKAGE_ARTIFACTS,
-    find_reference,
-    load_computed,
-    load_reference,
-    reference_document,
-    resolve_stat_test,
-    safe_id,
-    write_json,
-)
+from mlvalidate.artifacts import load_computed, load_reference, reference_document, resolve_stat_test, write_json
+from mlvalidate.reference_lookup import PACKAGE_ARTIFACTS, find_reference, safe_id
 from mlvalidate.errors import ReferenceError_
 from mlvalidate.poc.codec import encode_vector
 

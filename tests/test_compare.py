@@ -152,7 +152,7 @@ def test_html_is_self_contained(report):
 def test_without_matplotlib_tables_only(bundles, tmp_path, monkeypatch):
     import mlvalidate.report.compare as compare
 
-    monkeypatch.setattr(compare, "_pyplot", lambda: None)
+    monkeypatch.setattr(compare, "pyplot", lambda: None)
     paths = write_compare([bundles["honest"], bundles["cheater"]], tmp_path)
     md, page = paths["markdown"].read_text(), paths["html"].read_text()
     assert NO_PLOTS in md and NO_PLOTS in page

@@ -20,7 +20,7 @@ import mlvalidate.server as srv
 from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
 from mlvalidate.engines.base import PocParams
-from mlvalidate.engines.http import Response
+from mlvalidate.http_client import Response
 from mlvalidate.engines.mlnode_api import proxy_timed_out
 from mlvalidate.engines.poc_http import replica_stats
 from mlvalidate.engines.reference import ReferenceEngine

@@ -13,7 +13,7 @@ from mlvalidate.serving import profile_check, vllm_parser
 from mlvalidate.serving.chain_model import load_chain
 from mlvalidate.serving.config_files import REPO_CONFIGS, ProfileError, configs_dir
 from mlvalidate.serving.profiles import list_profiles, load_profile
-from mlvalidate.serving.vllm_args import effective_flags, parse_flags
+from mlvalidate.serving.vllm_flags import effective_flags, parse_flags
 
 COMMIT = "d494266a4affc0d2995ba1fa35c8481cbd84294b"
 # MINIMAX_M2.md §1, typed here independently of configs/chain/*.yaml

@@ -161,7 +161,7 @@ def test_worker_extension_says_what_it_misses():
 
 
 def test_a_bare_assert_is_reported_with_where_it_was_raised():
-    from mlvalidate.engines.vllm_inprocess import _one_line
+    from mlvalidate.engines.vllm_inprocess import one_line
 
     def bare():  # what a plain `assert` raises outside pytest's rewriting: no message
         raise AssertionError()
@@ -169,7 +169,7 @@ def test_a_bare_assert_is_reported_with_where_it_was_raised():
     try:
         bare()
     except AssertionError as e:
-        text = _one_line(e)
+        text = one_line(e)
     assert text.startswith("AssertionError (at ") and "test_vllm_inprocess.py:" in text
     assert text.endswith("raise AssertionError())") and "\n" not in text
 

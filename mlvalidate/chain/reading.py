@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from ..engines.http import RETRY_STATUSES, HttpClient
+from ..http_client import RETRY_STATUSES, HttpClient
 from ..errors import MlvalidateError
 
 # ---- endpoints (docs/chain-api.md) -------------------------------------------------------

@@ -51,7 +51,7 @@ def register(sub) -> None:
             source_lines,
             transaction_lines,
         )
-        from ..engines.http import check_url
+        from ..http_client import check_url
 
         from ..errors import MlvalidateError
 

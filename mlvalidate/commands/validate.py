@@ -92,7 +92,7 @@ def _run(opts):
 
 def options(args):
     """RunOptions from the parsed arguments; a usage error is one line, before anything runs."""
-    from ..engines.http import check_url
+    from ..http_client import check_url
     from ..pipeline import RunOptions, StatOverrides
 
     if not (args.model or args.reference):

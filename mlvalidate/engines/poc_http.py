@@ -24,7 +24,7 @@ from ..errors import EngineError
 from ..poc.intake import Intake
 from .answers import artifacts_of, clip, explain_failure
 from .base import EngineResult, PocParams
-from .http import HttpClient, Response
+from ..http_client import HttpClient, Response
 
 
 @dataclass(frozen=True)

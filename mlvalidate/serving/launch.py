@@ -45,7 +45,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..engines.http import HttpClient
+from ..http_client import HttpClient
 from ..errors import LaunchError
 from .diagnose import (
     LOG_TAIL_LINES,

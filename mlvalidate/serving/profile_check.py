@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .config_files import ProfileError
 from .profiles import list_profiles, load_profile
-from .vllm_args import effective_flags, flag_value, parallel_layout, parse_flags
+from .vllm_flags import effective_flags, flag_value, parallel_layout, parse_flags
 from .vllm_parser import vllm_checks
 
 
@@ -43,7 +43,7 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    layout: str | None = None  # the effective layout vLLM gets (serving.vllm_args.parallel_layout)
+    layout: str | None = None  # the effective layout vLLM gets (serving.vllm_flags.parallel_layout)
 
     @property
     def status(self) -> str:
