@@ -94,6 +94,14 @@ def test_no_module_imports_from_a_higher_floor():
     assert bad == []
 
 
+def test_serving_and_the_readers_never_import_the_engines():
+    """Within floor 2, serving/ (profiles, launch, hardware), weights/, hub/ and chain/ sit under the
+    engines: serving/ once imported engines/http.py for its HTTP client (now http_client.py, floor 1)."""
+    bad = [f"{a} imports {b}" for a, deps in graph().items() if a.split(".")[0] in ("serving", "weights", "hub", "chain")
+           for b in deps if b.startswith("engines.")]
+    assert bad == []
+
+
 def test_no_import_circle():
     g = graph()
     # a package's __init__ re-exporting its submodules is not a circle with them
