@@ -22,7 +22,15 @@ def register(sub) -> None:
     )
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
 
-    lp = csub.add_parser("list", help="the profiles under configs/", formatter_class=Formatter)
+    lp = csub.add_parser(
+        "list",
+        help="the profiles under configs/",
+        description="One line per profile under the configs folders (--configs DIR, $MLVALIDATE_CONFIGS, the "
+        "shipped ones): its GPUs, tensor parallel size, chain model, PoC batch, published nonces/min (in total "
+        "and per GPU) against the roofline ceiling per GPU (dense peak FLOP/s x 60 / FLOPs per nonce), and the "
+        "share of that ceiling. Exit 2 when no profile is found.",
+        formatter_class=Formatter,
+    )
 
     def run_list(args) -> int:
         from ..serving.config_files import configs_dirs
@@ -45,8 +53,10 @@ def register(sub) -> None:
         "vars + the full vLLM launch command.",
         formatter_class=Formatter,
     )
-    sp.add_argument("profile", metavar="PROFILE")
-    sp.add_argument("--format", default="args", choices=["args", "yaml", "node-json", "command"])
+    sp.add_argument("profile", metavar="PROFILE",
+                    help="a profile name under configs/ (see `config list`) or a profile.yaml path")
+    sp.add_argument("--format", default="args", choices=["args", "yaml", "node-json", "command"],
+                    help="what to print (see above)")
     sp.add_argument("--model", default=None, metavar="PATH_OR_ID",
                     help="command: the model to serve (default: the chain's hf_repo); node-json: model id of a "
                     "non-chain profile")  # fmt: skip

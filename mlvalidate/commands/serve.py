@@ -20,9 +20,10 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory")
     p.add_argument("--model-id", default=None, help="served model name (default: the directory path)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface; the API has no authentication)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    p.add_argument("--device", default="cpu", help="(--engine reference) torch device, e.g. cuda or cuda:1")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="(--engine reference) activation dtype")
     p.add_argument("--engine", default="reference", choices=["reference", "vllm"],
                    help="reference: transformers in process; vllm: stock vLLM in process with --profile's engine args")
