@@ -22,7 +22,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "mlvalidate"
 
 FLOORS = {
-    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "poc", "rates", "__init__"],
+    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "defaults", "poc", "rates", "__init__"],
     1: ["artifacts", "reference_lookup", "results", "http_client"],
     2: ["engines", "weights", "fixtures", "hub", "serving", "chain", "mlnode", "throughput", "server", "bake",
         "report"],

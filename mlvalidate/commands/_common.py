@@ -56,7 +56,7 @@ def require_extra(extra: str, command: str) -> None:
 
 def add_in_flight_arg(p) -> None:
     """--in-flight, shared by `validate` and `fleet`."""
-    from ..engines.poc_http import DEFAULT_IN_FLIGHT
+    from ..defaults import DEFAULT_IN_FLIGHT
 
     p.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, metavar="N",
                    help="chunks queued on the node at a time (POST /generate wait=false, polled), so the node never "
