@@ -103,6 +103,7 @@ class VllmInProcessEngine:
         self.log = log or (lambda msg: None)
         self.version = vllm_version()
         self.llm = None
+        self.core_in_process, self.workers, self.worker = False, 0, {}  # set once vLLM runs
         self._env_cm = None
         self._shm_files: set[str] = set()
         self.shm_removed: list[str] = []
@@ -207,12 +208,19 @@ class VllmInProcessEngine:
             "env": dict(self.env),
         }
 
-    def close(self) -> None:
+    def close(self, process_ends: bool = False) -> None:
+        """Shut vLLM down and remove the /dev/shm files its workers left. `process_ends`: this process
+        ends right after (serve's stop); where vLLM's engine core and its one worker run in this
+        process, its shutdown only reclaims memory for a process that lives on, and costs seconds
+        (it unfreezes and collects the whole heap): skipped then. Worker processes are always stopped."""
         llm, self.llm = self.llm, None
-        if llm is not None:
+        all_here = self.core_in_process and self.workers == 1 and self.worker.get("pid") == os.getpid()
+        if llm is not None and process_ends and all_here:
+            self._held_until_exit = llm  # dropping the last reference would run the same shutdown (vLLM's __del__)
+        elif llm is not None:
             with contextlib.suppress(Exception):
                 llm.llm_engine.engine_core.shutdown()
-            del llm
+        del llm
         if self._shm_files:
             files, self._shm_files = self._shm_files, set()
             self.shm_removed = remove_shm_files(files)
