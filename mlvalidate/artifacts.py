@@ -21,7 +21,7 @@ from .errors import ReferenceError_
 from .poc.codec import VectorDecodeError, b64_length, decode_vectors, encode_vectors, encoding_for
 from .poc.intake import NONCE_LIMIT, Intake, IntakeResult
 from .poc.stats import SERVER_DEFAULTS, StatTest, binomial_p_value
-from .reference_lookup import read_json_file, resolve_reference_arg
+from .reference_lookup import Found, read_json_file, resolve_reference
 
 REQUIRED = ("model", "seq_len", "k_dim", "block_hash", "public_key", "artifacts")
 DEFAULTS = {"block_height": 100, "node_id": 0, "node_count": 1}  # validate.py's defaults when absent
@@ -58,6 +58,7 @@ class Reference:
     stronger_rng: bool = False  # poc_stronger_rng: the inputs come from the stronger RNG (spec §1.5)
     raw: dict = field(default_factory=dict, repr=False)  # the document without its artifacts
     intake: IntakeResult | None = field(default=None, repr=False)  # a computed file's intake (strict=False)
+    found: Found | None = field(default=None, repr=False)  # how load_reference found the file (a model id: why)
 
     @property
     def n(self) -> int:
@@ -296,8 +297,10 @@ def _decode(b64: list, k: int, nonces: np.ndarray, where: str, strict: bool):
 
 def load_reference(path_or_model: str | Path, model: str | None = None) -> Reference:
     """Load and strictly validate a golden reference; `model`, if given, must equal its 'model'."""
-    path = resolve_reference_arg(str(path_or_model))
+    found = resolve_reference(str(path_or_model))
+    path = found.path
     ref = parse_reference(read_json_file(path, "reference"), where=str(path), strict=True, path=path)
+    ref.found = found
     if model is not None and ref.model != model:
         raise ReferenceError_(
             f"{path}: reference is for model {ref.model!r}, not {model!r}",

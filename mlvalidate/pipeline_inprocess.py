@@ -72,6 +72,8 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     r = Runner(run, order, log)
     r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}, "
                      f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
+    if ref.found is not None and ref.found.choice_line():
+        log(f"      {ref.found.choice_line()}")
     log(f"      stat test {stat_test_line(st)}")
     log(f"      vLLM args [{prof.name}]: {' '.join(args) or '(none)'}")
     log(f"      layout [{prof.name}]: {parallel_layout(args, prof.env)}")

@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ReferenceError_
@@ -47,26 +48,43 @@ def _model_field(path: Path) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def find_reference(model: str) -> Path:
+@dataclass(frozen=True)
+class Found:
+    """The reference a REFERENCE argument names: its file, why that file, and the other files that
+    name the same model (a model id picks one; the others are listed so that none is opened silently)."""
+
+    path: Path
+    why: str
+    others: tuple[Path, ...] = ()
+
+    def choice_line(self) -> str | None:
+        """One line saying which file a model id opened and which it did not, when several name the model."""
+        if not self.others:
+            return None
+        return (f"reference {self.path.name} chosen: {self.why}; also for this model: "
+                f"{', '.join(str(p) for p in self.others)} (pass its path to use it)")
+
+
+def lookup_reference(model: str) -> Found:
     """The reference file for a model id (e.g. 'MiniMaxAI/MiniMax-M2.7').
 
     `<safe_id>.json` in the first lookup folder that has it wins. Otherwise the files
     `<safe_id>-*.json` (e.g. a hardware-specific name such as zai-org-glm-5.3-flash-h100-tp8.json)
-    whose 'model' field is exactly `model`: one is the reference, several are an error."""
+    whose 'model' field is exactly `model`: one is the reference, several are an error. Every other
+    file naming the model (a `<safe_id>-*.json` beside the exact name, a copy in a later folder) is
+    returned in `others`."""
     stem = safe_id(model)
     name = stem + ".json"
     dirs = artifacts_dirs()
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    candidates, seen = [], set()
+    exact = [d / name for d in dirs if (d / name).is_file()]
+    named, seen = [], {p.resolve() for p in exact[:1]}
     for d in dirs:
         try:
             entries = sorted(os.listdir(d))
         except OSError:
             continue
         for entry in entries:
-            if not (entry.startswith(stem + "-") and entry.endswith(".json")):
+            if not (entry == name or (entry.startswith(stem + "-") and entry.endswith(".json"))):
                 continue
             path = d / entry
             key = path.resolve()
@@ -74,12 +92,15 @@ def find_reference(model: str) -> Path:
                 continue
             seen.add(key)
             if _model_field(path) == model:
-                candidates.append(path)
-    if len(candidates) == 1:
-        return candidates[0]
-    if candidates:
+                named.append(path)
+    if exact:
+        return Found(exact[0], f"its file name is the model id's ({name}; the first lookup folder holding one wins)",
+                     tuple(named))
+    if len(named) == 1:
+        return Found(named[0], f"the only {stem}-*.json naming {model}")
+    if named:
         raise ReferenceError_(
-            f"{len(candidates)} golden references for model {model!r}: {', '.join(map(str, candidates))}",
+            f"{len(named)} golden references for model {model!r}: {', '.join(map(str, named))}",
             "pass the file path of the one you mean",
         )
     raise ReferenceError_(
@@ -87,6 +108,11 @@ def find_reference(model: str) -> Path:
         f"in {', '.join(map(str, dirs))})",
         "pass the reference file's path, or set MLVALIDATE_ARTIFACTS to its folder",
     )
+
+
+def find_reference(model: str) -> Path:
+    """The file `lookup_reference` picks for a model id."""
+    return lookup_reference(model).path
 
 
 _MODEL_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # "org/name" or "name"
@@ -120,23 +146,23 @@ def path_problem(path: Path) -> str | None:
     return None
 
 
-def resolve_reference_arg(arg: str) -> Path:
+def resolve_reference(arg: str) -> Found:
     """A CLI REFERENCE argument: an existing file, else a model id such as 'MiniMaxAI/MiniMax-M2.7'."""
     p = Path(arg)
     problem = path_problem(p)
     if problem is None and p.is_file():
-        return p
+        return Found(p, "the file given")
     looks_like_id = not arg.endswith(".json") and _MODEL_ID.match(arg) is not None
     if problem is not None:
         if looks_like_id and problem.startswith("is a directory"):
             try:  # a folder that happens to carry a model id's name: the model id wins if it has a reference
-                return find_reference(arg)
+                return lookup_reference(arg)
             except ReferenceError_:
                 pass
         raise ReferenceError_(f"reference {arg} {problem}", "pass a golden-reference JSON file, or a model id")
     if not looks_like_id:
         raise ReferenceError_(f"reference file not found: {arg}", "check the path, or pass a model id")
-    return find_reference(arg)
+    return lookup_reference(arg)
 
 
 def read_json_file(path: Path, what: str):
