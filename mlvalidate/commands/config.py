@@ -172,7 +172,9 @@ def list_text(rows) -> str:
             f"{r.name:<10} {r.gpus:<24} {r.tensor_parallel_size:>2}  {r.chain:<24} {shown(r.batch):>5} "
             f"{rate:>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
         )
-    notes = [f"{r.name}: {r.reference_note}" for r in rows if not r.error and r.nonces_per_min is None
+    from ..shipped import cite
+
+    notes = [f"{r.name}: {cite(r.reference_note)}" for r in rows if not r.error and r.nonces_per_min is None
              and r.reference_note]  # fmt: skip
     if notes:
         out += ["", "throughput reference:", *(f"  {n}" for n in notes)]

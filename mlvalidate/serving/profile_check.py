@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..shipped import cite
 from .config_files import ProfileError
 from .profiles import list_profiles, load_profile
 from .vllm_flags import effective_flags, flag_value, parallel_layout, parse_flags
@@ -136,7 +137,7 @@ def check_profile(name_or_path: str, *, use_vllm: bool = True) -> CheckResult:
         else:
             res.passed.append(f"--max-num-batched-tokens {mnbt} >= batch {batch} x seq_len {seq_len} = {need}")
     if batch >= 64 and prof.is_chain:
-        res.warnings.append(f"PoC batch {batch}: batch 64 hung on every MiniMax rig tested (docs/minimax-m2.md §4)")
+        res.warnings.append(cite(f"PoC batch {batch}: batch 64 hung on every MiniMax rig tested (docs/minimax-m2.md §4)"))
     gmu = flag_value(args, "--gpu-memory-utilization")
     if gmu is not None:
         try:
