@@ -188,3 +188,15 @@ def test_the_readme_lists_exactly_the_parsers_commands():
     section = readme[readme.index("## Commands"):readme.index("\n## ", readme.index("## Commands") + 5)]
     listed = re.findall(r"^\| `([a-z-]+)` \|", section, re.M)
     assert listed == list(sub.choices), (listed, list(sub.choices))
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """.ci/run is the README's test command (chromium for the render tests, the install, the MLNode's venv, the
+    suite) and nothing else but going to the repository root."""
+    readme = (PKG.parent / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("```bash\n# tests:"):]
+    command = block.split("\n")[2]
+    assert command.endswith("python -m pytest -q") and "apt-get install -y -qq chromium" in command
+    lines = [ln for ln in (PKG.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', command]
