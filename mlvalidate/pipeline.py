@@ -218,8 +218,11 @@ def validate_phase(run: RunRecord, engine: Engine, *, progress: bool = True):
 # a live node
 # ----------------------------------------------------------------------------------------
 def load_inputs(opts: RunOptions):
+    from .poc.stats import load_binomial_test
+
     ref = load_reference(opts.reference, model=opts.model)
     st = resolve_stat_test(ref, opts.stat.as_dict())
+    load_binomial_test()  # here, not at the verdict: a signal while it imports is held (see run_validate)
     prof = None
     if opts.profile:
         from .serving.profiles import load_profile

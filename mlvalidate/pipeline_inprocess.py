@@ -47,6 +47,9 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
                               "pass --reference FILE")
     ref = load_reference(ref_arg)
     st = resolve_stat_test(ref, opts.stat.as_dict())
+    from .poc.stats import load_binomial_test
+
+    load_binomial_test()  # before the run, not at its verdict (poc.stats.load_binomial_test)
     args = prof.vllm_args()
     from .engines.vllm_inprocess import POC_ENGINE_SETTINGS, vllm_version
 

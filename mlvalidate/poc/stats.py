@@ -61,6 +61,13 @@ class Verdict(str, enum.Enum):
         }[self.value]
 
 
+def load_binomial_test() -> None:
+    """Import scipy.stats now. `binomial_p_value` imports it on first use (~0.6 s of CPU, which the quick
+    commands never pay); a run calls this while its inputs load, where signals are held, because an
+    import that a signal cuts short leaves scipy half-initialised and the verdict then fails on it."""
+    import scipy.stats  # noqa: F401
+
+
 def binomial_p_value(n_mismatch: int, n_total: int, p_mismatch: float) -> float:
     """One-sided binomial test P(X >= n_mismatch), X ~ Bin(n_total, p_mismatch); 1.0 if n_total == 0."""
     if n_total == 0:
