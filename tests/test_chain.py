@@ -506,7 +506,7 @@ def test_chain_status_is_bounded_by_its_timeout_and_looks_up_in_parallel(capsys)
     assert late and doc["intent"]["intent_host_count"] + len(skipped) == 400
     assert [x["address"] for x in skipped] == sorted(x["address"] for x in skipped)  # in the participants' order
     assert c.most >= 2  # lookups overlapped
-    assert seconds < 3 + 10, seconds  # the bound, with room for a loaded machine (it was 100+ s)
+    assert seconds < 3 + 30, seconds  # the bound, with generous room for a loaded machine (it was 100+ s)
 
 
 def test_chain_status_timeout_and_lookups_are_checked(chain, capsys):
