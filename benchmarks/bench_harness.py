@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_node import MODEL, vector_for  # noqa: E402
 
 from mlvalidate.artifacts import reference_document, write_json  # noqa: E402
-from mlvalidate.engines.http import HttpClient  # noqa: E402
+from mlvalidate.http_client import HttpClient  # noqa: E402
 from mlvalidate.pipeline import RunOptions, run_live  # noqa: E402
 from mlvalidate.results import outcome  # noqa: E402
 from mlvalidate.throughput import measure_throughput  # noqa: E402

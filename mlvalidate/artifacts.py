@@ -1,4 +1,5 @@
-"""Golden PoC v2 references (spec §6): strict loading, lookup by model id, writing.
+"""Golden PoC v2 references (spec §6): strict loading, stat-test resolution, writing (finding the
+file: reference_lookup.py).
 
 A reference file is also the format of any set of computed vectors (a run's vectors.json,
 a `check` input), so any two runs can be compared later. Two readers share one parser:
@@ -10,150 +11,23 @@ a `check` input), so any two runs can be compared later. Two readers share one p
 
 from __future__ import annotations
 
-import errno
 import math
-import os
-import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ReferenceError_
-from .jsonio import JsonProblem, loads
-from .shipped import ARTIFACTS_DIR
 from .poc.codec import VectorDecodeError, b64_length, decode_vectors, encode_vectors, encoding_for
 from .poc.intake import NONCE_LIMIT, Intake, IntakeResult
-from .poc.stats import SERVER_DEFAULTS, StatTest, binomial_p_value, fraud_cutoff
+from .poc.stats import SERVER_DEFAULTS, StatTest, binomial_p_value
+from .reference_lookup import Found, read_json_file, resolve_reference
 
 REQUIRED = ("model", "seq_len", "k_dim", "block_hash", "public_key", "artifacts")
 DEFAULTS = {"block_height": 100, "node_id": 0, "node_count": 1}  # validate.py's defaults when absent
-PACKAGE_ARTIFACTS = ARTIFACTS_DIR  # the shipped references (mlvalidate/shipped.py)
 K_DIM_MAX = 4096  # PoC v2 uses k = 12; a bound keeps a hostile k_dim from allocating N x 10^12 floats
 SEQ_LEN_MAX = 1 << 20  # PoC sequences are 256-4096 tokens; a bound keeps a hostile seq_len from sizing a node's inputs
 INT64_MAX = 2**63 - 1  # block heights and node ids are int64 on the chain and the wire
-
-
-def safe_id(model: str) -> str:
-    """Model id -> reference file stem: lower case, '/', '\\', ':' and spaces -> '-', '--' collapsed."""
-    s = re.sub(r"[/\\: ]", "-", model.lower())
-    return re.sub(r"-{2,}", "-", s)
-
-
-def artifacts_dirs() -> list[Path]:
-    """Where references are looked up: $MLVALIDATE_ARTIFACTS (os.pathsep list), ./artifacts, the shipped folder."""
-    dirs = [Path(p) for p in os.environ.get("MLVALIDATE_ARTIFACTS", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "artifacts", PACKAGE_ARTIFACTS]
-    seen, out = set(), []
-    for d in dirs:
-        key = d.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
-
-
-def _model_field(path: Path) -> str | None:
-    """The 'model' field of a JSON file, or None when it cannot be read as a reference."""
-    try:
-        doc = _read_json(path, "reference")
-    except ReferenceError_:
-        return None
-    model = doc.get("model") if isinstance(doc, dict) else None
-    return model if isinstance(model, str) else None
-
-
-def find_reference(model: str) -> Path:
-    """The reference file for a model id (e.g. 'MiniMaxAI/MiniMax-M2.7').
-
-    `<safe_id>.json` in the first lookup folder that has it wins. Otherwise the files
-    `<safe_id>-*.json` (e.g. a hardware-specific name such as zai-org-glm-5.3-flash-h100-tp8.json)
-    whose 'model' field is exactly `model`: one is the reference, several are an error."""
-    stem = safe_id(model)
-    name = stem + ".json"
-    dirs = artifacts_dirs()
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    candidates, seen = [], set()
-    for d in dirs:
-        try:
-            entries = sorted(os.listdir(d))
-        except OSError:
-            continue
-        for entry in entries:
-            if not (entry.startswith(stem + "-") and entry.endswith(".json")):
-                continue
-            path = d / entry
-            key = path.resolve()
-            if key in seen or not path.is_file():
-                continue
-            seen.add(key)
-            if _model_field(path) == model:
-                candidates.append(path)
-    if len(candidates) == 1:
-        return candidates[0]
-    if candidates:
-        raise ReferenceError_(
-            f"{len(candidates)} golden references for model {model!r}: {', '.join(map(str, candidates))}",
-            "pass the file path of the one you mean",
-        )
-    raise ReferenceError_(
-        f"no golden reference for model {model!r} (looked for {name} and {stem}-*.json naming that model "
-        f"in {', '.join(map(str, dirs))})",
-        "pass the reference file's path, or set MLVALIDATE_ARTIFACTS to its folder",
-    )
-
-
-_MODEL_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # "org/name" or "name"
-
-
-def path_problem(path: Path) -> str | None:
-    """Why `path` cannot be read as a file ("is a directory", "is a dangling symbolic link", ...),
-    or None when it is a regular file or when nothing at all is there (the caller says "not found")."""
-    try:
-        st = path.stat()
-    except ValueError:  # a NUL byte in it: no file can have that name
-        return "is not a usable path (it holds a NUL byte)"
-    except FileNotFoundError:
-        if path.is_symlink():
-            try:
-                target = os.readlink(path)
-            except OSError:
-                target = "?"
-            return f"is a dangling symbolic link (its target {target} does not exist)"
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "is a symbolic link loop (it never reaches a file)"
-        if e.errno == errno.ENOTDIR:
-            return None  # a path through a file: nothing is there
-        return f"cannot be read ({e.strerror or e})"
-    if stat.S_ISDIR(st.st_mode):
-        return "is a directory, not a JSON file"
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file"
-    return None
-
-
-def resolve_reference_arg(arg: str) -> Path:
-    """A CLI REFERENCE argument: an existing file, else a model id such as 'MiniMaxAI/MiniMax-M2.7'."""
-    p = Path(arg)
-    problem = path_problem(p)
-    if problem is None and p.is_file():
-        return p
-    looks_like_id = not arg.endswith(".json") and _MODEL_ID.match(arg) is not None
-    if problem is not None:
-        if looks_like_id and problem.startswith("is a directory"):
-            try:  # a folder that happens to carry a model id's name: the model id wins if it has a reference
-                return find_reference(arg)
-            except ReferenceError_:
-                pass
-        raise ReferenceError_(f"reference {arg} {problem}", "pass a golden-reference JSON file, or a model id")
-    if not looks_like_id:
-        raise ReferenceError_(f"reference file not found: {arg}", "check the path, or pass a model id")
-    return find_reference(arg)
 
 
 @dataclass
@@ -184,6 +58,7 @@ class Reference:
     stronger_rng: bool = False  # poc_stronger_rng: the inputs come from the stronger RNG (spec §1.5)
     raw: dict = field(default_factory=dict, repr=False)  # the document without its artifacts
     intake: IntakeResult | None = field(default=None, repr=False)  # a computed file's intake (strict=False)
+    found: Found | None = field(default=None, repr=False)  # how load_reference found the file (a model id: why)
 
     @property
     def n(self) -> int:
@@ -420,27 +295,12 @@ def _decode(b64: list, k: int, nonces: np.ndarray, where: str, strict: bool):
     return vecs, valid, problems
 
 
-def _read_json(path: Path, what: str):
-    """The decoded JSON of a file; every way it can fail is one ReferenceError_ saying which."""
-    problem = path_problem(path)
-    if problem is not None:
-        raise ReferenceError_(f"{what} {path} {problem}", "pass a JSON file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ReferenceError_(f"{what} file not found: {path}", "check the path") from None
-    except OSError as e:
-        raise ReferenceError_(f"cannot read {what} {path}: {e.strerror or e}") from None
-    try:
-        return loads(data)
-    except JsonProblem as e:
-        raise ReferenceError_(f"{path}: {e}", "golden-reference files are UTF-8 JSON, a few levels deep") from None
-
-
 def load_reference(path_or_model: str | Path, model: str | None = None) -> Reference:
     """Load and strictly validate a golden reference; `model`, if given, must equal its 'model'."""
-    path = resolve_reference_arg(str(path_or_model))
-    ref = parse_reference(_read_json(path, "reference"), where=str(path), strict=True, path=path)
+    found = resolve_reference(str(path_or_model))
+    path = found.path
+    ref = parse_reference(read_json_file(path, "reference"), where=str(path), strict=True, path=path)
+    ref.found = found
     if model is not None and ref.model != model:
         raise ReferenceError_(
             f"{path}: reference is for model {ref.model!r}, not {model!r}",
@@ -455,7 +315,7 @@ def load_computed(path: str | Path, against: Reference | None = None) -> Referen
     `.problems`, NaN rows), not raised. `against`: the reference the vectors are for; its
     PoC params, k_dim included, must match before any vector is decoded."""
     p = Path(path)
-    return parse_reference(_read_json(p, "computed vectors"), where=str(p), strict=False, path=p, against=against)
+    return parse_reference(read_json_file(p, "computed vectors"), where=str(p), strict=False, path=p, against=against)
 
 
 def same_poc_params(a: Reference, b: Reference) -> list[str]:
@@ -497,8 +357,13 @@ def stat_test_problem(vals: dict, n_total: int | None) -> str | None:
             return f"{k} must be a number in (0, 1), got {v:g}"
     if n_total:
         p, f = vals["p_mismatch"], vals["fraud_threshold"]
-        if fraud_cutoff(n_total, p, f) is None:
+        # the smallest p-value the test can give is n_total mismatches of n_total: P(X >= n) = p**n. Closed
+        # form, so reading a reference needs no scipy.stats (~0.6 s of CPU to import); near the threshold the
+        # verdict's own binomial test decides (the two agree to ~1e-13 relative)
+        p_all = p ** n_total
+        if abs(p_all - f) <= 1e-9 * f:
             p_all = binomial_p_value(n_total, n_total, p)
+        if p_all >= f:
             return (f"with p_mismatch {p:g} even {n_total}/{n_total} mismatches give p={p_all:.4g} >= "
                     f"fraud_threshold {f:g}: this test cannot fail")
     return None

@@ -108,6 +108,9 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
+    # the program itself (console script, python -m mlvalidate), not a caller of main(): a command may
+    # end the process when it is done (serve, on its stop signal)
+    args.ends_process = argv is None and threading.current_thread() is threading.main_thread()
     if args.configs:  # before anything reads a profile: the configs folders are looked up in this order
         os.environ["MLVALIDATE_CONFIGS"] = os.pathsep.join(
             [*args.configs, *filter(None, os.environ.get("MLVALIDATE_CONFIGS", "").split(os.pathsep))])

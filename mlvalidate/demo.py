@@ -44,6 +44,7 @@ from .errors import MlvalidateError
 from .fixtures.quantize import write_quantized_copy
 from .fixtures.tiny import make_tiny
 from .pipeline import Runner, new_run, validate_phase
+from .poc.stats import load_binomial_test
 from .progress import Progress
 from .report.bundle import write_bundle
 from .report.text import percentiles_line
@@ -149,6 +150,7 @@ def run_demo(out_dir: str | Path | None = None, *, seq_len: int | None = None, n
         )
         ref = load_reference(ref_path, model=DEMO_MODEL_ID)
         st = resolve_stat_test(ref)
+        load_binomial_test()  # before the validations' verdicts (poc.stats.load_binomial_test)
         steps["bake"] = time.perf_counter() - t
         print(f"      {ref_path} in {steps['bake']:.1f} s")
 

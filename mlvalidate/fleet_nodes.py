@@ -81,7 +81,7 @@ def _port(v) -> int | None:
 
 def target_from_entry(entry, index: int, port_field: str, source: str, api: str | None = None) -> NodeTarget:
     """One admin-shaped entry (or a URL string) -> a NodeTarget; a malformed entry keeps its problem."""
-    from .engines.http import check_url
+    from .http_client import check_url
 
     api_default = api or API_OF_PORT[port_field]
     if isinstance(entry, str):
@@ -162,7 +162,7 @@ def unique_ids(targets: list[NodeTarget]) -> list[NodeTarget]:
 def discover_admin(admin_url: str, port_field: str = "inference_port", *, api: str | None = None,
                    timeout_s: float = 30.0) -> list[NodeTarget]:
     """GET ADMIN/admin/v1/nodes -> one target per entry."""
-    from .engines.http import HttpClient, check_url
+    from .http_client import HttpClient, check_url
 
     base = check_url(admin_url, "--admin")
     path = "" if base.endswith("/admin/v1/nodes") else "/admin/v1/nodes"

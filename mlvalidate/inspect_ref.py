@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .artifacts import load_reference, resolve_stat_test
@@ -43,9 +45,12 @@ def reference_summary(arg: str) -> dict:
     ignored = None
     if "dist_threshold" in ref.stat_test and ref.stat_test["dist_threshold"] != ref.dist_threshold:
         ignored = ref.stat_test["dist_threshold"]
+    found = ref.found
     return {
         "path": str(ref.path),
         "model": ref.model,
+        "chosen_because": found.why if found else None,
+        "other_references": [{"file": str(p), "n_vectors": vector_count(p)} for p in (found.others if found else ())],
         "n_vectors": ref.n,
         "nonce_min": int(ref.nonces.min()),
         "nonce_max": int(ref.nonces.max()),
@@ -82,12 +87,25 @@ def reference_summary(arg: str) -> dict:
     }
 
 
+def vector_count(path) -> int | None:
+    """How many vectors a reference file lists (its artifacts, unchecked), None when it cannot be read."""
+    from .errors import MlvalidateError
+    from .reference_lookup import read_json_file
+
+    try:
+        doc = read_json_file(path, "reference")
+    except MlvalidateError:
+        return None
+    arts = doc.get("artifacts") if isinstance(doc, dict) else None
+    return len(arts) if isinstance(arts, list) else None
+
+
 def list_references() -> list[dict]:
     """Every reference in the lookup folders (artifacts_dirs(), first folder wins per file
     name): its model, nonce count, seq_len, stat test, source. A file that does not load is
     listed with its error, not skipped."""
-    from .artifacts import artifacts_dirs
     from .errors import MlvalidateError
+    from .reference_lookup import artifacts_dirs, lookup_reference
 
     rows, seen = [], set()
     for d in artifacts_dirs():
@@ -103,4 +121,14 @@ def list_references() -> list[dict]:
                 continue
             rows.append({"file": str(path), "model": ref.model, "n_vectors": ref.n, "seq_len": ref.seq_len,
                          "stat_test": st.values.as_dict(), "source": ref.source, "generated_at": ref.generated_at})
+    picked: dict[str, str | None] = {}  # model id -> the file it opens
+    for r in rows:
+        if "model" in r and r["model"] not in picked:
+            try:
+                picked[r["model"]] = str(lookup_reference(r["model"]).path.resolve())
+            except MlvalidateError:
+                picked[r["model"]] = None
+        if "model" in r:
+            r["model_id_opens"] = picked[r["model"]]
+            r["opened_by_model_id"] = picked[r["model"]] == str(Path(r["file"]).resolve())
     return rows

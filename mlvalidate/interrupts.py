@@ -1,7 +1,7 @@
 """Interrupting a run from another thread (a fleet's workers, on Ctrl-C or SIGTERM).
 
 Python delivers signals to the main thread only. A thread that runs a validation binds a
-`Token`; the waits a run spends its time in — an HTTP answer (engines/http.py) and the sleeps
+`Token`; the waits a run spends its time in — an HTTP answer (http_client.py) and the sleeps
 between polls and samples (`sleep` here) — check it every fraction of a second and raise
 `Interrupted` once it is set, so the worker leaves through the same path as Ctrl-C (the node's
 generation is stopped, what came back is kept, the bundle is written). The interrupt is

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 
 from . import interrupts
-from .engines.http import HttpClient, Response, Unreachable
+from .http_client import HttpClient, Response, Unreachable
 from .errors import EngineError, MlvalidateError
 
 API = "/api/v1"

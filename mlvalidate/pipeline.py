@@ -224,8 +224,11 @@ def validate_phase(run: RunRecord, engine: Engine, *, progress: bool = True):
 # a live node
 # ----------------------------------------------------------------------------------------
 def load_inputs(opts: RunOptions):
+    from .poc.stats import load_binomial_test
+
     ref = load_reference(opts.reference, model=opts.model)
     st = resolve_stat_test(ref, opts.stat.as_dict())
+    load_binomial_test()  # here, not at the verdict: a signal while it imports is held (see run_validate)
     prof = None
     if opts.profile:
         from .serving.profiles import load_profile
@@ -307,6 +310,8 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
     with r.guard():  # an interrupt between phases, or a bug outside them, still ends with the record
         r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}"
                  + (", MLNode API at " + opts.url if mlnode else "") + (f", profile {prof.name}" if prof else ""))
+        if ref.found is not None and ref.found.choice_line():
+            log(f"      {ref.found.choice_line()}")
         log(f"      stat test {stat_test_line(st)}")
         if mlnode:
             log(f"      weights {hf_repo}" + (f"@{hf_commit}" if hf_commit else "") + f" [{repo_source}]")

@@ -38,7 +38,7 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     however the run ended (errors of the inputs, before anything ran, raise instead)."""
     from .report.text import stat_test_line
     from .serving.profiles import load_profile
-    from .serving.vllm_args import parallel_layout
+    from .serving.vllm_flags import parallel_layout
 
     prof = load_profile(opts.profile)
     ref_arg = opts.reference or prof.model_id
@@ -47,6 +47,9 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
                               "pass --reference FILE")
     ref = load_reference(ref_arg)
     st = resolve_stat_test(ref, opts.stat.as_dict())
+    from .poc.stats import load_binomial_test
+
+    load_binomial_test()  # before the run, not at its verdict (poc.stats.load_binomial_test)
     args = prof.vllm_args()
     from .engines.vllm_inprocess import POC_ENGINE_SETTINGS, vllm_version
 
@@ -72,6 +75,8 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     r = Runner(run, order, log)
     r.header("plan", f"{ref.n} reference nonces of {ref.model} from {ref.label()}, batch size {opts.batch_size}, "
                      f"profile {prof.name}, stock vLLM {vllm_version()} in this process")
+    if ref.found is not None and ref.found.choice_line():
+        log(f"      {ref.found.choice_line()}")
     log(f"      stat test {stat_test_line(st)}")
     log(f"      vLLM args [{prof.name}]: {' '.join(args) or '(none)'}")
     log(f"      layout [{prof.name}]: {parallel_layout(args, prof.env)}")

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from . import interrupts
-from .engines.http import HttpClient, MAX_BODY_BYTES, parse_json
+from .http_client import HttpClient, MAX_BODY_BYTES, parse_json
 from .engines.poc_http import STOP_GRACE_S, VLLM, PocApi, check_backends, explain, replica_stats, stop, stop_if_running
 from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem

@@ -91,8 +91,10 @@ def main(argv: list[str]) -> int:
     add_faults(args.port)
     from mlvalidate.cli import main as cli
 
-    return cli(["serve", "--model", path, "--model-id", args.model, "--dtype", DTYPES.get(args.dtype, "bf16"),
-                "--host", "127.0.0.1", "--port", str(args.port)])
+    # as the program (argv from sys.argv): serve then ends this process at its stop, not in the teardown
+    sys.argv = ["mlvalidate", "serve", "--model", path, "--model-id", args.model, "--dtype",
+                DTYPES.get(args.dtype, "bf16"), "--host", "127.0.0.1", "--port", str(args.port)]
+    return cli()
 
 
 if __name__ == "__main__":

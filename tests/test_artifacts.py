@@ -7,16 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlvalidate.artifacts import (
-    PACKAGE_ARTIFACTS,
-    find_reference,
-    load_computed,
-    load_reference,
-    reference_document,
-    resolve_stat_test,
-    safe_id,
-    write_json,
-)
+from mlvalidate.artifacts import load_computed, load_reference, reference_document, resolve_stat_test, write_json
+from mlvalidate.reference_lookup import PACKAGE_ARTIFACTS, find_reference, safe_id
 from mlvalidate.errors import ReferenceError_
 from mlvalidate.poc.codec import encode_vector
 
@@ -198,3 +190,25 @@ def test_inspect_every_shipped_reference(path, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"model         {json.loads(path.read_text())['model']}" in out and "fraud declared at >=" in out
+
+
+def test_a_stat_test_cannot_fail_exactly_when_it_has_no_fraud_cutoff():
+    """stat_test_problem decides "even n/n mismatches are not fraud" in closed form (p**n, so reading a
+    reference imports no scipy.stats) and by the binomial test near the threshold: it must agree with the
+    fraud cutoff the verdict's test gives, thresholds placed exactly on p**n and one ulp either side included."""
+    from mlvalidate.artifacts import stat_test_problem
+    from mlvalidate.poc.stats import binomial_p_value, fraud_cutoff
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(400):
+        n = int(rng.choice([1, 2, 3, 5, 10, 32, 200, 2000]))
+        p = float(rng.choice([0.001, 0.1, 0.5, 0.9, 0.99, rng.uniform(0.01, 0.999)]))
+        f = binomial_p_value(n, n, p)
+        f = float(rng.choice([f, np.nextafter(f, 0.0), np.nextafter(f, 1.0), 10 ** rng.uniform(-30, -0.01)]))
+        if not 0 < f < 1:
+            continue
+        problem = stat_test_problem({"dist_threshold": 0.2, "p_mismatch": p, "fraud_threshold": f}, n)
+        assert (problem is not None) == (fraud_cutoff(n, p, f) is None), (n, p, f, problem)
+        checked += 1
+    assert checked > 300

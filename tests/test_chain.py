@@ -5,6 +5,7 @@ constants; plus the projection math and the decoding of decimals and weights."""
 
 import copy
 import json
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,19 @@ PARTICIPANTS = "/v1/epochs/current/participants"
 DELEGATION = "/chain-api/productscience/inference/inference/poc_delegation/"
 EVENT_QUERY = f"\"bootstrap_model_preeligibility.model_id='{MODEL}'\""
 ECHO = "gonka1echo"
+
+
+class _Server(ThreadingHTTPServer):
+    """close() waits for the handlers still answering, and a client that went away is not an error: a run that
+    ends at its --timeout leaves answers to write (slow lookups), which used to land, as BrokenPipeError
+    tracebacks on stderr, inside the next test's captured output on a busy machine."""
+
+    daemon_threads = False  # server_close() joins them
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Chain:
@@ -80,7 +94,7 @@ class _Chain:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server = _Server(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
@@ -506,7 +520,7 @@ def test_chain_status_is_bounded_by_its_timeout_and_looks_up_in_parallel(capsys)
     assert late and doc["intent"]["intent_host_count"] + len(skipped) == 400
     assert [x["address"] for x in skipped] == sorted(x["address"] for x in skipped)  # in the participants' order
     assert c.most >= 2  # lookups overlapped
-    assert seconds < 3 + 10, seconds  # the bound, with room for a loaded machine (it was 100+ s)
+    assert seconds < 3 + 30, seconds  # the bound, with generous room for a loaded machine (it was 100+ s)
 
 
 def test_chain_status_timeout_and_lookups_are_checked(chain, capsys):

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from mlvalidate.artifacts import PACKAGE_ARTIFACTS, write_json
+from mlvalidate.artifacts import write_json
+from mlvalidate.reference_lookup import PACKAGE_ARTIFACTS
 from mlvalidate.cli import main
 from mlvalidate.poc.codec import encode_vector
 

@@ -177,7 +177,7 @@ def test_html_is_self_contained(report):
 def test_without_matplotlib_tables_only(bundles, tmp_path, monkeypatch):
     import mlvalidate.report.compare as compare
 
-    monkeypatch.setattr(compare, "_pyplot", lambda: None)
+    monkeypatch.setattr(compare, "pyplot", lambda: None)
     paths = write_compare([bundles["honest"], bundles["cheater"]], tmp_path)
     md, page = paths["markdown"].read_text(), paths["html"].read_text()
     assert NO_PLOTS in md and NO_PLOTS in page
@@ -230,9 +230,9 @@ def test_html_at_1280_by_900_in_chromium(report, tmp_path):
 
 def test_ecdf_plot_verdict_colours_axis_near_the_data_and_a_legend_that_covers_no_curve(report, bundles):
     pytest.importorskip("matplotlib")
-    from mlvalidate.report.plots import _pyplot, ecdf_figure
+    from mlvalidate.report.plots import ecdf_figure, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     runs = load_bundles([bundles[k] for k in ("refcopy", "honest", "cheater", "dead")])
     fig, ax = ecdf_figure(plt, runs)
     try:

@@ -4,7 +4,9 @@ answered `artifacts: null`, request ids "." and "..", a stuck job polled without
 chunks left queued on an interrupted or timed-out run (--stop-on-exit), URLs that are not
 URLs, and the report's line about nonces answered without being asked.
 
-The node is the fault suite's: a real reference PoC server behind tests/fault_proxy.py.
+The node is the fault suite's: a real reference PoC server behind tests/fault_proxy.py. A run that
+should get every chunk back has ROOMY_TIMEOUT (its verdict never depends on the machine's speed); the
+short TIMEOUT is for the runs that end at their deadline (a stuck or never-answered queue).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from test_fault_suite import (  # noqa: F401 (fixtures)
     Mutate,
     QueueAnswer,
     QueueIds,
+    ROOMY_TIMEOUT,
     engine,
     hostile,
     node,
@@ -92,7 +95,7 @@ def test_a_signal_while_the_bundle_is_written_keeps_the_bundle(sig, hostile, ref
         return real(out, run)
 
     monkeypatch.setattr(bundle_module, "write_bundle", write_with_a_signal)
-    rc, _ = run_validate(hostile().url, reference, tmp_path / "b")
+    rc, _ = run_validate(hostile().url, reference, tmp_path / "b", timeout=ROOMY_TIMEOUT)
     cap = capsys.readouterr()
     one_line_and_no_bug(cap)
     r = report(tmp_path / "b")
@@ -111,14 +114,14 @@ def test_a_signal_while_the_bundle_is_written_keeps_the_bundle(sig, hostile, ref
 ])
 def test_a_submission_answered_with_null_artifacts_keeps_the_other_chunks(body, verdict, code, hostile, reference,
                                                                            tmp_path, capsys):
-    rc, seconds = run_validate(hostile(Submission(2, body)).url, reference, tmp_path / "b")
+    rc, seconds = run_validate(hostile(Submission(2, body)).url, reference, tmp_path / "b", timeout=ROOMY_TIMEOUT)
     cap = capsys.readouterr()
     one_line_and_no_bug(cap)
     r = report(tmp_path / "b")
     assert (rc, r["verdict"]) == (code, verdict), cap.err
     assert r["n_malformed"] == 1 and "artifacts must be a list" in r["malformed"][0]
     assert r["missing_nonces"] == list(range(BATCH, 2 * BATCH))  # chunks 1 and 3 were received and kept
-    assert seconds < TIMEOUT + SLACK
+    assert seconds < ROOMY_TIMEOUT + SLACK
 
 
 def test_a_queued_acknowledgement_with_null_artifacts_is_polled(hostile, reference, tmp_path, capsys):
@@ -130,7 +133,7 @@ def test_a_queued_acknowledgement_with_null_artifacts_is_polled(hostile, referen
                 body = {**body, "artifacts": None}
             return status, body
 
-    rc, _ = run_validate(hostile(NullArtifacts()).url, reference, tmp_path / "b")
+    rc, _ = run_validate(hostile(NullArtifacts()).url, reference, tmp_path / "b", timeout=ROOMY_TIMEOUT)
     cap = capsys.readouterr()
     one_line_and_no_bug(cap)
     assert rc == 0 and report(tmp_path / "b")["verdict"] == "PASS"
@@ -218,10 +221,44 @@ def test_vectors_answered_by_another_chunk_are_said_to_be_compared(hostile, refe
         nxt = (req["nonces"][0] // BATCH + 1) % (N // BATCH)
         return [dict(x) for x in golden if x["nonce"] // BATCH == nxt]
 
-    rc, _ = run_validate(hostile(Mutate(next_chunk)).url, reference, tmp_path / "b")
+    rc, _ = run_validate(hostile(Mutate(next_chunk)).url, reference, tmp_path / "b", timeout=ROOMY_TIMEOUT)
     cap = capsys.readouterr()
     one_line_and_no_bug(cap)
     r = report(tmp_path / "b")
     assert r["n_missing"] == 0 and len(r["extra_nonces"]) == N and r["distance_percentiles"]["p100"] == 0.0
     line = next(x for x in cap.out.splitlines() if x.startswith("unrequested"))
     assert "not compared" not in line and f"{N} reference nonce(s), compared as their answers" in line, line
+
+
+# ---- issue 25: scipy.stats is imported on first use; a signal during that import -------------
+def test_a_signal_while_scipy_stats_is_imported_is_held_like_any_other(hostile, reference, tmp_path):
+    """The quick commands never import scipy.stats (tests/test_cli_startup.py); a run imports it while its inputs
+    load, where signals are held, before it asks the node for anything. A SIGINT that lands in that import (sent
+    from inside it here) ends the run as interrupted, with its bundle. It once landed in the import at the verdict,
+    which can half-initialise scipy: an internal error ("Module 'scipy' has no attribute '_lib'") at load 2 in
+    tests/test_signals.py."""
+    import subprocess
+    import sys
+
+    boot = ("import builtins, os, signal, sys\n"
+            "real, sent = builtins.__import__, []\n"
+            "def hooked(name, *a, **k):\n"
+            "    if not sent and name.startswith('scipy.stats'):\n"
+            "        sent.append(1)\n"
+            "        print('SIGINT in the import of ' + name, file=sys.stderr, flush=True)\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = hooked\n"
+            "from mlvalidate.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    out, proxy = tmp_path / "b", hostile()
+    p = subprocess.run([sys.executable, "-c", boot, "validate", "--url", proxy.url, "--reference", str(reference),
+                        "--batch-size", str(BATCH), "--timeout", str(ROOMY_TIMEOUT), "--skip-throughput", "--out",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    marker = "SIGINT in the import of scipy.stats"
+    assert marker in p.stderr, p.stderr  # the signal did land in the import
+    assert_clean(p.stdout, "\n".join(line for line in p.stderr.splitlines() if line != marker))
+    assert p.returncode == 2 and all((out / f).is_file() for f in BUNDLE_FILES), p.stdout[-2000:] + p.stderr
+    r = report(out)
+    assert r["verdict"] == "ERROR" and "SIGINT" in r["error"], r["error"]
+    assert ("POST", GENERATE) not in proxy.calls, proxy.calls  # imported while the inputs loaded, not at the verdict

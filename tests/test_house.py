@@ -4,7 +4,8 @@ Every import of mlvalidate's own modules is read from the source (module level a
 functions alike) with `ast`; a module may import only from its own floor or below:
 
   0  errors, progress, jsonio, shipped, poc/, rates (the PoC math, rates from counters: no I/O, no HTTP)
-  1  artifacts, results                           (the reference schema, typed results)
+  1  artifacts, reference_lookup, results, http_client  (the reference schema and where references are
+                                                   found, typed results, the HTTP client)
   2  engines/, weights/, fixtures/, hub/, serving/, chain, mlnode, throughput, server, bake, report/
   3  pipeline, fleet, fleet_nodes, fresh, demo, check, inspect_ref    (runs of the harness)
   4  commands/                                    (argument wiring, printing, exit codes)
@@ -21,8 +22,8 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "mlvalidate"
 
 FLOORS = {
-    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "poc", "rates", "__init__"],
-    1: ["artifacts", "results"],
+    0: ["errors", "environ", "interrupts", "progress", "jsonio", "shipped", "defaults", "poc", "rates", "__init__"],
+    1: ["artifacts", "reference_lookup", "results", "http_client"],
     2: ["engines", "weights", "fixtures", "hub", "serving", "chain", "mlnode", "throughput", "server", "bake",
         "report"],
     3: ["pipeline", "pipeline_inprocess", "fleet", "fleet_nodes", "fresh", "fresh_fleet", "demo", "check",
@@ -31,9 +32,10 @@ FLOORS = {
     5: ["cli", "__main__"],
 }
 MAX_LINES = 420
+LONG_MAX = 600  # not even a module in LONG_OK reaches this
 # modules allowed to be longer, and why
 LONG_OK = {
-    "artifacts.py": "the golden schema's strict and lenient readers, lookup and stat-test resolution in one place",
+    "artifacts.py": "the golden schema's strict and lenient readers, stat-test resolution and writing in one place",
 }
 
 
@@ -92,6 +94,14 @@ def test_no_module_imports_from_a_higher_floor():
     assert bad == []
 
 
+def test_serving_and_the_readers_never_import_the_engines():
+    """Within floor 2, serving/ (profiles, launch, hardware), weights/, hub/ and chain/ sit under the
+    engines: serving/ once imported engines/http.py for its HTTP client (now http_client.py, floor 1)."""
+    bad = [f"{a} imports {b}" for a, deps in graph().items() if a.split(".")[0] in ("serving", "weights", "hub", "chain")
+           for b in deps if b.startswith("engines.")]
+    assert bad == []
+
+
 def test_no_import_circle():
     g = graph()
     # a package's __init__ re-exporting its submodules is not a circle with them
@@ -120,6 +130,43 @@ def test_modules_stay_small(name):
     path = modules()[name]
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES or path.name in LONG_OK, f"{path.relative_to(PKG.parent)}: {n} lines"
+    assert n < LONG_MAX, f"{path.relative_to(PKG.parent)}: {n} lines, even a module in LONG_OK stays under {LONG_MAX}"
+
+
+def private_imports(name: str, source: str) -> list[str]:
+    """`from X import _name` in `name`'s source where X is another mlvalidate module and `_name` is
+    not a module of its own (commands/_common.py is a module; a helper called `_pct` is private)."""
+    mods = modules()
+    pkg_parts = name.split(".")[:-1]
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = pkg_parts[: len(pkg_parts) - (node.level - 1)] if node.level > 1 else pkg_parts
+            mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+        elif node.module and node.module.startswith("mlvalidate"):
+            mod = node.module.removeprefix("mlvalidate").lstrip(".")
+        else:
+            continue
+        for a in node.names:
+            sub = f"{mod}.{a.name}".strip(".")
+            if a.name.startswith("_") and not a.name.startswith("__") and sub not in mods and f"{sub}.__init__" not in mods:
+                out.append(f"{name} imports {a.name} from {mod or 'mlvalidate'}")
+    return out
+
+
+def test_no_module_imports_private_names_of_another():
+    """A helper another module needs is public (or moved): report/fleet_report.py once took
+    compare's _md_table and bundles' _pct."""
+    bad = [b for name, path in modules().items() for b in private_imports(name, path.read_text(encoding="utf-8"))]
+    assert bad == []
+
+
+def test_the_private_import_check_sees_one():
+    """A negative control: the check is not vacuous, and it lets a private MODULE through."""
+    src = "from .compare import _md_table\nfrom ..commands import _common\nfrom .bundles import pct_of\n"
+    assert private_imports("report.fleet_report", src) == ["report.fleet_report imports _md_table from report.compare"]
 
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
@@ -141,3 +188,15 @@ def test_the_readme_lists_exactly_the_parsers_commands():
     section = readme[readme.index("## Commands"):readme.index("\n## ", readme.index("## Commands") + 5)]
     listed = re.findall(r"^\| `([a-z-]+)` \|", section, re.M)
     assert listed == list(sub.choices), (listed, list(sub.choices))
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """.ci/run is the README's test command (chromium for the render tests, the install, the MLNode's venv, the
+    suite) and nothing else but going to the repository root."""
+    readme = (PKG.parent / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("```bash\n# tests:"):]
+    command = block.split("\n")[2]
+    assert command.endswith("python -m pytest -q") and "apt-get install -y -qq chromium" in command
+    lines = [ln for ln in (PKG.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', command]

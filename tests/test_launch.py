@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import mlvalidate.serving.launch as launch_mod
 from mlvalidate.cli import main
 from mlvalidate.errors import LaunchError
 from mlvalidate.serving.diagnose import KNOWN_FAILURES, ServerExited, diagnose
@@ -38,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 REAL_STARTUP_TIMEOUT = 600  # a real vLLM on 2 loaded cores: 30-120 s seen
 CLI_EXIT_TIMEOUT = 90
+STANDIN_TIMEOUT = 15  # --timeout for a stand-in that never gets ready: it is up and answering long before, even loaded
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,8 +141,9 @@ class LineReader:
 
 
 # A stand-in server: answers /health with --health (200 or 503) and /v1/models with the
-# model; --die-after S exits 3 that long after start; --children spawns a child in the group
-# and a grandchild that leaves the group (setsid). Writes its pids to --pidfile.
+# model; --die-after S exits 3 that long after its first /v1/models answer (the launcher has seen it
+# ready then, however slow the machine); --children spawns a child in the group and a grandchild
+# that leaves the group (setsid). Writes its pids to --pidfile once the grandchild has left.
 FAKE_SERVER = textwrap.dedent(
     '''
     import argparse, http.server, json, os, subprocess, sys, threading, time
@@ -157,6 +160,7 @@ FAKE_SERVER = textwrap.dedent(
         pids.update(child=c.pid, escaped=g.pid)
     if a.ignore_term:
         import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    dying = []
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path == "/health":
@@ -167,15 +171,19 @@ FAKE_SERVER = textwrap.dedent(
                 code, body = 404, b""
             self.send_response(code); self.send_header("content-length", str(len(body))); self.end_headers()
             self.wfile.write(body)
+            if self.path == "/v1/models" and a.die_after is not None and not dying:
+                dying.append(threading.Timer(a.die_after, lambda: os._exit(3)))
+                dying[0].start()
         def log_message(self, *args):
             pass
     srv = http.server.ThreadingHTTPServer((a.host, a.port), H)
     if a.pidfile:
-        time.sleep(0.3)  # let the grandchild setsid
+        if a.children:  # the grandchild has left the group before its pid is told (60 s: a very busy machine)
+            deadline = time.monotonic() + 60
+            while os.getsid(g.pid) != g.pid and time.monotonic() < deadline:
+                time.sleep(0.01)
         open(a.pidfile + ".tmp", "w").write(json.dumps(pids)); os.replace(a.pidfile + ".tmp", a.pidfile)
     print("fake server listening on", a.port, flush=True)
-    if a.die_after is not None:
-        threading.Timer(a.die_after, lambda: os._exit(3)).start()
     srv.serve_forever()
     '''
 )
@@ -356,11 +364,11 @@ def test_timeout_stops_and_exits_2(fake, tmp_path, capsys, reaper):
     t0 = time.monotonic()
     rc = main(["launch", "--profile", str(profile), "--model", str(model), "--port", str(free_port()),
                "--host", "127.0.0.1", "--server-cmd", f"{PY} {server_cmd[1]} --health 503 --children "
-               f"--pidfile {pidfile}", "--timeout", "4", "--log", str(tmp_path / "s.log")])  # fmt: skip
+               f"--pidfile {pidfile}", "--timeout", str(STANDIN_TIMEOUT), "--log", str(tmp_path / "s.log")])  # fmt: skip
     took = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert rc == 2 and took < 60
-    assert "not ready after 4 s (/health answers 503); stopped it" in err.strip().splitlines()[-1]
+    assert rc == 2 and took < STANDIN_TIMEOUT + 45  # the deadline, then the stop (SIGTERM, the group's exit)
+    assert f"not ready after {STANDIN_TIMEOUT} s (/health answers 503); stopped it" in err.strip().splitlines()[-1]
     pids = read_pids(pidfile, timeout=1)
     assert gone(pids.values()), pids  # the server, its child, and the one that left the group
     assert_group_gone(pids["server"])
@@ -404,7 +412,8 @@ def test_sigterm_ignored_means_sigkill(fake, tmp_path, reaper):
     server.start()
     reaper[0].append(server.pgid)
     took = server.stop()
-    assert 0.9 < took < 15 and server.returncode == -signal.SIGKILL
+    # the 1 s grace, then SIGKILL and at most KILL_WAIT for the group to go, with room for a busy machine
+    assert 0.9 < took < 1.0 + launch_mod.KILL_WAIT + 10 and server.returncode == -signal.SIGKILL
     assert_group_gone(server.pgid)
 
 
@@ -439,7 +448,7 @@ def test_cli_signal_stops_whole_group(fake, tmp_path, reaper, sig):
         if proc.poll() is None:
             proc.kill()
     assert rc == 0, proc.stderr.read()
-    assert out.wait_for("stopped (process group", timeout=5)
+    assert out.wait_for("stopped (process group", timeout=30)
     assert gone(pids.values()), pids
     assert_group_gone(pgid)
 
@@ -557,7 +566,7 @@ def test_real_vllm_cli_sigint_stops_whole_group(real_cli):
     proc.send_signal(signal.SIGINT)
     rc = proc.wait(timeout=CLI_EXIT_TIMEOUT)
     assert rc == 0, proc.stderr.read()
-    stopped = out.wait_for("stopped (process group", timeout=5)
+    stopped = out.wait_for("stopped (process group", timeout=30)
     assert stopped
     print(f"\n{stopped.strip()}")
     assert gone(members)

@@ -34,6 +34,8 @@ from mlvalidate.serving.processes import is_subreaper
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
+STANDIN_TIMEOUT = 15  # --timeout for a stand-in that never gets ready: up (and ignoring SIGTERM) long before, even loaded
+GONE_WITHIN_S = 30  # a process SIGKILLed by the launcher is gone by then, even on a busy machine
 
 ESCAPING_SERVER = textwrap.dedent(
     '''
@@ -190,13 +192,13 @@ def test_startup_timeout_kills_grandchild_that_detached_at_once(setup, capsys):
     t0 = time.monotonic()
     rc = main(["launch", "--profile", str(profile), "--model", str(model), "--port", str(free_port()),
                "--host", "127.0.0.1", "--server-cmd", f"{PY} {script} --escape --escape-pidfile {pidfile} "
-               "--health 503", "--timeout", "2", "--log", str(pidfile.parent / "s.log")])  # fmt: skip
+               "--health 503", "--timeout", str(STANDIN_TIMEOUT), "--log", str(pidfile.parent / "s.log")])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2 and time.monotonic() - t0 < 30
-    assert "not ready after 2 s" in err.strip().splitlines()[-1]
+    assert rc == 2 and time.monotonic() - t0 < STANDIN_TIMEOUT + 45  # the deadline, then the stop
+    assert f"not ready after {STANDIN_TIMEOUT} s" in err.strip().splitlines()[-1]
     escaped = read_identity(pidfile, timeout=1)
     watched.append(escaped)
-    assert wait_gone([escaped], timeout=2) == [], f"escaped grandchild {escaped[0]} survived the timeout"
+    assert wait_gone([escaped], timeout=GONE_WITHIN_S) == [], f"escaped grandchild {escaped[0]} survived the timeout"
 
 
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["obeys-term", "ignores-term"])
@@ -228,7 +230,9 @@ def test_cli_sigterm_kills_grandchild_that_detached_at_once(setup, ignore_term):
     assert wait_gone([escaped, server]) == [], "a process of the server survived `mlvalidate launch`"
     assert "out-of-memory" not in (stdout + stderr).lower()
     if ignore_term:
-        assert "the server ignored SIGTERM for 1." in stdout and "killed by mlvalidate with SIGKILL" in stdout
+        # the grace is 1 s; a busy machine sends the SIGKILL a little later (the library test below: 0.6 s for 0.5)
+        assert re.search(r"the server ignored SIGTERM for \d+\.\d s", stdout)
+        assert "killed by mlvalidate with SIGKILL" in stdout
     else:
         assert "SIGKILL" not in stdout
 
@@ -241,12 +245,12 @@ def test_startup_timeout_of_sigterm_ignoring_server_not_blamed_on_oom(setup, cap
     monkeypatch.setattr(launch_mod, "DEFAULT_STOP_GRACE", 1.0)
     rc = main(["launch", "--profile", str(profile), "--model", str(model), "--port", str(free_port()),
                "--host", "127.0.0.1", "--server-cmd", f"{PY} {script} --ignore-term --health 503",
-               "--timeout", "2", "--log", str(pidfile.parent / "s.log")])  # fmt: skip
+               "--timeout", str(STANDIN_TIMEOUT), "--log", str(pidfile.parent / "s.log")])  # fmt: skip
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
-    assert rc == 2 and line.startswith("error: the server was not ready after 2 s"), err
+    assert rc == 2 and line.startswith(f"error: the server was not ready after {STANDIN_TIMEOUT} s"), err
     assert "out-of-memory" not in err.lower() and "oom" not in err.lower(), line
-    assert "ignored SIGTERM for 1" in line and "killed by mlvalidate" in line, line
+    assert re.search(r"ignored SIGTERM for \d+\.\d s", line) and "killed by mlvalidate" in line, line  # grace 1 s
 
 
 def test_library_stop_of_sigterm_ignoring_server_records_our_kill(setup, tmp_path):
@@ -265,7 +269,7 @@ def test_library_stop_of_sigterm_ignoring_server_records_our_kill(setup, tmp_pat
             assert is_subreaper() and psutil.Process(escaped[0]).ppid() == os.getpid()
     assert is_subreaper() == was_subreaper  # turned off again with the last server
     assert server.returncode == -signal.SIGKILL
-    assert server.sigkill_after_s is not None and 0.4 < server.sigkill_after_s < 5
+    assert server.sigkill_after_s is not None and 0.4 < server.sigkill_after_s < 0.5 + 10  # the grace, with room
     advice = exit_status_advice(server.returncode, server.sigkill_after_s)
     # the grace is 0.5 s; the measured time can read 0.6 s on a loaded machine
     assert re.search(r"ignored SIGTERM for \d+\.\d s", advice) and "killed by mlvalidate" in advice

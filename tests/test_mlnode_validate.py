@@ -20,7 +20,7 @@ import mlvalidate.server as srv
 from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
 from mlvalidate.engines.base import PocParams
-from mlvalidate.engines.http import Response
+from mlvalidate.http_client import Response
 from mlvalidate.engines.mlnode_api import proxy_timed_out
 from mlvalidate.engines.poc_http import replica_stats
 from mlvalidate.engines.reference import ReferenceEngine
@@ -109,9 +109,12 @@ def stack():
                 pass  # engine: let it finish, or the next test's forward would run beside it on the same model
 
 
+ROOMY_TIMEOUT = "120"  # every phase's bound: never reached by a stub that answers, however busy the machine
+
+
 def _validate(stub, reference, tmp_path, *extra):
     return main(["validate", "--api", "mlnode", "--url", stub.url, "--reference", str(reference), "--batch-size", "8",
-                 "--timeout", "5", "--out", str(tmp_path / "bundle"), *extra])
+                 "--timeout", ROOMY_TIMEOUT, "--out", str(tmp_path / "bundle"), *extra])
 
 
 def _report(tmp_path):
@@ -264,8 +267,9 @@ def test_a_deployment_that_vanishes_is_a_failure_and_a_restart_at_once(engine, r
     (its watcher's stop blocks its event loop), exits, and under a restarting supervisor comes back
     `not_started`. A poll that misses `failed` meets one of the others (tests/test_real_mlnode.py
     meets the silence): each ends the phase at that poll, not at --deploy-timeout."""
-    if after == "hang":  # the stub's silence lasts 5 s (gone: a pooled connection's reset is retried within SILENT_S)
-        monkeypatch.setattr(mlnode, "SILENT_S", 0.5)
+    if after == "hang":  # the stub's silence lasts 5 s (gone: a pooled connection's reset is retried within SILENT_S);
+        # 2 s: the answered polls before it take milliseconds, even on a busy machine
+        monkeypatch.setattr(mlnode, "SILENT_S", 2.0)
     stub = stack(engine, running=False, deploy_polls=2, deploy_result=after)
     assert _validate(stub, reference, tmp_path, "--skip-download", "--skip-throughput", "--deploy-timeout", "20",
                      "--connect-grace", "20") == 2

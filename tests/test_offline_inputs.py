@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from mlvalidate.cli import main
+from mlvalidate.reference_lookup import lookup_reference
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAX = REPO / "artifacts" / "minimaxai-minimax-m2.7.json"
@@ -504,6 +505,58 @@ def test_model_id_lookup_exact_name_wins_and_model_field_must_match(tmp_path, mo
     code, out, _ = _cli(capsys, "inspect", "acme/M1")
     assert code == 0 and "refs/acme-m1.json" in out
     _assert_error(capsys, ["inspect", "acme/M2"], "no golden reference for model 'acme/M2'")
+
+
+def test_a_model_id_with_two_references_says_which_it_opened_and_lists_the_other(capsys):
+    """Qwen3-235B ships two references (2000 and 32 nonces); `inspect MODEL` opened the 32-nonce one silently
+    (issue 25, point 9). It says which one, why, and the other with its size; --json the same."""
+    model = "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8"
+    code, out, _ = _cli(capsys, "inspect", model)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith("qwen-qwen3-235b-a22b-instruct-2507-fp8.json")
+    assert lines[1].strip().startswith(f"chosen for {model}: its file name is the model id's")
+    assert lines[2].strip().startswith("also for this model: ") and lines[2].endswith(
+        "qwen-qwen3-235b-a22b-instruct-2507-fp8-deepgemm.json (2000 vectors): pass its path to inspect it")
+    assert "vectors       32," in out
+    code, out, _ = _cli(capsys, "inspect", model, "--json")
+    doc = json.loads(out)
+    assert [(Path(o["file"]).name, o["n_vectors"]) for o in doc["other_references"]] == [
+        ("qwen-qwen3-235b-a22b-instruct-2507-fp8-deepgemm.json", 2000)]
+    code, out, _ = _cli(capsys, "inspect", "MiniMaxAI/MiniMax-M2.7")  # one reference: nothing more to say
+    assert code == 0 and "also for this model" not in out and "chosen for" not in out
+
+
+def test_the_listing_marks_the_reference_a_model_id_does_not_open(capsys):
+    code, out, _ = _cli(capsys, "inspect")
+    marked = [line for line in out.splitlines() if "* /" in line]
+    assert code == 0 and len(marked) == 1 and marked[0].endswith("-fp8-deepgemm.json")
+    assert out.splitlines()[-1].startswith("* not opened by its model id")
+    rows = json.loads(_cli(capsys, "inspect", "--json")[1])
+    qwen = [r for r in rows if r.get("model") == "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8"]
+    assert sorted(r["opened_by_model_id"] for r in qwen) == [False, True]
+
+
+def test_a_copy_in_a_later_folder_and_a_longer_name_are_listed_beside_the_exact_name(tmp_path, monkeypatch, capsys):
+    folder = _lookup_dir(tmp_path, monkeypatch, {"acme-m1.json": "acme/M1", "acme-m1-h100.json": "acme/M1",
+                                                 "acme-m1-x.json": "acme/M1-x"})
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "acme-m1.json").write_text((folder / "acme-m1.json").read_text())
+    monkeypatch.setenv("MLVALIDATE_ARTIFACTS", f"{folder}{os.pathsep}{later}")
+    found = lookup_reference("acme/M1")
+    assert found.path == folder / "acme-m1.json"
+    assert sorted(found.others) == sorted([folder / "acme-m1-h100.json", later / "acme-m1.json"])
+    assert "acme-m1-x.json" not in str(found.others)  # its model field names another model
+
+
+def test_validate_by_model_id_says_which_reference_it_opened(tmp_path, capsys):
+    """The run's plan names the choice too (here the node is unreachable: the plan is printed first)."""
+    code, out, _ = _cli(capsys, "validate", "--url", "http://127.0.0.1:9", "--model",
+                        "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "--connect-grace", "0.5", "--skip-throughput",
+                        "--out", tmp_path / "bundle")
+    assert code == 2
+    line = next(line for line in out.splitlines() if "chosen: its file name" in line)
+    assert "qwen-qwen3-235b-a22b-instruct-2507-fp8-deepgemm.json (pass its path to use it)" in line
 
 
 # ----------------------------------------------------------------------------------------

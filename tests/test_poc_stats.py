@@ -54,6 +54,61 @@ def test_fraud_cutoffs(n, p, alpha, cutoff):
     assert exact_tail(cutoff, n, p) < alpha <= exact_tail(cutoff - 1, n, p)
 
 
+def cutoff_by_scipy_alone(n: int, p: float, f: float) -> int | None:
+    """The fraud cutoff as it was computed before the log-space tails: scipy's binom.sf for every count,
+    then scipy's binomial test (the verdict's) at the edge. The oracle for the cutoff below."""
+    from scipy.stats import binom
+
+    if n == 0:
+        return None
+    hits = np.nonzero(binom.sf(np.arange(n + 1) - 1, n, p) < f)[0]
+    if hits.size == 0:
+        return None
+    cut = int(hits[0])
+    while cut > 0 and binomial_p_value(cut - 1, n, p) < f:
+        cut -= 1
+    while cut <= n and binomial_p_value(cut, n, p) >= f:
+        cut += 1
+    return cut if cut <= n else None
+
+
+def test_the_fraud_cutoff_is_the_binomial_tests_own_everywhere():
+    """fraud_cutoff finds the count in log space (numpy and math: no scipy.stats import for `inspect` and the
+    references' check) and lets scipy's binomial test decide near the threshold: it must equal the cutoff by
+    scipy alone for any reference size, rate and threshold, thresholds placed exactly ON a tail value
+    (where an ulp decides) and thresholds in the subnormal range included."""
+    rng = np.random.default_rng(25)
+    cases = 0
+    for _ in range(1500):
+        n = int(rng.choice([1, 2, 3, 7, 32, 100, 200, 777, 2000, 20000]))
+        p = float(rng.choice([1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.999, rng.uniform(1e-4, 0.9999)]))
+        kind = rng.integers(0, 4)
+        if kind == 0:  # exactly a tail value: the edge, decided by the binomial test
+            f = binomial_p_value(int(rng.integers(0, n + 1)), n, p)
+            if not 0 < f < 1:
+                continue
+            f = float(np.nextafter(f, rng.choice([0.0, 1.0]))) if rng.integers(0, 2) else f
+        elif kind == 1:
+            f = float(10 ** rng.uniform(-320, -250))  # where float tails lose digits
+        else:
+            f = float(10 ** rng.uniform(-15, -0.01))
+        assert fraud_cutoff(n, p, f) == cutoff_by_scipy_alone(n, p, f), (n, p, f)
+        cases += 1
+    assert cases > 1200
+
+
+def test_the_fraud_cutoff_of_a_reference_needs_no_scipy_stats():
+    """`inspect REFERENCE` prints the cutoff: away from the edge it is found without importing scipy.stats."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mlvalidate.poc.stats import fraud_cutoff; "
+            "c = (fraud_cutoff(200, 0.1, 0.05), fraud_cutoff(1000, 0.1, 0.05)); "
+            "print(c, 'scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["(28,", "117)", "False"], out.stdout + out.stderr  # test_fraud_cutoffs' values
+
+
 def test_minimax_p_values():
     assert round(binomial_p_value(27, 200, 0.1), 4) == 0.0672
     assert round(binomial_p_value(28, 200, 0.1), 4) == 0.0434

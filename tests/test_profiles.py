@@ -13,7 +13,7 @@ from mlvalidate.serving import profile_check, vllm_parser
 from mlvalidate.serving.chain_model import load_chain
 from mlvalidate.serving.config_files import REPO_CONFIGS, ProfileError, configs_dir
 from mlvalidate.serving.profiles import list_profiles, load_profile
-from mlvalidate.serving.vllm_args import effective_flags, parse_flags
+from mlvalidate.serving.vllm_flags import effective_flags, parse_flags
 
 COMMIT = "d494266a4affc0d2995ba1fa35c8481cbd84294b"
 # MINIMAX_M2.md §1, typed here independently of configs/chain/*.yaml
@@ -351,6 +351,27 @@ def test_config_list(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in LAYOUTS)
     assert "25 %" in out  # a100x4: 224 of ~896 nonces/min per GPU at dense BF16 peak
+
+
+def test_what_the_commands_cite_is_a_document_this_install_holds(capsys):
+    """`config list`'s notes, `config check`'s batch warning, `chain --help` and the chain readers' hint cite
+    docs/ by section: each citation is the path of the document in this install (the wheel ships docs/ too,
+    tests/test_wheel.py), never a bare docs/ path that only a checkout has (issue 25, point 10)."""
+    import re
+    from pathlib import Path
+
+    from mlvalidate.chain.reading import SHAPE_HINT
+    from mlvalidate.shipped import cite
+
+    assert main(["config", "list"]) == 0
+    texts = [capsys.readouterr().out, SHAPE_HINT, profile_check.cite("batch 64 (docs/minimax-m2.md §4)")]
+    with pytest.raises(SystemExit):
+        main(["chain", "--help"])
+    texts.append(capsys.readouterr().out)
+    cited = [m for t in texts for m in re.findall(r"([^\s(]*docs/[\w.-]+\.md)", t)]
+    assert len(cited) >= 5, texts  # three profiles' notes, the warning, the hint, the help
+    assert [c for c in cited if not (Path(c).is_absolute() and Path(c).is_file())] == []
+    assert cite("see docs/nope.md and my-docs/x.md") == "see docs/nope.md and my-docs/x.md"  # only what exists
 
 
 # ----------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def quick_polls(monkeypatch):
 @pytest.fixture
 def attempts(monkeypatch):
     """Every HTTP attempt the harness makes, as (method, path): retries are seen here."""
-    from mlvalidate.engines import http
+    from mlvalidate import http_client as http
 
     seen, exchange = [], http.HttpClient._exchange
 

@@ -231,3 +231,51 @@ def test_scan_checkpoint_agrees_with_tensor_headers_on_a_clean_checkpoint(tiny_m
 
     scan = scan_checkpoint(tiny_minimax_fp8)
     assert scan.problems == [] and scan.headers == tensor_headers(tiny_minimax_fp8)
+
+
+# ---- the next step fits the directory in hand (issue 25, point 8) ------------------------------------
+def _advice(err: str) -> str:
+    (line,) = err.splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+def test_a_make_tiny_checkpoint_is_never_told_to_pull_the_chains_model_into_it(tiny_minimax_fp8, tmp_path, capsys):
+    """make-tiny writes no download record: `pull --dir` there would put the 229B checkpoint into it."""
+    root = shutil.copytree(tiny_minimax_fp8, tmp_path / "tiny")
+    code, out, err = _run(capsys, root)
+    assert code == 2 and len(_problems(out)) == 1  # the commit cannot be checked; everything else is consistent
+    line = _advice(err)
+    assert "pull --dir" not in line and f"{root} records no download" in line
+    assert "index, shards, headers, dtypes and shapes are consistent" in line
+    (root / "model-00002-of-00002.safetensors").unlink()  # damaged: pull cannot repair what it never wrote
+    code, _, err = _run(capsys, root)
+    line = _advice(err)
+    assert code == 2 and "pull --dir" not in line and "cannot repair it" in line and "make-tiny DIR --force" in line
+
+
+def test_a_download_of_another_repository_is_checked_against_its_own_commit(tiny_qwen3, tmp_path, capsys):
+    root = shutil.copytree(tiny_qwen3, tmp_path / "qwen")
+    _record(root, repo="Qwen/Qwen3-0.6B", commit=OTHER_COMMIT)
+    code, _, err = _run(capsys, root)
+    line = _advice(err)
+    assert code == 2 and "pull --dir" not in line and f"holds Qwen/Qwen3-0.6B, not {PIN_REPO}" in line
+    assert f"`mlvalidate verify-weights {root} --revision {OTHER_COMMIT}`" in line
+    assert _run(capsys, root, "--revision", OTHER_COMMIT)[0] == 0  # the advice works
+
+
+def test_a_damaged_pull_is_told_to_pull_again_with_the_revision_asked_for(ckpt, capsys):
+    (ckpt / "model-00002-of-00002.safetensors").unlink()
+    code, out, err = _run(capsys, ckpt, "--json")
+    assert code == 2 and json.loads(out)["next_step"].startswith(f"run `mlvalidate pull --dir {ckpt}`")
+    _record(ckpt, commit=OTHER_COMMIT)
+    code, _, err = _run(capsys, ckpt, "--revision", OTHER_COMMIT)
+    assert code == 2 and f"`mlvalidate pull --dir {ckpt} --revision {OTHER_COMMIT}`" in _advice(err)
+
+
+def test_a_huggingface_cache_snapshot_is_not_pulled_into(ckpt, tmp_path, capsys):
+    snap = shutil.copytree(ckpt, tmp_path / "hub/models--MiniMaxAI--MiniMax-M2.7/snapshots" / OTHER_COMMIT,
+                           ignore=shutil.ignore_patterns(RECORD_FILE))  # fmt: skip
+    code, _, err = _run(capsys, snap)
+    line = _advice(err)
+    assert code == 2 and "huggingface cache snapshot" in line and f"--dir {snap}" not in line

@@ -167,7 +167,7 @@ def test_the_multi_machine_example_fits_checks_and_matches_one_machine_of_its_tw
 def test_only_files_under_dev_shm_that_no_longer_serve_this_process_are_removed(tmp_path):
     import mmap
 
-    from mlvalidate.engines.vllm_args import remove_shm_files
+    from mlvalidate.engines.vllm_setup import remove_shm_files
 
     if not Path("/dev/shm").is_dir():
         pytest.skip("no /dev/shm on this machine")
@@ -491,7 +491,7 @@ def test_pipeline_parallel_in_vllm_cpu(vllm_ok, tiny_qwen3, tmp_path):
     PP 2 — plain vLLM, no PoC code, in a child process — skipping with vLLM's own failure where it
     crashes. Where it runs, it fails: per-stage hooks (rows from the last stage) could then be
     built and tested here."""
-    from mlvalidate.engines.vllm_args import remove_shm_files
+    from mlvalidate.engines.vllm_setup import remove_shm_files
 
     script = tmp_path / "pp2.py"
     script.write_text(PP_SCRIPT)

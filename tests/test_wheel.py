@@ -6,6 +6,7 @@ say in one line which extra a torch command needs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,11 @@ def venv(tmp_path_factory):
     wheel = next((tmp / "dist").glob("mlvalidate-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=300)
     py = tmp / "venv" / "bin" / "python"
+    # without PYTHONPATH: a checkout on it (and the egg-info the wheel's build left there) would make pip
+    # in the venv see mlvalidate as installed already and install nothing
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True,
-                       timeout=900)
+                       timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return {"python": py, "bin": tmp / "venv" / "bin", "wheel": wheel, "cwd": tmp}
 
@@ -68,6 +72,25 @@ def test_the_wheel_carries_the_references_and_the_profiles(venv):
     assert "--revision" in args and "--tensor-parallel-size" in args
     node = json.loads(run(venv, "config", "show", "h200x2", "--format", "node-json").stdout)
     assert node["models"]["MiniMaxAI/MiniMax-M2.7"]["args"] and node["poc_port"] == 8080
+
+
+def test_what_config_list_cites_is_in_the_wheel(venv):
+    """The wheel's `config list` cited docs/minimax-m2.md, which only a checkout has (issue 25, point 10): the
+    wheel ships docs/ and the commands cite the installed document's path."""
+    import re
+    import zipfile
+
+    names = zipfile.ZipFile(venv["wheel"]).namelist()
+    shipped = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert sorted(Path(n).name for n in names if n.startswith("mlvalidate/data/docs/")) == shipped
+    out = run(venv, "config", "list").stdout
+    cited = re.findall(r"([^\s(]*docs/[\w.-]+\.md)", out)
+    assert len(cited) == 3, out  # a100x8, b200x4, b300x1: no published figure
+    for c in cited:
+        path = Path(c)
+        assert path.is_file() and path.is_relative_to(venv["cwd"] / "venv"), (c, out)  # the wheel's own copy
+        assert "§5" in out and "## 5. Throughput references" in path.read_text()
+    assert str(venv["cwd"] / "venv") in run(venv, "chain", "--help").stdout  # its description cites docs/ too
 
 
 def test_inspect_and_check_of_the_shipped_minimax_reference(venv, tmp_path):

@@ -12,8 +12,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from ..engines.http import RETRY_STATUSES, HttpClient
+from ..http_client import RETRY_STATUSES, HttpClient
 from ..errors import MlvalidateError
+from ..shipped import cite
 
 # ---- endpoints (docs/chain-api.md) -------------------------------------------------------
 PARAMS_PATH = "/chain-api/productscience/inference/inference/params"
@@ -42,7 +43,7 @@ INTENT_MODEL = "model_id"
 LATEST_HEIGHT = ("result", "sync_info", "latest_block_height")
 LATEST_TIME = ("result", "sync_info", "latest_block_time")
 
-SHAPE_HINT = "the chain's answer differs from the bootstrap documents' shape (docs/chain-api.md)"
+SHAPE_HINT = cite("the chain's answer differs from the bootstrap documents' shape (docs/chain-api.md)")
 INT64_MAX = 2**63 - 1  # heights, epochs and weights are int64 on the chain: anything past it is not a chain value
 EPOCH_LENGTH_MAX = 10**8  # blocks per epoch (15391 on mainnet); past this a projection means nothing
 

@@ -8,8 +8,20 @@ import signal
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; an option's default is shown as `(default: X)` once, and only when it
+    says something: never for a flag (store_true), for an empty default (None, [], ""), or when the
+    option's own help already says what its default is (`--out ... (default: mlvalidate-runs/...)`)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is argparse.SUPPRESS or default is None or default is False or default in ("", [], ())
+                or action.nargs == 0 or "default" in text.lower() or "%(default)" in text):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
 
 
 def add_stat_test_args(p) -> None:
@@ -44,12 +56,12 @@ def require_extra(extra: str, command: str) -> None:
 
 def add_in_flight_arg(p) -> None:
     """--in-flight, shared by `validate` and `fleet`."""
-    from ..engines.poc_http import DEFAULT_IN_FLIGHT
+    from ..defaults import DEFAULT_IN_FLIGHT
 
     p.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, metavar="N",
                    help="chunks queued on the node at a time (POST /generate wait=false, polled), so the node never "
                    "waits for the harness; each chunk is still computed alone at --batch-size. 0: one wait=true "
-                   f"request at a time (nodes without the /generate queue). Default {DEFAULT_IN_FLIGHT}")
+                   "request at a time (nodes without the /generate queue)")
 
 
 def add_gpus_arg(p, what: str) -> None:

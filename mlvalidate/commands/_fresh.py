@@ -39,7 +39,7 @@ def add_fresh_args(p, command: str) -> None:
 
 def fresh_plan(args, command: str):
     """The FreshPlan the arguments ask for, or None without --fresh."""
-    from ..engines.http import check_url
+    from ..http_client import check_url
     from ..fresh import FleetChallenges, FreshPlan, TrustedSpec, check_trusted
     from ..poc.fresh import MAX_NONCES
 

@@ -23,9 +23,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="activation dtype")
     p.add_argument("--seq-len", type=int, default=1024, help="PoC sequence length")
-    p.add_argument("--block-hash", default="TEST_BLOCK")
-    p.add_argument("--public-key", default="test_pub_keys_v2")
-    p.add_argument("--k-dim", type=int, default=12)
+    p.add_argument("--block-hash", default="TEST_BLOCK",
+                   help="the block hash that seeds the PoC inputs (spec §1); written into the reference")
+    p.add_argument("--public-key", default="test_pub_keys_v2",
+                   help="the node's public key that seeds the PoC inputs (spec §1); written into the reference")
+    p.add_argument("--k-dim", type=int, default=12, help="dimensions kept per PoC vector (spec §3.6; PoC v2 uses 12)")
     p.add_argument("--stronger-rng", action="store_true",
                    help="inputs from the stronger RNG (poc_stronger_rng, spec §1.5); written into the reference, and "
                    "every node is then asked for it")

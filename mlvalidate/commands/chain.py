@@ -8,11 +8,13 @@ from ._common import EXIT_PASS, Formatter
 
 
 def register(sub) -> None:
+    from ..shipped import cite
+
     p = sub.add_parser(
         "chain",
         help="chain readiness: snapshot-block countdown, bootstrap thresholds, pre-eligibility, intent coverage",
-        description="Read a Gonka node's chain REST and RPC endpoints, on the queries Gonka's bootstrap documents "
-        "use (field paths: docs/chain-api.md, mlvalidate/chain/reading.py).",
+        description=cite("Read a Gonka node's chain REST and RPC endpoints, on the queries Gonka's bootstrap documents "
+                         "use (field paths: docs/chain-api.md, mlvalidate/chain/reading.py)."),
         formatter_class=Formatter,
     )
     csub = p.add_subparsers(dest="chain_command", metavar="SUBCOMMAND", required=True)
@@ -51,7 +53,7 @@ def register(sub) -> None:
             source_lines,
             transaction_lines,
         )
-        from ..engines.http import check_url
+        from ..http_client import check_url
 
         from ..errors import MlvalidateError
 

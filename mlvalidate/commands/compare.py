@@ -29,7 +29,7 @@ def register(sub) -> None:
     def run(args) -> int:
         from ..report.compare import write_compare
 
-        paths = write_compare(args.run_dirs, args.out, profiles=_profile_or_none)
+        paths = write_compare(args.run_dirs, args.out, profiles=profile_or_none)
         print(f"wrote {paths['markdown']} and {paths['html']}")
         counts: dict[str, int] = {}
         for v in paths["verdicts"]:
@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _profile_or_none(name: str):
+def profile_or_none(name: str):
     """The profile a bundle names, when it loads here (its published figure and roofline)."""
     from ..errors import MlvalidateError
     from ..serving.profiles import load_profile

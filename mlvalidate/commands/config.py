@@ -24,7 +24,15 @@ def register(sub) -> None:
     )
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
 
-    lp = csub.add_parser("list", help="the profiles under configs/", formatter_class=Formatter)
+    lp = csub.add_parser(
+        "list",
+        help="the profiles under configs/",
+        description="One line per profile under the configs folders (--configs DIR, $MLVALIDATE_CONFIGS, the "
+        "shipped ones): its GPUs, tensor parallel size, chain model, PoC batch, published nonces/min (in total "
+        "and per GPU) against the roofline ceiling per GPU (dense peak FLOP/s x 60 / FLOPs per nonce), and the "
+        "share of that ceiling. Exit 2 when no profile is found.",
+        formatter_class=Formatter,
+    )
 
     def run_list(args) -> int:
         from ..serving.config_files import configs_dirs
@@ -47,8 +55,10 @@ def register(sub) -> None:
         "vars + the full vLLM launch command.",
         formatter_class=Formatter,
     )
-    sp.add_argument("profile", metavar="PROFILE")
-    sp.add_argument("--format", default="args", choices=["args", "yaml", "node-json", "command"])
+    sp.add_argument("profile", metavar="PROFILE",
+                    help="a profile name under configs/ (see `config list`) or a profile.yaml path")
+    sp.add_argument("--format", default="args", choices=["args", "yaml", "node-json", "command"],
+                    help="what to print (see above)")
     sp.add_argument("--model", default=None, metavar="PATH_OR_ID",
                     help="command: the model to serve (default: the chain's hf_repo); node-json: model id of a "
                     "non-chain profile")  # fmt: skip
@@ -164,7 +174,9 @@ def list_text(rows) -> str:
             f"{r.name:<10} {r.gpus:<24} {r.tensor_parallel_size:>2}  {r.chain:<24} {shown(r.batch):>5} "
             f"{rate:>10} {shown(r.nonces_per_min_per_gpu):>7} {ceiling:>11} {pct:>7}"
         )
-    notes = [f"{r.name}: {r.reference_note}" for r in rows if not r.error and r.nonces_per_min is None
+    from ..shipped import cite
+
+    notes = [f"{r.name}: {cite(r.reference_note)}" for r in rows if not r.error and r.nonces_per_min is None
              and r.reference_note]  # fmt: skip
     if notes:
         out += ["", "throughput reference:", *(f"  {n}" for n in notes)]

@@ -87,7 +87,7 @@ def register(sub) -> None:
 
 
 def targets(args) -> list:
-    from ..engines.http import check_url
+    from ..http_client import check_url
     from ..fleet import FleetError, discover_admin, load_nodes_file, target_from_entry, unique_ids
 
     if not (args.admin or args.nodes or args.url):
@@ -162,9 +162,9 @@ def finish(fleet, out: Path, junit=None, fresh: dict | None = None) -> int:
 
 def _write_report(fleet, out: Path, junit, fresh=None):
     from ..report.fleet_report import write_fleet_report
-    from .compare import _profile_or_none
+    from .compare import profile_or_none
 
-    paths = write_fleet_report(fleet, out, profiles=_profile_or_none, fresh=fresh)
+    paths = write_fleet_report(fleet, out, profiles=profile_or_none, fresh=fresh)
     if junit:
         write_fleet_junit(junit, fleet)
     return paths

@@ -48,8 +48,12 @@ def text(s: dict, ref, pw, st) -> list[str]:
 
     p = s["poc_params"]
     bs = ref.collection_batch_size
-    lines = [
-        f"reference     {s['path']}",
+    lines = [f"reference     {s['path']}"]
+    if s["other_references"]:  # a model id that several files name: which one, why, and the others
+        lines.append(f"              chosen for {ref.model}: {s['chosen_because']}")
+        lines += [f"              also for this model: {o['file']} ({o['n_vectors'] if o['n_vectors'] is not None else '?'} "
+                  "vectors): pass its path to inspect it" for o in s["other_references"]]
+    lines += [
         f"model         {ref.model}",
         f"vectors       {ref.n}, nonces {_nonce_range(ref.nonces)}",
         f"PoC params    seq_len {p['seq_len']} · k_dim {p['k_dim']} · block_hash {p['block_hash']!r} · "
@@ -80,12 +84,15 @@ def text(s: dict, ref, pw, st) -> list[str]:
 
 
 def listing(rows: list[dict]) -> list[str]:
-    lines = [f"{'model':<42}{'nonces':>7}{'seq':>6}  {'gate / p_mismatch / fraud':<26}file"]
+    lines = [f"{'model':<42}{'nonces':>7}{'seq':>6}  {'gate / p_mismatch / fraud':<26}  file"]
     for r in rows:
         if "error" in r:
-            lines.append(f"{'(unreadable)':<42}{'':>7}{'':>6}  {'':<26}{r['file']}: {r['error']}")
+            lines.append(f"{'(unreadable)':<42}{'':>7}{'':>6}  {'':<26}  {r['file']}: {r['error']}")
             continue
         v = r["stat_test"]
         gate = f"{v['dist_threshold']:g} / {v['p_mismatch']:g} / {v['fraud_threshold']:g}"
-        lines.append(f"{r['model']:<42}{r['n_vectors']:>7}{r['seq_len']:>6}  {gate:<26}{r['file']}")
+        mark = "  " if r.get("opened_by_model_id", True) else "* "
+        lines.append(f"{r['model']:<42}{r['n_vectors']:>7}{r['seq_len']:>6}  {gate:<26}{mark}{r['file']}")
+    if any(r.get("opened_by_model_id") is False for r in rows):
+        lines.append("* not opened by its model id (another file for that model is): pass its path to use it")
     return lines

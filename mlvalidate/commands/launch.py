@@ -18,7 +18,7 @@ from ._common import EXIT_PASS, Formatter
 
 
 def register(sub) -> None:
-    from ..serving.launch import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER_CMD, DEFAULT_STARTUP_TIMEOUT
+    from ..defaults import LAUNCH_HOST, LAUNCH_PORT, LAUNCH_SERVER_CMD, LAUNCH_STARTUP_TIMEOUT
 
     p = sub.add_parser(
         "launch",
@@ -33,12 +33,12 @@ def register(sub) -> None:
     )
     p.add_argument("--profile", required=True, help="profile name (configs/<name>/profile.yaml) or YAML path")
     p.add_argument("--model", required=True, metavar="DIR", help="local checkpoint directory to serve")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port the server binds")
-    p.add_argument("--host", default=DEFAULT_HOST, help="address the server binds")
-    p.add_argument("--server-cmd", default=DEFAULT_SERVER_CMD, metavar="CMD",
+    p.add_argument("--port", type=int, default=LAUNCH_PORT, help="port the server binds")
+    p.add_argument("--host", default=LAUNCH_HOST, help="address the server binds")
+    p.add_argument("--server-cmd", default=LAUNCH_SERVER_CMD, metavar="CMD",
                    help="server command, shell-split; a command not ending in `serve` gets --model DIR "
                    "(e.g. 'python -m vllm.entrypoints.openai.api_server' where the vllm script is broken)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT, metavar="S",
+    p.add_argument("--timeout", type=float, default=LAUNCH_STARTUP_TIMEOUT, metavar="S",
                    help="seconds to wait for readiness (cold starts of large models take 20+ min)")
     p.add_argument("--log", default=None, metavar="FILE",
                    help="server log, appended (default: mlvalidate-runs/launch-<time>-port<port>.log)")

@@ -55,7 +55,7 @@ def register(sub) -> None:
     g.add_argument("--model", default=None, help="model id; its reference is looked up in artifacts/")
     g.add_argument("--reference", default=None, metavar="FILE", help="reference JSON file")
     p.add_argument("--batch-size", type=int, default=32,
-                   help="nonces per request; numerics depend on it (the MiniMax reference's is unrecorded, 32 is the node default)")
+                   help="nonces per request; numerics depend on it (the MiniMax reference records none; a node uses 32 unless told)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="bound of every phase: the validation's requests and retries together (502/503/504, "
                    "broken or stalled answers) end within it; the throughput phase gets its warm-up and measuring "
@@ -101,7 +101,7 @@ def _run(opts):
 
 def options(args):
     """RunOptions from the parsed arguments; a usage error is one line, before anything runs."""
-    from ..engines.http import check_url
+    from ..http_client import check_url
     from ..pipeline import RunOptions, StatOverrides
 
     if not (args.model or args.reference):

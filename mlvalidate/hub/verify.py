@@ -42,6 +42,8 @@ from ..weights.layout import beyond_layers, expected_minimax_m2
 from .pin import RECORD_FILE, check_commit, local_dir_commit, pinned_model, read_pull_record
 
 MINIMAX_M2 = "minimax_m2"
+NO_RECORD = "nothing records which commit"  # the problem of a directory no download wrote
+SNAPSHOT = "huggingface cache snapshot path"
 _FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -59,6 +61,7 @@ class VerifyReport:
     commit: str | None = None  # the commit the directory records
     commit_source: str | None = None
     repo: str | None = None  # the repo the directory records, when it does
+    revision_given: bool = False  # expected_commit came from --revision, not the chain's pin
     mtp_tensors: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -83,7 +86,32 @@ class VerifyReport:
             "mtp_tensors_ignored": self.mtp_tensors,
             "problems": list(self.problems),
             "notes": list(self.notes),
+            "next_step": None if self.ok else self.next_step(),
         }
+
+    def next_step(self) -> str:
+        """What to do about the problems, fitting this directory: `pull --dir DIR` only repairs a download
+        of the repository expected here (it would put the chain's 229B checkpoint into anything else)."""
+        where = str(self.local_dir)
+        structural = [p for p in self.problems if not p.startswith(NO_RECORD)]
+        if self.commit_source is None:  # make-tiny, bake's checkpoints, a conversion, a copy without its record
+            checked = "index, shards, headers, dtypes and shapes" if self.deep_checks else "index, shards and headers"
+            if not structural:
+                return (f"{where} records no download (made here, e.g. by make-tiny, or copied without its "
+                        f"{RECORD_FILE}): its {checked} are consistent, its commit cannot be checked; to check a "
+                        "chain checkpoint, verify the directory `mlvalidate pull` (or huggingface_hub) wrote")
+            return (f"{where} records no download, so `mlvalidate pull` cannot repair it: make it again where it "
+                    "came from (a tiny checkpoint: `mlvalidate make-tiny DIR --force`; a copy: copy it again)")
+        if self.expected_repo and self.repo and self.repo != self.expected_repo:
+            return (f"{where} holds {self.repo}, not {self.expected_repo}: check it against its own download with "
+                    f"`mlvalidate verify-weights {where} --revision {self.commit}`; {self.expected_repo} goes into a "
+                    f"directory of its own (`mlvalidate pull`: models/{self.expected_repo.replace('/', '--')})")
+        revision = f" --revision {self.expected_commit}" if self.revision_given else ""
+        if self.commit_source == SNAPSHOT:  # files of huggingface's cache: links into its blob store
+            return (f"{where} is a huggingface cache snapshot: download it again with huggingface_hub, or "
+                    f"`mlvalidate pull{revision}` into a directory of its own, then verify that")
+        return (f"run `mlvalidate pull --dir {where}{revision}` to fetch missing and wrong-size files and those "
+                "of another commit (delete a damaged file first if its size is right), then verify again")
 
 
 # ----------------------------------------------------------------------------------------
@@ -160,13 +188,13 @@ def _commit_problems(root: Path, scan: CheckpointScan, report: VerifyReport) -> 
                 )
     elif (snap := _hf_cache_snapshot(root)) is not None:
         report.commit, report.repo = snap
-        report.commit_source = "huggingface cache snapshot path"
+        report.commit_source = SNAPSHOT
     elif meta:
         report.commit = meta.get(CONFIG_FILE) or next(iter(meta.values()))
         report.commit_source = "huggingface_hub local_dir metadata"
     else:
         problems.append(
-            f"nothing records which commit {root} holds (no {RECORD_FILE}, not a huggingface cache snapshot, "
+            f"{NO_RECORD} {root} holds (no {RECORD_FILE}, not a huggingface cache snapshot, "
             "no .cache/huggingface download metadata)"
         )
         return problems
@@ -202,7 +230,8 @@ def verify_weights(
     else:
         pin_repo, expected_commit = pinned_model()
         expected_repo = repo if repo is not None else pin_repo
-    report = VerifyReport(local_dir=root, expected_repo=expected_repo, expected_commit=expected_commit)
+    report = VerifyReport(local_dir=root, expected_repo=expected_repo, expected_commit=expected_commit,
+                          revision_given=revision is not None)
 
     scan = scan_checkpoint(root)
     report.problems += scan.problems

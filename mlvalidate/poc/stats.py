@@ -17,10 +17,10 @@ that is not FAIL; n_mismatch counts every mismatch, missing ones included.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import binom, binomtest
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,58 @@ class Verdict(str, enum.Enum):
         }[self.value]
 
 
+def load_binomial_test() -> None:
+    """Import scipy.stats now. `binomial_p_value` imports it on first use (~0.6 s of CPU, which the quick
+    commands never pay); a run calls this while its inputs load, where signals are held, because an
+    import that a signal cuts short leaves scipy half-initialised and the verdict then fails on it."""
+    import scipy.stats  # noqa: F401
+
+
 def binomial_p_value(n_mismatch: int, n_total: int, p_mismatch: float) -> float:
     """One-sided binomial test P(X >= n_mismatch), X ~ Bin(n_total, p_mismatch); 1.0 if n_total == 0."""
     if n_total == 0:
         return 1.0
+    from scipy.stats import binomtest  # imported on first use: scipy.stats alone costs ~0.6 s of CPU
+
     return float(binomtest(int(n_mismatch), int(n_total), float(p_mismatch), alternative="greater").pvalue)
 
 
+def log_binomial_tails(n_total: int, p_mismatch: float) -> np.ndarray:
+    """log P(X >= m), X ~ Bin(n_total, p_mismatch), for m = 0..n_total: the pmf from math.lgamma in log
+    space, summed from the right (relative error ~1e-13 for any n a reference holds). numpy and math
+    only: reading a reference's cutoff needs no scipy.stats, whose import alone costs ~0.6 s of CPU."""
+    m = np.arange(n_total + 1)
+    lg = np.array([math.lgamma(k + 1) for k in range(n_total + 1)])
+    log_pmf = lg[n_total] - lg - lg[::-1] + m * math.log(p_mismatch) + (n_total - m) * math.log1p(-p_mismatch)
+    return np.logaddexp.accumulate(log_pmf[::-1])[::-1]
+
+
+EDGE = 1e-9  # in log: a tail this close to fraud_threshold is decided by the verdict's own binomial test ...
+SUBNORMAL_ZONE = 1e-250  # ... and so is any threshold this small, where float tails lose their digits
+
+
 def fraud_cutoff(n_total: int, p_mismatch: float, fraud_threshold: float) -> int | None:
-    """Smallest mismatch count declared fraud (p-value < fraud_threshold), None if none is."""
+    """Smallest mismatch count declared fraud (p-value < fraud_threshold), None if none is. Always the
+    count at which `binomial_p_value` (what the verdict uses) first falls under the threshold: the log-space
+    tails find it, and where a tail lies within EDGE of the threshold scipy's binomial test decides."""
     if n_total == 0:
         return None
-    m = np.arange(n_total + 1)
-    p = binom.sf(m - 1, n_total, p_mismatch)  # P(X >= m)
-    hits = np.nonzero(p < fraud_threshold)[0]
-    if hits.size == 0:
-        return None
-    cut = int(hits[0])
-    # the search uses binom.sf; the verdict uses binomtest: make sure they agree at the edge
+    if not 0 < p_mismatch < 1:
+        return _cutoff_by_binomial_test(n_total, p_mismatch, fraud_threshold, n_total + 1)
+    log_tail = log_binomial_tails(n_total, p_mismatch)
+    log_f = np.log(fraud_threshold)
+    hits = np.nonzero(log_tail < log_f)[0]
+    cut = int(hits[0]) if hits.size else n_total + 1
+    # lgamma's rounding grows with its magnitude: the window widens with n (1e-9 up to n ~ 10^5)
+    window = EDGE + 64 * np.finfo(float).eps * math.lgamma(n_total + 1)
+    near = [c for c in (cut - 1, cut) if 0 <= c <= n_total and abs(log_tail[c] - log_f) <= window]
+    if near or fraud_threshold < SUBNORMAL_ZONE:  # the verdict's test decides, as it does when a run is judged
+        return _cutoff_by_binomial_test(n_total, p_mismatch, fraud_threshold, cut)
+    return cut if cut <= n_total else None
+
+
+def _cutoff_by_binomial_test(n_total: int, p_mismatch: float, fraud_threshold: float, cut: int) -> int | None:
+    """The fraud cutoff by `binomial_p_value` alone, searched from `cut` (near it: a step or two)."""
     while cut > 0 and binomial_p_value(cut - 1, n_total, p_mismatch) < fraud_threshold:
         cut -= 1
     while cut <= n_total and binomial_p_value(cut, n_total, p_mismatch) >= fraud_threshold:

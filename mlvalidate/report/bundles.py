@@ -264,7 +264,7 @@ def distance_matrix(runs: list[RunBundle]) -> list[list[tuple[float | None, int,
     return m
 
 
-def _pct(x: float | None, of: float | None, digits: int = 0) -> str:
+def pct_of(x: float | None, of: float | None, digits: int = 0) -> str:
     if x is None or not of:
         return "n/a"
     return f"{100 * x / of:.{digits}f} %"
@@ -280,8 +280,8 @@ def verdict_rows(runs: list[RunBundle]) -> list[list[str]]:
             f"{n_mis} / {n_tot}" if n_tot is not None else "n/a",
             fmt_float(rep.get("p_value"), 3),
             f"{per_min:,.1f}" if per_min is not None else "n/a",
-            _pct(per_min, r.published_per_min()) if r.profile else "n/a",
-            _pct(per_min, r.roofline_per_min(), 1) if r.profile else "n/a",
+            pct_of(per_min, r.published_per_min()) if r.profile else "n/a",
+            pct_of(per_min, r.roofline_per_min(), 1) if r.profile else "n/a",
         ])  # fmt: skip
     return rows
 

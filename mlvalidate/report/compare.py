@@ -30,12 +30,12 @@ import numpy as np
 from .text import histogram
 from .bundles import NO_PLOTS, RunBundle, VERDICT_HEAD, distance_matrix, distance_summary, heat_cells, heat_legend, load_bundles, matrix_gate, matrix_rows, throughput_groups, verdict_class, verdict_css, verdict_rows
 from .header import header_rows
-from .plots import _pyplot, plot_ecdf, plot_throughput
+from .plots import pyplot, plot_ecdf, plot_throughput
 
 FOLD_AT = 160  # a text cell longer than this folds (<details>): the page stays readable, nothing is cut
 
 # ----------------------------------------------------------------------------------------
-def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     def esc(s):
         return str(s).replace("|", "\\|")
 
@@ -56,7 +56,7 @@ def html_rows(rows: list[list[str]], col: int) -> list[list]:
 def build_report(runs: list[RunBundle]) -> dict:
     """Every table and (when matplotlib is importable) the plots as PNG bytes: one ECDF of all
     runs, one throughput chart; the distance matrix is an HTML heat map (no plot needed)."""
-    plt = _pyplot()
+    plt = pyplot()
     m = distance_matrix(runs)
     groups = throughput_groups(runs)
     return {
@@ -96,7 +96,7 @@ MATRIX_TEXT = ("Median L2 between two runs' vectors over the nonces both have (c
                "blue from twice the gate.")
 
 
-def _md_distributions(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> list[str]:
+def md_distributions(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> list[str]:
     out = ["## Distance distributions", ""]
     if rep["ecdf"] and plot_dir is not None:
         out += ["Every run's ECDF on one log axis, in its verdict's colour; the grey dotted line is the gate.", "",
@@ -110,14 +110,14 @@ def _md_distributions(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -
     return out
 
 
-def _md_throughput(rep: dict, plot_dir: Path | None) -> list[str]:
+def md_throughput(rep: dict, plot_dir: Path | None) -> list[str]:
     if not rep["throughput"]:
         return []
     out = ["## Throughput per profile", ""]
     if rep["throughput_png"] and plot_dir is not None:
         out += ["![throughput](plots/throughput.png)", ""]
     for prof, rs in rep["throughput"]:
-        out += [f"### {prof}", "", *_md_table(*_throughput_table(rs))]
+        out += [f"### {prof}", "", *md_table(*_throughput_table(rs))]
     return out
 
 
@@ -130,10 +130,10 @@ def render_markdown(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> 
            f"{len(runs)} run(s): " + ", ".join(f"`{r.path}`" for r in runs), ""]
     if not rep["plots"]:
         out += [f"> {NO_PLOTS}", ""]
-    out += ["## Verdicts", "", *_md_table(*rep["verdicts"])]
-    out += ["## Distance matrix", "", MATRIX_TEXT, "", *_md_table(*rep["matrix"])]
-    out += _md_distributions(runs, rep, plot_dir)
-    out += _md_throughput(rep, plot_dir)
+    out += ["## Verdicts", "", *md_table(*rep["verdicts"])]
+    out += ["## Distance matrix", "", MATRIX_TEXT, "", *md_table(*rep["matrix"])]
+    out += md_distributions(runs, rep, plot_dir)
+    out += md_throughput(rep, plot_dir)
     return "\n".join(out) + "\n"
 
 

@@ -13,7 +13,7 @@ FRESH_TEXT = ("Every node answered the same fresh challenge (a block hash, key a
 
 
 def fresh_md(doc: dict, table) -> list[str]:
-    """The fleet report's fresh-challenge section in Markdown (`table`: compare._md_table)."""
+    """The fleet report's fresh-challenge section in Markdown (`table`: compare.md_table)."""
     out = ["## Fresh challenge", "", FRESH_TEXT, ""]
     for g in doc["groups"]:
         ch = g["challenge"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from .text import fmt_float
-from .bundles import CompareError, NO_PLOTS, RunBundle, _pct, load_bundle, matrix_gate, short_source
+from .bundles import CompareError, NO_PLOTS, RunBundle, pct_of, load_bundle, matrix_gate, short_source
 from .fleet_fresh import FRESH_TEXT, fresh_heat, fresh_md
-from .compare import MATRIX_TEXT, _md_distributions, _md_table, _md_throughput, build_report, md_header, source_cell, template_env, write_plots
+from .compare import MATRIX_TEXT, md_distributions, md_table, md_throughput, build_report, md_header, source_cell, template_env, write_plots
 from .header import header_rows
 
 # ----------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def _fleet_rows(summary: dict) -> list[list[str]]:
             n["id"], n["url"] or "n/a", n["hardware_cell"], n["verdict"],
             f"{n['n_mismatch']} / {n['n_total']}" if n["n_total"] is not None else "n/a",
             fmt_float(n["p_value"], 3), f"{v:,.1f}" if v is not None else "n/a",
-            _pct(v, pub), _pct(v, roof, 1), f"{n['wall_s']:.1f}", ", ".join(_short_flag(f) for f in n["outlier"]),
+            pct_of(v, pub), pct_of(v, roof, 1), f"{n['wall_s']:.1f}", ", ".join(_short_flag(f) for f in n["outlier"]),
             n["error"] or "",
         ])  # fmt: skip
     return rows
@@ -195,17 +195,17 @@ def write_fleet_report(fleet, out_dir: str | Path, profiles=None, fresh: dict | 
         md += [f"> interrupted by {fleet.interrupted}: every node's run was stopped; bundles were written", ""]
     if not rep["plots"]:
         md += [f"> {NO_PLOTS}", ""]
-    md += ["## Nodes", "", *_md_table(FLEET_HEAD, rows)]
+    md += ["## Nodes", "", *md_table(FLEET_HEAD, rows)]
     flagged = [n for n in summary["nodes"] if n["outlier"]]
     md += ["## Outliers", ""] + ([f"* **{n['id']}**: {'; '.join(n['outlier'])}" for n in flagged]
                                  or ["none flagged"]) + [""]
     if runs:
-        md += ["## Distance matrix", "", MATRIX_TEXT, "", *_md_table(*rep["matrix"])]
+        md += ["## Distance matrix", "", MATRIX_TEXT, "", *md_table(*rep["matrix"])]
     if fresh is not None:
-        md += fresh_md(fresh, _md_table)
+        md += fresh_md(fresh, md_table)
     if runs:
-        md += _md_distributions(runs, rep, plot_dir)
-        md += _md_throughput(rep, plot_dir)
+        md += md_distributions(runs, rep, plot_dir)
+        md += md_throughput(rep, plot_dir)
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     page = template_env().get_template("fleet.html.j2").render(

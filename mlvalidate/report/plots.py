@@ -1,6 +1,6 @@
 """The comparison report's plots (matplotlib, the `plots` extra): the runs' distance ECDFs
 overlaid on a log axis with the gate, and throughput bars against the published figure and
-roofline. Without matplotlib `_pyplot()` is None and the reports keep their tables."""
+roofline. Without matplotlib `pyplot()` is None and the reports keep their tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from .bundles import RunBundle, VERDICT_COLOR
 
 # ----------------------------------------------------------------------------------------
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 

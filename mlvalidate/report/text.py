@@ -30,10 +30,11 @@ def cutoff_line(n_total: int, p_mismatch: float, fraud_threshold: float) -> str:
     cut = fraud_cutoff(n_total, p_mismatch, fraud_threshold)
     if cut is None:
         return f"no mismatch count out of {n_total} is declared fraud at these settings"
-    from ..poc.stats import binomial_p_value
+    from ..poc.stats import log_binomial_tails
 
-    below = binomial_p_value(cut - 1, n_total, p_mismatch) if cut > 0 else None
-    at = binomial_p_value(cut, n_total, p_mismatch)
+    tails = np.exp(log_binomial_tails(n_total, p_mismatch))  # P(X >= m) to ~1e-11: 4 digits shown, no scipy.stats
+    below = float(tails[cut - 1]) if cut > 0 else None
+    at = float(tails[cut])
     prev = f"p({cut - 1})={below:.4f}, " if below is not None else ""
     return f"fraud declared at >= {cut} mismatches of {n_total} ({prev}p({cut})={at:.4f} < {fraud_threshold:g})"
 

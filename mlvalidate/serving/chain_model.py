@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import safe_id
+from ..reference_lookup import safe_id
 from .config_files import (
     CHAIN_DIR,
     Fields,
@@ -18,7 +18,7 @@ from .config_files import (
     configs_dirs,
     read_yaml,
 )
-from .vllm_args import Flag, effective_flags, parse_flags
+from .vllm_flags import Flag, effective_flags, parse_flags
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

@@ -8,7 +8,7 @@ import contextlib
 import errno
 import socket
 
-from ..engines.http import HttpClient
+from ..http_client import HttpClient
 from ..errors import LaunchError
 
 

@@ -84,7 +84,7 @@ def _backends(profile) -> dict:
     """The attention and MoE backends the profile sets (vLLM args, then its env), null without one."""
     if profile is None:
         return {"attention_backend": None, "moe_backend": None, "backend_env": None}
-    from .vllm_args import flag_value
+    from .vllm_flags import flag_value
 
     args, env = profile.vllm_args(), dict(profile.env)
     words = ("ATTENTION", "MOE", "FLASHINFER", "BACKEND")

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import MlvalidateError
 from .profiles import Profile, list_profiles, load_profile
-from .vllm_args import flag_value
+from .vllm_flags import flag_value
 
 GIB = 1024**3
 DEFAULT_HEADROOM_GIB = 4.0

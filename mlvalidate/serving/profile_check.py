@@ -27,9 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..shipped import cite
 from .config_files import ProfileError
 from .profiles import list_profiles, load_profile
-from .vllm_args import effective_flags, flag_value, parallel_layout, parse_flags
+from .vllm_flags import effective_flags, flag_value, parallel_layout, parse_flags
 from .vllm_parser import vllm_checks
 
 
@@ -43,7 +44,7 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    layout: str | None = None  # the effective layout vLLM gets (serving.vllm_args.parallel_layout)
+    layout: str | None = None  # the effective layout vLLM gets (serving.vllm_flags.parallel_layout)
 
     @property
     def status(self) -> str:
@@ -136,7 +137,7 @@ def check_profile(name_or_path: str, *, use_vllm: bool = True) -> CheckResult:
         else:
             res.passed.append(f"--max-num-batched-tokens {mnbt} >= batch {batch} x seq_len {seq_len} = {need}")
     if batch >= 64 and prof.is_chain:
-        res.warnings.append(f"PoC batch {batch}: batch 64 hung on every MiniMax rig tested (docs/minimax-m2.md §4)")
+        res.warnings.append(cite(f"PoC batch {batch}: batch 64 hung on every MiniMax rig tested (docs/minimax-m2.md §4)"))
     gmu = flag_value(args, "--gpu-memory-utilization")
     if gmu is not None:
         try:

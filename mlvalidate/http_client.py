@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from .. import interrupts
-from ..errors import EngineError, MlvalidateError
-from ..jsonio import parse_answer
+from . import interrupts
+from .errors import EngineError, MlvalidateError
+from .jsonio import parse_answer
 
 RETRY_STATUSES = (502, 503, 504)
 MAX_BODY_BYTES = 64 * 1024 * 1024
