@@ -81,6 +81,7 @@ class RunOptions:
     gpus: str | None = None  # --gpus "H100 x4": the operator's word for the node's GPUs (serving/node_hardware.py)
     gpus_source: str = "cli"  # where `gpus` came from ("cli", or a fleet entry's field)
     mlnode_url: str | None = None  # a host's MLNode API whose GPU routes describe the node (--api mlnode: the URL)
+    energy: object = None  # serving/energy.EnergyPlan: whose GPUs NVML reads in the window (None: by the node's URL)
 
 
 # ----------------------------------------------------------------------------------------
@@ -282,6 +283,8 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
         inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
         if opts.gpus is not None:
             inputs["gpus"] = {"value": opts.gpus, "source": opts.gpus_source}
+        if getattr(opts.energy, "option", None) is not None:  # --nvml: the node's GPUs on this host
+            inputs["nvml"] = {"value": opts.energy.option, "source": "cli"}
         inputs["stat_test"] = st.as_dict()
         if mlnode:
             hf_repo, hf_commit, repo_source = model_source(ref, prof)
@@ -326,12 +329,14 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
             return PhaseStatus.OK, detail, {**d, "dtype": opts.dtype, "additional_args": args, "args_source": args_source}
 
         def throughput():
+            from .serving.energy import energy_plan
             from .serving.environment import nvml_sample
 
             with _deadline(engine, opts.timeout_s):
                 check_model()
             run.nvml_samples.append(nvml_sample("throughput start"))
-            run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log)
+            run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log,
+                                              energy=opts.energy or energy_plan(opts.url, None))
             return throughput_status(run.throughput)
 
         def validate():
