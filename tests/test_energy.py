@@ -114,6 +114,15 @@ def test_a_driver_reload_in_the_window_is_not_taken_for_energy():
     assert g["method"] == "power samples" and g["energy_j"] == 3000 and "reset" in g["why"]
 
 
+def test_no_rate_or_no_energy_gives_no_joules_per_nonce_and_says_why():
+    clock = Clock()
+    e = window(fake(1, clock), clock, start=0, end=4).result(rate=None)
+    assert e["energy_j"] == pytest.approx(4 * 113.456) and e["joules_per_nonce"] is None
+    assert e["why"] == "no steady rate: joules per nonce cannot be computed"
+    idle = window(fake(1, clock, g0=Script(power_w=[(0, 0.0)])), clock, start=0, end=4).result(rate=5.0)
+    assert idle["joules_per_nonce"] is None and idle["why"] == "no energy counted over the window (0 J)"
+
+
 def test_a_gpu_with_neither_counter_nor_power_gives_no_figure_rather_than_a_partial_one():
     clock = Clock()
     nv = FakeNVML(H100, 2, 81559, clock=clock, power=False, scripts={1: Script(energy_counter=False)})

@@ -279,12 +279,14 @@ class WindowMeter:
             energy = sum(g["energy_j"] for g in per_gpu)
             count = nonces if nonces is not None else (rate * window if rate else None)
             out.update(energy_j=round(energy, 3), nonces=round(count, 1) if count else None,
-                       joules_per_nonce=energy / count if count else None,
+                       joules_per_nonce=energy / count if count and energy > 0 else None,
                        nonces_per_kwh=count / energy * J_PER_KWH if count and energy > 0 else None,
                        average_power_w=round(energy / window, 2),
                        average_power_w_per_gpu=round(energy / window / len(per_gpu), 2))
             if not count:
                 out["why"] = "no steady rate: joules per nonce cannot be computed"
+            elif energy <= 0:
+                out["why"] = "no energy counted over the window (0 J)"
         out["throttled"] = throttle_flags(per_gpu)
         out["per_gpu"] = per_gpu
         if self.errors:
