@@ -48,6 +48,7 @@ from .fleet_nodes import (  # noqa: F401 (discovery is re-exported: fleet.X keep
     unique_ids,
 )
 from .interrupts import Token
+from .serving.energy import EnergyPlan
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,6 +128,11 @@ def reference_for(target: NodeTarget, opts: FleetOptions) -> tuple[str | None, s
         ": pass --model ID or --reference FILE"
 
 
+# nodes measured side by side: one node's share of this host's GPU energy cannot be told (serving/energy.py)
+SIDE_BY_SIDE = EnergyPlan(None, None, "a fleet measures its nodes side by side: this host's GPU energy cannot be told "
+                                      "apart between them (validate one node with --nvml for its energy)")
+
+
 def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Token, log, out: Path) -> NodeResult:
     """Validate one node in this (worker) thread and write its bundle to `out`; never raises. A
     node whose bundle could not be written is ERROR (exit 2) whatever its run said, as
@@ -146,7 +152,8 @@ def run_node(target: NodeTarget, reference: str, opts: FleetOptions, token: Toke
             profile=target.profile or opts.profile, throughput=opts.throughput, skip_download=True,
             skip_deploy=True, progress=False, in_flight=opts.in_flight, stop_on_exit=opts.stop_on_exit,
             fresh=opts.fresh, gpus=target.gpus or opts.gpus, mlnode_url=target.mlnode_url,
-            gpus_source=f"{target.source} entry" if target.gpus else "cli"), log=log)  # fmt: skip
+            gpus_source=f"{target.source} entry" if target.gpus else "cli",
+            energy=SIDE_BY_SIDE), log=log)  # fmt: skip
     except MlvalidateError as e:  # the reference or profile named for this node does not load
         res.error = e.one_line()
         res.wall_s = time.monotonic() - t0

@@ -30,6 +30,7 @@ from .errors import EngineError, Interrupted, MlvalidateError
 from .poc.stats import compare_intake, compare_vectors
 from .progress import Progress
 from .results import Phase, PhaseStatus, RunRecord, SpotVerdict, ThroughputPhase, outcome
+from .serving.energy import EnergyPlan, energy_plan
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class RunOptions:
     gpus: str | None = None  # --gpus "H100 x4": the operator's word for the node's GPUs (serving/node_hardware.py)
     gpus_source: str = "cli"  # where `gpus` came from ("cli", or a fleet entry's field)
     mlnode_url: str | None = None  # a host's MLNode API whose GPU routes describe the node (--api mlnode: the URL)
+    energy: EnergyPlan | None = None  # whose GPUs NVML reads in the window (None: decided by the node's URL)
 
 
 # ----------------------------------------------------------------------------------------
@@ -279,12 +281,13 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
                                                                    in_flight=opts.in_flight, log=log)
         engine.stop_on_exit = opts.stop_on_exit
         engine.http.connect_grace_s = opts.connect_grace_s
-        inputs = {"url": opts.url, "api": opts.api, "reference": str(ref.path), "batch_size": opts.batch_size,
-                  "in_flight": opts.in_flight, "stop_on_exit": opts.stop_on_exit,
-                  "profile": prof.name if prof else None, "timeout_s": opts.timeout_s}
+        inputs = {"url": opts.url, "api": opts.api, "reference": str(ref.path), "batch_size": opts.batch_size, "in_flight":
+                  opts.in_flight, "stop_on_exit": opts.stop_on_exit, "profile": prof and prof.name, "timeout_s": opts.timeout_s}
         inputs = {k: {"value": v, "source": "cli"} for k, v in inputs.items()}
         if opts.gpus is not None:
             inputs["gpus"] = {"value": opts.gpus, "source": opts.gpus_source}
+        if opts.energy is not None and opts.energy.option is not None:  # --nvml: the node's GPUs on this host
+            inputs["nvml"] = {"value": opts.energy.option, "source": "cli"}
         inputs["stat_test"] = st.as_dict()
         if mlnode:
             hf_repo, hf_commit, repo_source = model_source(ref, prof)
@@ -336,7 +339,8 @@ def run_live(opts: RunOptions, log=print) -> RunRecord:
             with _deadline(engine, opts.timeout_s):
                 check_model()
             run.nvml_samples.append(nvml_sample("throughput start"))
-            run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log)
+            run.throughput = throughput_phase(engine, ref, st, prof, opts.throughput, deadline_s=opts.timeout_s, log=log,
+                                              energy=opts.energy or energy_plan(opts.url, None))
             return throughput_status(run.throughput)
 
         def validate():

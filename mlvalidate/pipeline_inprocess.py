@@ -29,6 +29,7 @@ class InprocessOptions:
     min_rounds: int = 3
     progress: bool = True
     fresh: object = None  # fresh.FreshPlan: --fresh N after the validation
+    nvml: str | None = None  # --nvml: which of this host's GPUs the window's energy reads (None: every one)
 
 
 def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
@@ -61,6 +62,8 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
     inputs["env"] = {"value": dict(prof.env), "source": f"profile {prof.name}"}
     inputs["poc_engine_settings"] = {"value": dict(POC_ENGINE_SETTINGS), "source": "engines/vllm_inprocess.py"}
     inputs["stat_test"] = st.as_dict()
+    if opts.nvml is not None:
+        inputs["nvml"] = {"value": opts.nvml, "source": "cli"}
 
     class _Pending:  # describe() before the engine exists (a start that fails still writes a bundle)
         name = "vllm-inprocess"
@@ -106,9 +109,12 @@ def run_inprocess(opts: InprocessOptions, log=print) -> RunRecord:
         return validate_phase(run, holder["engine"], progress=opts.progress)
 
     def throughput():
+        from .serving.energy import energy_plan
+
         batch = prof.effective_batch()
         run.throughput = inprocess_throughput(holder["engine"], ref, prof, batch, warmup_rounds=opts.warmup_rounds,
-                                              measure_s=opts.measure_s, min_rounds=opts.min_rounds, log=log)
+                                              measure_s=opts.measure_s, min_rounds=opts.min_rounds, log=log,
+                                              energy=energy_plan(None, opts.nvml))
         return throughput_status(run.throughput)
 
     try:
@@ -138,11 +144,13 @@ THROUGHPUT_NONCE_BASE = 1_000_000_000  # throughput rounds use nonces no referen
 
 
 def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, measure_s: float,
-                         min_rounds: int, log) -> ThroughputPhase:
+                         min_rounds: int, log, energy=None) -> ThroughputPhase:
     """Steady-state nonces/s of an in-process engine at `batch`: `warmup_rounds` computes of one
     batch each are thrown away, then batches are computed until `measure_s` has passed (at least
-    `min_rounds`)."""
+    `min_rounds`). `energy` (a serving/energy.EnergyPlan): NVML over the timed rounds, their
+    nonces the energy's count."""
     from .engines.base import PocParams
+    from .serving.energy import WindowMeter, sample_interval
 
     params = PocParams.from_reference(ref)
     nxt = THROUGHPUT_NONCE_BASE
@@ -159,11 +167,20 @@ def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, m
         one_round()
     warm = time.perf_counter() - t0
     rounds, infos = [], []
-    t1 = time.perf_counter()
-    while len(rounds) < min_rounds or time.perf_counter() - t1 < measure_s:
-        s, info = one_round()
-        rounds.append(s)
-        infos.append(info)
+    meter = WindowMeter(energy, interval_s=sample_interval(measure_s)) if energy is not None else None
+    try:
+        if meter is not None:
+            meter.begin()
+        t1 = time.perf_counter()
+        while len(rounds) < min_rounds or time.perf_counter() - t1 < measure_s:
+            s, info = one_round()
+            rounds.append(s)
+            infos.append(info)
+        if meter is not None:
+            meter.end()
+    finally:
+        if meter is not None:
+            meter.close()  # the sampler thread never outlives the window (Ctrl-C, an engine error)
     rates = [batch / s for s in rounds if s > 0]
     steady = batch * len(rounds) / sum(rounds) if sum(rounds) > 0 else None
     fwd = sum(i.get("vllm_forward_s", 0.0) for i in infos)
@@ -177,6 +194,8 @@ def inprocess_throughput(engine, ref, prof, batch: int, *, warmup_rounds: int, m
     out = ThroughputPhase(summary=summary,
                           samples=[{"round": i, "seconds": s, "nonces": batch} for i, s in enumerate(rounds)],
                           spot_check="not needed: every vector is computed in this process and compared here")
+    if meter is not None:
+        out.energy = meter.result(rate=steady, nonces=batch * len(rounds))
     set_profile_reference(out, prof)
     log(f"      {steady:.2f} nonces/s over {len(rounds)} batches of {batch} after {warm:.1f} s warm-up"
         if steady is not None else "      no steady rate")

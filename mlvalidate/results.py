@@ -135,8 +135,8 @@ class ThroughputSummary:
 @dataclass
 class ThroughputPhase:
     """What the throughput phase found: the summary, the raw samples (the node's status readings,
-    or an in-process engine's timed rounds), the spot-check, and the rate set against the
-    profile's published figure and roofline."""
+    or an in-process engine's timed rounds), the spot-check, the rate set against the profile's
+    published figure and roofline, and the window's energy where the node's GPUs are this host's."""
 
     summary: ThroughputSummary
     samples: list[dict]
@@ -151,9 +151,13 @@ class ThroughputPhase:
     stopped: bool | None = None  # None: not a node loop (in-process)
     callbacks: dict | None = None  # {"received", "malformed"}: callback POSTs
     start_answer: dict | None = None  # what an MLNode's init/generate answered
+    # NVML over the measuring window (serving/energy.py): energy per nonce, power, throttling, or why not measured
+    energy: dict | None = None
 
     def as_dict(self) -> dict:
         out: dict = {"summary": self.summary.as_dict(), "samples": self.samples}
+        if self.energy is not None:
+            out["energy"] = self.energy
         if self.stopped is not None:
             out.update(callback_url=self.callback_url, stopped=self.stopped, callbacks=self.callbacks or {})
         for k in ("start_answer", "reference", "profile"):

@@ -36,6 +36,7 @@ from .errors import EngineError
 from .poc.intake import Intake, IntakeResult, nonce_problem
 from .rates import Reading, interval_rates, sample_rate, steady_rate, timing_error_bound, window_rate
 from .results import RateStats, SpotVerdict, ThroughputPhase, ThroughputSummary
+from .serving.energy import EnergyPlan, WindowMeter, sample_interval
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ThroughputResult:
     callback_url: str | None = None
     stopped: bool = False
     start_answer: dict | None = None  # what init/generate answered (the MLNode: backends, n_groups, errors)
+    meter: WindowMeter | None = None  # NVML over the measuring window (serving/energy.py), where asked
 
     def replica_keys(self) -> list[str]:
         keys = {k for s in self.samples for k in s["replicas"]} | set(self.readings)
@@ -241,17 +243,20 @@ def measure_throughput(
     deadline_s: float = 120.0,
     api: PocApi = VLLM,
     log=print,
+    energy: EnergyPlan | None = None,
 ) -> ThroughputResult:
     """Run the node's generation loop and measure it: after the warm-up, samples at fixed times
     (schedule(): at least MIN_INTERVALS intervals) and the counter read often in between, so
     the steady rate is the counter interpolated between its changes over the window (rates.py),
     the timing error known. `body` carries the PoC
     request fields (block_hash, block_height, public_key, node_id, node_count, params); `api`
-    says where they go (a vLLM node: one group of one; an MLNode assigns a group per replica)."""
+    says where they go (a vLLM node: one group of one; an MLNode assigns a group per replica).
+    `energy`: whose GPUs NVML reads from the window's first sample to its last (serving/energy.py)."""
     http.until = time.monotonic() + warmup_s + measure_s + deadline_s  # the phase's own deadline
     sink = _CallbackSink(callback_host, set(spot_nonces or ()), k_dim) if callback_host and spot_nonces else None
     res = ThroughputResult(warmup_s=warmup_s, batch_size=batch_size, api=api.name,
                            callback_url=sink.url if sink else None)
+    res.meter = WindowMeter(energy, interval_s=sample_interval(measure_s)) if energy is not None else None
     start = {**body, "batch_size": batch_size}
     if api.group_fields:
         start.update(group_id=0, n_groups=1)
@@ -286,6 +291,8 @@ def measure_throughput(
         for k in range(n_int + 1):
             read_often_until(w0 + k * every)
             reps, agg, raw = _read(http, api, model, res, t0)
+            if res.meter is not None and k in (0, n_int):  # the energy counter at the window's two ends
+                (res.meter.begin if k == 0 else res.meter.end)()
             if agg == "MIXED" and not said_mixed:
                 log("    warning: not every replica is generating (status MIXED): "
                     + ", ".join(f"{b.get('port')} {b.get('status')}" for b in raw.get("backends") or []
@@ -309,6 +316,8 @@ def measure_throughput(
         interrupted = True
         raise
     finally:
+        if res.meter is not None:
+            res.meter.close()  # the sampler thread ends with the window, also on Ctrl-C or an error
         http.until = None  # stopping the node's loop gets its own short deadline, also after the phase's
         try:  # after Ctrl-C/SIGTERM the run must end now: the stop gets STOP_GRACE_S
             stop(http, api, model, deadline_s=STOP_GRACE_S if interrupted else min(30.0, deadline_s))
@@ -336,7 +345,8 @@ def profile_reference_text(prof, per_min: float) -> str:
     return "; ".join(bits)
 
 
-def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print) -> ThroughputPhase:
+def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=print,
+                     energy: EnergyPlan | None = None) -> ThroughputPhase:
     """The throughput phase of a run: the node's generation loop measured (`opts`: a
     pipeline.ThroughputOptions), the spot-check of golden nonces that arrived by callback
     compared with the reference (the intake rule), and the rate set against the profile's
@@ -349,9 +359,11 @@ def throughput_phase(engine, ref, st, prof, opts, *, deadline_s: float, log=prin
     res = measure_throughput(engine.http, body, batch_size=opts.batch_size, warmup_s=opts.warmup_s,
                              measure_s=opts.measure_s, sample_interval_s=opts.sample_interval_s,
                              spot_nonces=set(ref.nonces.tolist()), k_dim=ref.k_dim, callback_host=opts.callback_host,
-                             deadline_s=deadline_s, api=engine.api, log=log)
+                             deadline_s=deadline_s, api=engine.api, log=log, energy=energy)
     out = ThroughputPhase(summary=res.summary(), samples=res.samples, callback_url=res.callback_url,
                           stopped=res.stopped, callbacks=res.callbacks, start_answer=res.start_answer)
+    if res.meter is not None:
+        out.energy = res.meter.result(rate=out.summary.steady_nonces_per_second)
     set_profile_reference(out, prof)
     spot = res.spot
     if spot is not None and (spot.n or spot.n_malformed):

@@ -2,8 +2,8 @@
 is a local file with data-URI images). `layout(page)` loads a copy of the page with a script
 added that measures it after load and writes the measurements into the DOM, which Chromium's
 --dump-dom prints: the window, the document's width and height, every table's and image's box,
-every cell that overflows its box, every no-wrap cell (p-values, verdicts, counts) that takes
-more than one line, each verdict cell's computed colour, the head's box, and the largest gap
+every cell that overflows its box, every no-wrap cell or figure (p-values, verdicts, counts, a
+figures table's numbers and their rank lines) that takes more than one line, each verdict cell's computed colour, the head's box, and the largest gap
 between two blocks of the page. `screenshot(page, png, height)` keeps a picture for a person.
 The report itself carries no script; only the measured copy does."""
 
@@ -36,11 +36,12 @@ window.addEventListener('load', () => {
                broken: [], verdicts: [], blocks: []};
   document.querySelectorAll('table').forEach(t => out.tables.push({cls: t.className, ...box(t)}));
   document.querySelectorAll('img').forEach(i => out.images.push({alt: i.alt, natural: [i.naturalWidth, i.naturalHeight],
-                                                                  ...box(i)}));
+                                                                  cls: i.className, ...box(i)}));
   document.querySelectorAll('td, th').forEach(c => {
     if (c.scrollWidth > c.clientWidth + 1) out.overflow.push(text(c));
     if (c.classList.contains('tok') && lines(c) > 1) out.broken.push(text(c));
   });
+  document.querySelectorAll('td span.tok').forEach(s => { if (lines(s) > 1) out.broken.push(text(s)); });
   document.querySelectorAll('td.verdict, .badge').forEach(c => out.verdicts.push(
     {text: text(c), color: getComputedStyle(c).backgroundColor}));
   const head = document.getElementById('run-facts');
@@ -119,6 +120,8 @@ def check_page_at_1280(page: Path, work: Path, shot_name: str) -> dict:
     ecdf = [i for i in lay["images"] if i["alt"].startswith("distance distributions")]
     if ecdf:
         assert ecdf[0]["width"] >= 0.95 * body, (ecdf[0], body)  # the page's width, not a third of it
+    for plot in lay["images"]:  # every plot (the ECDF, throughput, throughput vs energy) spans the page
+        assert "wide" not in plot["cls"].split() or plot["width"] >= 0.95 * body, (plot, body)
     assert largest_gap(lay["blocks"]) <= 120, "a large blank stretch"
     keep = Path(os.environ.get("MLVALIDATE_SHOTS") or work)
     keep.mkdir(parents=True, exist_ok=True)

@@ -41,26 +41,54 @@ def reference(n: int = N, seed: int = 7):
     return parse_reference(doc, where="test reference")
 
 
-def throughput(per_min: float, profile: str | None = None) -> ThroughputPhase:
+def throughput(per_min: float, profile: str | None = None, energy: dict | None = None) -> ThroughputPhase:
     s = per_min / 60
     summary = ThroughputSummary(api="vllm", n_samples=4, warmup_s=30.0, batch_size=32, n_replicas=1,
-                                rates=RateStats(steady=s, min=0.95 * s, median=s, max=1.05 * s, node_cumulative=0.9 * s))
-    return ThroughputPhase(summary=summary, samples=[], reference="synthetic", profile=profile)
+                                rates=RateStats(steady=s, min=0.95 * s, median=s, max=1.05 * s, node_cumulative=0.9 * s),
+                                window_s=60.0)
+    return ThroughputPhase(summary=summary, samples=[], reference="synthetic", profile=profile, energy=energy)
+
+
+def window_energy(nvml, per_min: float, *, window_s: float = 60.0, source: str = "this host: NVML (test)") -> dict:
+    """The energy section serving/energy.py writes for a 60 s window of `nvml` (a FakeNVML whose
+    clock is a tests.Clock-like object with a settable `t`) at `per_min`, read every 2 s."""
+    from mlvalidate.serving.energy import EnergyPlan, WindowMeter
+
+    clock = nvml.clock
+    m = WindowMeter(EnergyPlan(None, source), nvml=nvml, clock=clock, interval_s=3600)
+    m.begin()
+    for _ in range(int(window_s // 2)):
+        clock.t += 2.0
+        m.sample()
+    m.end()
+    return m.result(rate=per_min / 60)
+
+
+class Clock:
+    """A clock a test moves by hand (the fake NVML and the meter read the same one)."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
 
 
 def bundle(out: Path, name: str, ref, vectors, *, url: str | None = None, node_facts: dict | None = None,
            gpus: str | None = None, profile=None, per_min: float | None = None, error: str | None = None,
-           keep: int | None = None, nvml=None) -> Path:
+           keep: int | None = None, nvml=None, energy: dict | None = None) -> Path:
     """One run bundle. `url` None: an engine in this process (this host); else an HTTP node, which
     answered its model check when `node_facts` is given ({} without an MLNode beside it). `keep`:
-    only the first `keep` vectors came back. `nvml`: this host's NVML (a FakeNVML), else none."""
+    only the first `keep` vectors came back. `nvml`: this host's NVML (a FakeNVML), else none.
+    `energy`: the throughput window's energy section (window_energy)."""
     st = resolve_stat_test(ref)
     n = len(ref.nonces) if keep is None else keep
     comp = compare_vectors(ref.nonces, ref.vectors, ref.nonces[:n], vectors[:n].astype(np.float32), st.values)
     engine = {"engine": "vllm-api", "url": url} if url else {"engine": "synthetic"}
     run = RunRecord(name=name, reference=ref, stat_test=st, comparison=comp, engine=engine,
                     computed_nonces=ref.nonces[:n], computed_vectors=vectors[:n].astype(np.float16), batch_size=8,
-                    elapsed_s=1.0, throughput=throughput(per_min, getattr(profile, "name", None)) if per_min else None,
+                    elapsed_s=1.0,
+                    throughput=throughput(per_min, getattr(profile, "name", None), energy) if per_min else None,
                     profile=profile, nvml_samples=[nvml_sample("validate start", nvml)], error=error,
                     node_facts=node_facts, started_at="2026-12-07T08:00:00+00:00",
                     inputs={"gpus": {"value": gpus, "source": "cli"}} if gpus else {})  # fmt: skip

@@ -309,9 +309,18 @@ def _run_cli(capsys, *argv) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_run_honest_bf16_passes_and_writes_the_bundle(bf16_setup, tiny_qwen3, capsys):
+def test_run_honest_bf16_passes_and_writes_the_bundle(bf16_setup, tiny_qwen3, capsys, monkeypatch):
+    import sys
+
+    from fake_nvml import FakeNVML, Script
+
     s = bf16_setup
     out = s["tmp"] / "honest"
+    # this host's NVML (tests/fake_nvml.py; vLLM reads its own vllm.third_party.pynvml): 2 GPUs at 250 W over the
+    # throughput window, the energy counter of the second missing
+    nvml = FakeNVML("NVIDIA H100 80GB HBM3", 2, 81559, scripts={1: Script(power_w=[(0, 250.0)], energy_counter=False),
+                                                                0: Script(power_w=[(0, 250.0)])})
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
     rc, text = _run_cli(capsys, "--profile", s["profile"], "--model", tiny_qwen3, "--reference", s["ref"],
                         "--batch-size", "8", "--measure-seconds", "1", "--min-rounds", "2", "--out", out,
                         "--junit", s["tmp"] / "honest.xml")
@@ -330,6 +339,11 @@ def test_run_honest_bf16_passes_and_writes_the_bundle(bf16_setup, tiny_qwen3, ca
     assert config["inputs"]["env"]["value"] == FAST_ENV
     tp = report["throughput_phase"]["summary"]
     assert tp["batch_size"] == 8 and tp["steady_nonces_per_second"] > 0
+    e = report["throughput_phase"]["energy"]  # the engine ran in this process: this host's GPUs are the node's
+    assert e["measured"] and e["source"] == "this host: NVML (the engine runs in this process)" and e["gpus"] == [0, 1]
+    assert e["method"] == "energy counter (GPU 0); power samples (GPU 1)" and e["nonces"] == 8 * tp["n_samples"]
+    assert e["joules_per_nonce"] == pytest.approx(e["energy_j"] / e["nonces"]) and nvml.refs == 0
+    assert "J/nonce" in (out / "report.txt").read_text()
     d = np.array([v for v in report["distances"].values()], dtype=float)
     print(f"bf16 honest: median L2 {np.median(d):.4f}, max {d.max():.4f}, {report['verdict']}")
     assert (s["tmp"] / "honest.xml").is_file() and "VERDICT: PASS" in text

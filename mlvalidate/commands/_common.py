@@ -72,6 +72,16 @@ def add_gpus_arg(p, what: str) -> None:
                    "run on this machine; a remote node's hardware is never taken from this machine")
 
 
+def add_nvml_arg(p, default: str) -> None:
+    """--nvml, shared by `validate` and `run`: which of this host's GPUs are the node's (serving/energy.py)."""
+    p.add_argument("--nvml", default=None, metavar="INDICES",
+                   help="the node's GPUs on this host, as NVML numbers them (nvidia-smi's indices, or GPU-UUIDs): "
+                   "e.g. 0,1,2,3; `all`; `none` (measure nothing). Over the throughput phase's window NVML's "
+                   "total-energy counter is read at both ends (the power readings integrated where a GPU has none) "
+                   "and power, SM clock, temperature and throttle reasons are sampled: joules per nonce, average "
+                   f"watts per GPU, thermal or power throttling flagged. Default: {default}")
+
+
 def gpus_option(args) -> str | None:
     """--gpus checked (one line before anything runs)."""
     if args.gpus is None:

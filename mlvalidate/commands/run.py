@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 
 from ..errors import MlvalidateError
-from ._common import Formatter, add_stat_test_args, stop_on_sigterm
+from ._common import Formatter, add_nvml_arg, add_stat_test_args, stop_on_sigterm
 from ._fresh import add_fresh_args, fresh_plan
 
 
@@ -23,8 +23,9 @@ def register(sub) -> None:
         "computation needs (prompt embeddings on, prefix caching off, eager model, the PoC worker extension). "
         "Every reference nonce is computed inside vLLM's model runner — per-layer Householder hooks, the final "
         "norm's last position — and compared here; then steady-state throughput at the profile's batch. Writes "
-        "the same run bundle as `validate`. Layouts: tensor parallelism through vLLM's multiprocessing or Ray "
-        "executor (rank 0's rows); pipeline parallelism is refused before vLLM starts (the last stage holds the "
+        "the same run bundle as `validate`, with the throughput window's energy per nonce, average power and "
+        "throttling read through this host's NVML where it has GPUs. Layouts: tensor parallelism through vLLM's "
+        "multiprocessing or Ray executor (rank 0's rows); pipeline parallelism is refused before vLLM starts (the last stage holds the "
         "final norm, the first the input embeddings); on CPU, TP > 1 needs VLLM_CPU_OMP_THREADS_BIND in the "
         "profile's env where there are fewer NUMA nodes than workers. vLLM logs at WARNING unless "
         "VLLM_LOGGING_LEVEL is set. "
@@ -45,6 +46,7 @@ def register(sub) -> None:
     t.add_argument("--warmup-rounds", type=int, default=1, help="batches computed and thrown away first")
     t.add_argument("--measure-seconds", type=float, default=60.0, help="batches are timed until this has passed")
     t.add_argument("--min-rounds", type=int, default=3, help="at least this many timed batches")
+    add_nvml_arg(t, "every GPU of this host (those CUDA_VISIBLE_DEVICES names, where it is set)")
     add_fresh_args(p, "run")
     add_stat_test_args(p)
 
@@ -75,8 +77,14 @@ def options(args):
         raise MlvalidateError("--warmup-rounds must be >= 0 and --min-rounds >= 1")
     if not 0 <= args.measure_seconds < float("inf"):
         raise MlvalidateError(f"--measure-seconds must be >= 0, got {args.measure_seconds}")
+    nvml = None
+    if args.nvml is not None:
+        from ..serving.energy import parse_nvml_option
+
+        chosen = parse_nvml_option(args.nvml)
+        nvml = chosen if isinstance(chosen, str) else ",".join(chosen)
     return InprocessOptions(
         profile=args.profile, model_dir=args.model, reference=args.reference, batch_size=args.batch_size,
         stat=StatOverrides(args.dist_threshold, args.p_mismatch, args.fraud_threshold),
         throughput=not args.skip_throughput, warmup_rounds=args.warmup_rounds, measure_s=args.measure_seconds,
-        min_rounds=args.min_rounds, fresh=fresh_plan(args, "run"))
+        min_rounds=args.min_rounds, fresh=fresh_plan(args, "run"), nvml=nvml)

@@ -17,6 +17,7 @@ from ._common import (
     Formatter,
     add_gpus_arg,
     add_in_flight_arg,
+    add_nvml_arg,
     add_stat_test_args,
     add_stop_on_exit_arg,
     add_throughput_args,
@@ -41,7 +42,9 @@ def register(sub) -> None:
         "one batch per request (queued: its 60 s proxy timeout only bounds wait=true); each phase can be skipped. "
         "The bundle's environment.json keeps this machine apart from the node: the node's hardware is what its "
         "MLNode's GPU routes say, else this machine's where the node runs on it (loopback), else --gpus or --profile "
-        "(the operator's word), else unknown.\n\n"
+        "(the operator's word), else unknown. Where the node's GPUs are this machine's (a loopback node, or --nvml), "
+        "the throughput phase's window also records their energy per nonce, average power and throttling; a "
+        "remote node's bundle says they were not measured.\n\n"
         "exit codes: 0 PASS or PASS-with-mismatches (also a validation skipped by --skip-validate); 1 FAIL (fraud "
         "proven by the vectors that came back); 2 error or incomplete (not every vector checked, the node "
         "unreachable, interrupted, bad input)",
@@ -67,6 +70,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="run bundle folder (default: mlvalidate-runs/validate-<time>)")
     p.add_argument("--profile", default=None, help="hardware profile (e.g. h100x4): throughput vs its published reference and roofline")
     add_gpus_arg(p, "the node's hardware")
+    add_nvml_arg(p, "every GPU of this host for a node on loopback; none for a remote node, whose GPUs this host's "
+                 "NVML does not see (its bundle says so)")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per phase")
     p.add_argument("--chain-node", default=None, metavar="URL",
                    help="a Gonka node's public URL: the report adds the chain readiness section "
@@ -103,6 +108,7 @@ def options(args):
     """RunOptions from the parsed arguments; a usage error is one line, before anything runs."""
     from ..http_client import check_url
     from ..pipeline import RunOptions, StatOverrides
+    from ..serving.energy import energy_plan
 
     if not (args.model or args.reference):
         raise MlvalidateError("give --model ID or --reference FILE", "e.g. --model MiniMaxAI/MiniMax-M2.7")
@@ -124,7 +130,8 @@ def options(args):
         server_side=args.server_side, chain_node=args.chain_node, skip_download=args.skip_download,
         skip_deploy=args.skip_deploy, skip_validate=args.skip_validate, download_timeout_s=args.download_timeout,
         deploy_timeout_s=args.deploy_timeout, dtype=args.dtype, in_flight=args.in_flight,
-        stop_on_exit=args.stop_on_exit, fresh=fresh_plan(args, "validate"), gpus=gpus_option(args))
+        stop_on_exit=args.stop_on_exit, fresh=fresh_plan(args, "validate"), gpus=gpus_option(args),
+        energy=energy_plan(args.url, args.nvml))
 
 
 def finish(run, out_dir, junit=None, suite: str = "validate") -> int:

@@ -9,6 +9,8 @@
                     (this machine's only when the node ran on it); "run": the profile's attention/MoE
                     backends, batch size, profile, model revision
   report.txt        first line is the verdict
+  (report.json's throughput_phase.energy: the window's energy per nonce, power and throttling where the
+   node's GPUs are this machine's, serving/energy.py; else why not)
   fresh/            with --fresh: the challenge and both sides' vectors (report/fresh.py)
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from ..artifacts import reference_document, write_json
 from ..results import RateStats, RunRecord, ThroughputPhase, outcome, returned_nonces
+from .energy import energy_lines
 from .fresh import fresh_document, fresh_lines, identical_lines, identical_to_reference, write_fresh_files
 from .text import comparison_block
 
@@ -154,6 +157,7 @@ def throughput_lines(t: ThroughputPhase) -> list[str]:
                          "processed)")
     if t.reference:
         lines.append(f"              {t.reference}")
+    lines += energy_lines(t.energy)
     if t.spot_check:
         lines.append(f"spot-check    {t.spot_check}")
     return lines

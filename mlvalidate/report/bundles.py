@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import MlvalidateError
 from .bundle import REPORT_SCHEMA
+from .energy import energy_problem
 from .text import fmt_float
 
 NO_PLOTS = "plots need the `plots` extra (pip install mlvalidate[plots], i.e. matplotlib): tables only"
@@ -172,6 +173,9 @@ def _check_report(report: dict, path: Path) -> None:
         if not ok(report[key]):
             raise CompareError(f"{path}: field {key!r} must be {want}, got {_short(report[key])}",
                                "re-run the validation to rewrite the bundle")
+    problem = energy_problem((report.get("throughput_phase") or {}).get("energy"))  # the window's energy, if any
+    if problem:
+        raise CompareError(f"{path}: {problem}", "re-run the validation to rewrite the bundle")
 
 
 def _short(v, limit: int = 60) -> str:

@@ -14,7 +14,12 @@ no external resource, no script), laid out for a 1280 px window, with:
     axis that starts at the data, in their verdicts' colours, the gate a grey line named in the
     legend below the axes (a run with missing vectors tops out below 1);
   * throughput bars per run, coloured by verdict, with the profile's published figure and
-    roofline marked on each bar.
+    roofline marked on each bar;
+  * the hardware comparison (groups.py): runs grouped by the node's hardware, each group's median
+    and spread, ranked by nonces/s, per GPU, per kWh and per $ (`--prices`: cost.py), its
+    published figure beside it, FAIL and unchecked runs apart; a plot of throughput against
+    energy per nonce (group_plot.py); each run's energy (the window's NVML figures, or why none:
+    a remote node's GPUs are not this machine's) and cost.
 
 Plots need matplotlib (the `plots` extra); without it every table (and the heat map) is still
 there, with a text histogram per run.
@@ -30,7 +35,10 @@ import numpy as np
 from .text import histogram
 from .bundles import NO_PLOTS, RunBundle, VERDICT_HEAD, distance_matrix, distance_summary, heat_cells, heat_legend, load_bundles, matrix_gate, matrix_rows, throughput_groups, verdict_class, verdict_css, verdict_rows
 from .header import header_rows
-from .plots import pyplot, plot_ecdf, plot_throughput
+from .group_plot import plot_energy
+from .groups import (GROUP_HEAD, GROUPS_TEXT, NO_GROUP, RUN_HEAD, cost_text, group_rows, hardware_groups, md_hardware,
+                     run_figures, run_rows)
+from .plots import plot_ecdf, plot_throughput, pyplot
 
 FOLD_AT = 160  # a text cell longer than this folds (<details>): the page stays readable, nothing is cut
 
@@ -53,13 +61,19 @@ def html_rows(rows: list[list[str]], col: int) -> list[list]:
     return [[source_cell(c) if i == col else c for i, c in enumerate(row)] for row in rows]
 
 
-def build_report(runs: list[RunBundle]) -> dict:
+def build_report(runs: list[RunBundle], prices=None) -> dict:
     """Every table and (when matplotlib is importable) the plots as PNG bytes: one ECDF of all
-    runs, one throughput chart; the distance matrix is an HTML heat map (no plot needed)."""
+    runs, one throughput chart, throughput vs energy per nonce; the distance matrix is an HTML
+    heat map (no plot needed). `prices`: a cost.Prices, or None."""
     plt = pyplot()
     m = distance_matrix(runs)
     groups = throughput_groups(runs)
+    figs = run_figures(runs, prices)
+    hw_groups, apart = hardware_groups(figs)
     return {
+        "hw_groups": hw_groups, "group_rows": group_rows(hw_groups), "run_rows": run_rows(figs), "apart": apart,
+        "energy_png": plot_energy(plt, hw_groups, apart) if plt else None, "cost_text": cost_text(prices),
+        "no_rate": [r.name for r in runs if r.steady_per_min() is None],
         "header": header_rows(runs),
         "verdicts": (VERDICT_HEAD, verdict_rows(runs)),
         "verdicts_html": (VERDICT_HEAD, html_rows(verdict_rows(runs), 2)),
@@ -131,6 +145,7 @@ def render_markdown(runs: list[RunBundle], rep: dict, plot_dir: Path | None) -> 
     if not rep["plots"]:
         out += [f"> {NO_PLOTS}", ""]
     out += ["## Verdicts", "", *md_table(*rep["verdicts"])]
+    out += md_hardware(rep, plot_dir, md_table)
     out += ["## Distance matrix", "", MATRIX_TEXT, "", *md_table(*rep["matrix"])]
     out += md_distributions(runs, rep, plot_dir)
     out += md_throughput(rep, plot_dir)
@@ -144,7 +159,8 @@ def template_env():
                              autoescape=True, keep_trailing_newline=True)
     env.filters["b64"] = lambda png: base64.b64encode(png).decode("ascii")
     env.globals.update(verdict_class=verdict_class, verdict_css=verdict_css, heat_legend=heat_legend, fold_at=FOLD_AT,
-                       no_plots=NO_PLOTS, matrix_text=MATRIX_TEXT,
+                       no_plots=NO_PLOTS, matrix_text=MATRIX_TEXT, groups_text=GROUPS_TEXT, group_head=GROUP_HEAD,
+                       no_group=NO_GROUP, run_head=RUN_HEAD,
                        summary=distance_summary, throughput_table=_throughput_table,
                        text_hist=lambda r: "\n".join(_text_hist(r)))
     return env
@@ -164,6 +180,8 @@ def write_plots(rep: dict, out: Path) -> Path | None:
         (plot_dir / "ecdf.png").write_bytes(rep["ecdf"])
     if rep["throughput_png"]:
         (plot_dir / "throughput.png").write_bytes(rep["throughput_png"])
+    if rep["energy_png"]:
+        (plot_dir / "energy.png").write_bytes(rep["energy_png"])
     return plot_dir
 
 
@@ -177,11 +195,14 @@ def runs_exit_code(runs: list[RunBundle]) -> int:
     return 0 if verdicts and verdicts <= {"PASS", "PASS-with-mismatches", "SKIPPED"} else 2
 
 
-def write_compare(run_dirs, out_dir: str | Path, profiles=None) -> dict:
-    """report.md and report.html over the bundles; returns their paths and the exit code
-    (runs_exit_code)."""
+def write_compare(run_dirs, out_dir: str | Path, profiles=None, prices: str | Path | None = None) -> dict:
+    """report.md and report.html over the bundles (`prices`: a prices file, report/cost.py);
+    returns their paths and the exit code (runs_exit_code)."""
+    from .cost import read_prices
+
+    price_table = read_prices(prices) if prices is not None else None
     runs = load_bundles(run_dirs, profiles)
-    rep = build_report(runs)
+    rep = build_report(runs, price_table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_dir = write_plots(rep, out)

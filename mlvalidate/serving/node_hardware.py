@@ -114,18 +114,22 @@ def mlnode_hardware(answers: dict) -> tuple[NodeHardware | None, list[str]]:
     return hw, []
 
 
-def this_host_hardware(env: Environment) -> tuple[NodeHardware | None, list[str]]:
+def this_host_hardware(env: Environment, only: list[str] | None = None) -> tuple[NodeHardware | None, list[str]]:
     """This host's GPUs from the harness's own NVML (or torch's CUDA devices); no NVIDIA driver
-    or no device: a CPU node."""
+    or no device: a CPU node. `only`: the node's GPUs among them (--nvml: indices or UUIDs)."""
     nv = env.nvml or {}
     hw = NodeHardware(known=True, cpu_model=env.cpu_model, sources={"cpu_model": SOURCE_CPU} if env.cpu_model else {})
     if nv.get("available"):
-        hw.source, hw.gpu_model, hw.gpu_count = SOURCE_NVML, env.gpu_model, env.gpu_count
+        gpus = [g for g in nv.get("gpus", []) if only is None or any(
+            str(g.get("index")) == t or str(g.get("uuid") or "-").startswith(t) for t in only)]
+        names = sorted({str(g.get("name")) for g in gpus})
+        hw.source = SOURCE_NVML if only is None else f"{SOURCE_NVML} (--nvml {','.join(only)})"
+        hw.gpu_model, hw.gpu_count = (env.gpu_model, env.gpu_count) if only is None else (", ".join(names), len(gpus))
         hw.gpus = [{"index": g.get("index"), "name": g.get("name"), "memory_total_mib":
                     round(g["memory_total_gib"] * 1024) if isinstance(g.get("memory_total_gib"), (int, float)) else None}
-                   for g in nv.get("gpus", [])]
+                   for g in gpus]
         hw.driver_version, hw.cuda_driver_version = env.driver_version, env.cuda_driver_version
-        hw.sources.update({k: SOURCE_NVML for k in ("gpu_model", "gpu_count", "driver_version", "cuda_driver_version")})
+        hw.sources.update({k: hw.source for k in ("gpu_model", "gpu_count", "driver_version", "cuda_driver_version")})
     elif env.gpus:
         hw.source, hw.gpu_count = SOURCE_TORCH, len(env.gpus)
         hw.gpu_model = ", ".join(sorted(set(env.gpus)))
@@ -185,7 +189,9 @@ def node_record(run, harness: Environment) -> NodeRecord:
     """The node `run` (a results.RunRecord) measured, its hardware from the first source that
     says (module docstring), the others' differing word kept in its notes."""
     url = run.engine.get("url") if isinstance(run.engine, dict) and isinstance(run.engine.get("url"), str) else None
-    here = on_this_host(url)
+    nvml = (run.inputs.get("nvml") or {}).get("value") if isinstance(run.inputs, dict) else None
+    only = None if nvml in (None, "all", "none") else str(nvml).split(",")  # --nvml: the node's GPUs are these here
+    here = on_this_host(url) or nvml not in (None, "none")
     where = THIS_HOST if here else REMOTE
     facts = run.node_facts
     software = _software(run, harness, url)
@@ -200,7 +206,7 @@ def node_record(run, harness: Environment) -> NodeRecord:
         notes += why
         said += [hw] if hw else []
     if here:
-        hw, why = this_host_hardware(harness)
+        hw, why = this_host_hardware(harness, only)
         notes += why
         said += [hw] if hw else []
     declared = run.inputs.get("gpus") if isinstance(run.inputs, dict) else None
