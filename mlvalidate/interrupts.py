@@ -8,6 +8,13 @@ generation is stopped, what came back is kept, the bundle is written). The inter
 delivered once: the waits of that clean-up run normally. A thread with no token waits as
 before, where a signal reaches it directly.
 
+Every wait here is cut in slices of SLICE_S, also in the main thread. The kernel hands a
+process-directed signal to any thread that does not block it; CPython's C handler only notes it
+there, and the Python handler runs in the main thread at its next bytecode. A main thread
+blocked in one long join or sleep is then not woken: a SIGTERM while a poll hung waited out the
+run's 60 s deadline (seen once in a loaded suite; tests/test_interrupts.py sends the signal to
+another thread every time).
+
 In the main thread, the commands that run a validation install `on_signal` for SIGINT and
 SIGTERM (`handling_signals`): it raises `Interrupted` at once, except inside `held()` — the
 few steps that must not be cut in half (loading the inputs, writing the bundle and the
@@ -71,27 +78,29 @@ def check() -> None:
 
 
 def sleep(seconds: float) -> None:
-    """time.sleep that a bound token interrupts (Interrupted)."""
+    """time.sleep that a bound token interrupts (Interrupted); without a token it sleeps in
+    slices, so that a signal handed to another thread is raised here within SLICE_S."""
     token = current()
-    if token is None:
-        time.sleep(max(0.0, seconds))
-    else:
+    if token is not None:
         token.wait(max(0.0, seconds))
+        return
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(SLICE_S, left))
 
 
 def join(thread: threading.Thread, seconds: float) -> None:
-    """thread.join(seconds) that a bound token interrupts (Interrupted)."""
+    """thread.join(seconds), in slices: a bound token interrupts it (Interrupted), and in the
+    main thread a signal handed to another thread is raised here within SLICE_S."""
     token = current()
-    if token is None:
-        thread.join(seconds)
-        return
     end = time.monotonic() + seconds
     while thread.is_alive():
         left = end - time.monotonic()
         if left <= 0:
             return
         thread.join(min(SLICE_S, left))
-        token.take()
+        if token is not None:
+            token.take()
 
 
 # ----------------------------------------------------------------------------------------

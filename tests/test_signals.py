@@ -173,7 +173,7 @@ def test_a_signal_at_any_point_keeps_the_bundle_and_exits_2_soon(name, sig, host
     rc, out, err, after = finish(p, scenario)
     r = check_run(rc, out, err, tmp_path / "b", sig)
     assert rc == 2 or (may_finish and not r["error"]), (rc, r["verdict"], r["error"])
-    assert after < SIGNAL_EXIT_S, f"exited {after:.1f} s after the signal"
+    assert after < SIGNAL_EXIT_S, f"exited {after:.1f} s after the signal: {out[-1500:]}{err[-1500:]}"
     if throughput:  # the node's generation loop was stopped on the way out
         assert httpx.get(node.url + STATUS, timeout=10).json()["status"] == "IDLE"
     if "--stop-on-exit" in extra:
@@ -243,4 +243,4 @@ def test_a_signal_stops_a_fleet_and_every_bundle_is_written_soon(sig, hostile, r
         assert n["verdict"] == "ERROR" and n["bundle"], n
         assert all((Path(n["bundle"]) / f).is_file() for f in BUNDLE_FILES)
     assert (tmp_path / "fleet" / "report.html").is_file()
-    assert after < SIGNAL_EXIT_S, f"exited {after:.1f} s after the signal"
+    assert after < SIGNAL_EXIT_S, f"exited {after:.1f} s after the signal: {out[-1500:]}{err[-1500:]}"

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.parse
 
+from .. import interrupts
 from ..errors import MlvalidateError
 from .reading import (
     BLOCK_RESULTS_PATH,
@@ -223,7 +224,7 @@ def intent_coverage(client: ChainClient, participants: list, model: str, *, look
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        interrupts.join(t, float("inf"))  # in slices: Ctrl-C is noticed whichever thread the kernel gave it to
     hosts, zero, skipped = [], [], []
     for i, (addr, w, has) in enumerate(zip(addrs, weights, answers)):
         if addr is None:
