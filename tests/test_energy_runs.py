@@ -16,29 +16,23 @@ from fake_nvml import FakeNVML, Script, THERMAL
 
 from mlvalidate import interrupts
 from mlvalidate.artifacts import load_reference, resolve_stat_test
-from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
-from mlvalidate.engines.base import PocParams
-from mlvalidate.engines.reference import ReferenceEngine
 from mlvalidate.errors import Interrupted
 from mlvalidate.server import make_server
+from tiny_nodes import MODEL, honest_engine, small_reference
 
-MODEL = "test/tiny-minimax"
 H100 = "NVIDIA H100 80GB HBM3"
 WATTS = 300.0
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_minimax_fp8):
-    return ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id=MODEL)
+    return honest_engine(tiny_minimax_fp8)
 
 
 @pytest.fixture(scope="module")
 def node(engine, tmp_path_factory):
-    ref, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "ref.json", n_nonces=16,
-                            batch_size=8, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", 32),
-                            stat_test={"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05},
-                            progress=False)
+    ref = small_reference(engine, tmp_path_factory.mktemp("ref"))
     server = make_server(engine, MODEL)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.url, ref

@@ -33,17 +33,12 @@ from hypothesis import strategies as st
 from scipy.stats import binomtest
 
 import mlvalidate.server as srv
-from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
-from mlvalidate.engines.base import PocParams
-from mlvalidate.engines.reference import ReferenceEngine
 from mlvalidate.server import make_server
 
 from fault_proxy import GENERATE, INIT, MODELS, STATUS, Conn, FaultProxy, Scenario
+from tiny_nodes import BATCH, MODEL, N, STAT, honest_engine, small_reference
 
-MODEL = "test/tiny-minimax"
-N, SEQ, BATCH = 24, 32, 8
-STAT = {"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05}
 TIMEOUT = 4.0  # for the scenarios that end at the deadline (DEADLINE_BOUND)
 ROOMY_TIMEOUT = 120.0  # for every run that should complete: never reached, whatever the load
 SLACK = 20.0  # past the deadline: the model check, back-off granularity, the bundle, on a busy machine
@@ -54,18 +49,12 @@ THROUGHPUT = ["--warmup-seconds", "0.5", "--measure-seconds", "1.5", "--sample-i
 # ---- fixtures: a real node behind the proxy ------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tiny_minimax_fp8):
-    return ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id=MODEL)
+    return honest_engine(tiny_minimax_fp8)
 
 
 @pytest.fixture(scope="module")
 def reference(engine, tmp_path_factory):
-    path, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "ref.json", n_nonces=N,
-                             batch_size=BATCH, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", SEQ),
-                             stat_test=STAT, progress=False)
-    doc = json.loads(path.read_text())
-    doc["dist_threshold"] = STAT["dist_threshold"]
-    path.write_text(json.dumps(doc))
-    return path
+    return small_reference(engine, tmp_path_factory.mktemp("ref"))
 
 
 @pytest.fixture(scope="module")

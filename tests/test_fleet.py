@@ -23,18 +23,13 @@ import numpy as np
 import pytest
 
 import mlvalidate.server as srv
-from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
-from mlvalidate.engines.base import PocParams
-from mlvalidate.engines.reference import ReferenceEngine
 from mlvalidate.fleet import NodeResult, NodeTarget, fleet_exit_code
 from mlvalidate.server import make_server
 
 from fault_proxy import GENERATE, FaultProxy, Scenario
+from tiny_nodes import BATCH, MODEL, N, Serialized, cheat_engine, honest_engine, small_reference
 
-MODEL = "test/tiny-minimax"
-N, SEQ, BATCH = 24, 32, 8
-STAT = {"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05}
 TIMEOUT = 30.0  # each node's --timeout: never reached by a node that answers, however busy; the silent one ends at it
 SLACK = 20.0  # past a deadline: the bundle, the report, a busy machine
 THROUGHPUT = ["--warmup-seconds", "0.5", "--measure-seconds", "1.5", "--sample-interval", "0.5",
@@ -45,43 +40,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 # ---- nodes ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tiny_minimax_fp8):
-    return ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id=MODEL)
+    return honest_engine(tiny_minimax_fp8)
 
 
 @pytest.fixture(scope="module")
-def cheat_engine(tiny_minimax_fp8, tmp_path_factory):
-    from mlvalidate.fixtures.quantize import write_quantized_copy
-
-    cheat = write_quantized_copy(tiny_minimax_fp8, tmp_path_factory.mktemp("int4") / "int4", bits=4, group_size=32)
-    return ReferenceEngine(cheat, dtype="fp32", model_id=MODEL)
+def cheat(tiny_minimax_fp8, tmp_path_factory):
+    return cheat_engine(tiny_minimax_fp8, tmp_path_factory.mktemp("cheat"))
 
 
 @pytest.fixture(scope="module")
 def reference(engine, tmp_path_factory):
-    path, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "ref.json", n_nonces=N,
-                             batch_size=BATCH, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", SEQ),
-                             stat_test=STAT, progress=False)
-    doc = json.loads(path.read_text())
-    doc["dist_threshold"] = STAT["dist_threshold"]
-    path.write_text(json.dumps(doc))
-    return path
-
-
-class Serialized:
-    """Servers that share one ReferenceEngine take turns (each server's own lock covers only
-    itself; the engine's PoC hooks are not for two threads at once)."""
-
-    lock = threading.Lock()
-
-    def __init__(self, inner):
-        self.inner, self.name = inner, inner.name
-
-    def describe(self):
-        return self.inner.describe()
-
-    def compute(self, *a, **k):
-        with self.lock:
-            return self.inner.compute(*a, **k)
+    return small_reference(engine, tmp_path_factory.mktemp("ref"))
 
 
 class Node:
@@ -171,9 +140,9 @@ def entry(node_id: str, url: str) -> dict:
 
 
 @pytest.fixture
-def fleet_nodes(engine, cheat_engine, monkeypatch):
+def fleet_nodes(engine, cheat, monkeypatch):
     monkeypatch.setattr(srv, "CALLBACK_INTERVAL_SEC", 0.3)
-    honest, cheater, upstream = Node(engine), Node(cheat_engine), Node(engine)
+    honest, cheater, upstream = Node(engine), Node(cheat), Node(engine)
     dying = DieAfterFirstChunk()
     killed = FaultProxy(upstream.url, dying)
     dying.proxy = killed

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +34,9 @@ from mlvalidate.poc.stats import StatTest
 
 from fault_proxy import GENERATE, FaultProxy, Scenario
 from replay_node import ReplayEngine, Served
+from tiny_nodes import BATCH, MODEL, N, STAT, Serialized, cheat_engine, honest_engine, small_reference
 
-MODEL = "test/tiny-minimax"
-N, SEQ, BATCH, FRESH = 24, 32, 8, 32
-STAT = {"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05}
+FRESH = 32  # fresh nonces per run
 GATE = StatTest(**STAT)
 TIMEOUT = "120"  # a bound for a stuck node, never reached by a working one
 
@@ -171,45 +169,17 @@ def test_run_refuses_to_check_vllm_against_itself(capsys):
 # ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tiny_minimax_fp8):
-    from mlvalidate.engines.reference import ReferenceEngine
-
-    return ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id=MODEL)
+    return honest_engine(tiny_minimax_fp8)
 
 
 @pytest.fixture(scope="module")
-def cheat_engine(tiny_minimax_fp8, tmp_path_factory):
-    from mlvalidate.engines.reference import ReferenceEngine
-    from mlvalidate.fixtures.quantize import write_quantized_copy
-
-    cheat = write_quantized_copy(tiny_minimax_fp8, tmp_path_factory.mktemp("int4") / "int4", bits=4, group_size=32)
-    return ReferenceEngine(cheat, dtype="fp32", model_id=MODEL)
+def cheat(tiny_minimax_fp8, tmp_path_factory):
+    return cheat_engine(tiny_minimax_fp8, tmp_path_factory.mktemp("cheat"))
 
 
 @pytest.fixture(scope="module")
 def reference(engine, tmp_path_factory):
-    path, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "ref.json", n_nonces=N,
-                             batch_size=BATCH, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", SEQ),
-                             stat_test=STAT, progress=False)
-    doc = json.loads(path.read_text())
-    doc["dist_threshold"] = STAT["dist_threshold"]
-    path.write_text(json.dumps(doc))
-    return path
-
-
-class Shared:
-    """Nodes over one ReferenceEngine take turns (its PoC hooks are for one thread at a time)."""
-
-    lock = threading.Lock()
-
-    def __init__(self, inner):
-        self.inner, self.name = inner, inner.name
-
-    def describe(self):
-        return self.inner.describe()
-
-    def compute(self, *a, **k):
-        with self.lock:
-            return self.inner.compute(*a, **k)
+    return small_reference(engine, tmp_path_factory.mktemp("ref"))
 
 
 @pytest.fixture
@@ -217,7 +187,7 @@ def nodes():
     started = []
 
     def start(engine):
-        s = Served(Shared(engine) if hasattr(engine, "model") else engine, MODEL)
+        s = Served(Serialized(engine) if hasattr(engine, "model") else engine, MODEL)
         started.append(s)
         return s
 
@@ -369,9 +339,9 @@ def test_a_node_that_answers_fresh_nonces_badly_never_passes(how, verdict, rc, r
     assert (rep["fresh"]["verdict"], got) == (verdict, rc), rep["fresh"]["reason"]
 
 
-def test_golden_vectors_that_differ_from_the_reference_get_no_identical_note(reference, cheat_engine, nodes, tmp_path,
+def test_golden_vectors_that_differ_from_the_reference_get_no_identical_note(reference, cheat, nodes, tmp_path,
                                                                              capsys):
-    cheater = nodes(cheat_engine)
+    cheater = nodes(cheat)
     assert _validate(cheater.url, reference, tmp_path / "c") == 1
     assert "a replay cannot be told" not in capsys.readouterr().out
     assert _report(tmp_path / "c")["golden_identical_to_reference"] is False
@@ -391,10 +361,10 @@ def _fleet(tmp_path, reference, urls: dict, *extra) -> tuple[int, dict, Path]:
 
 
 @pytest.mark.slow
-def test_fleet_names_the_replayer_and_the_cheater(reference, engine, cheat_engine, nodes, tmp_path, capsys):
+def test_fleet_names_the_replayer_and_the_cheater(reference, engine, cheat, nodes, tmp_path, capsys):
     urls = {f"honest-{i}": nodes(engine).url for i in (1, 2, 3)}
     urls["replayer"] = nodes(ReplayEngine(reference)).url
-    urls["cheater"] = nodes(cheat_engine).url
+    urls["cheater"] = nodes(cheat).url
     rc, fleet, out = _fleet(tmp_path, reference, urls, "--fresh", FRESH)
     text = capsys.readouterr().out
     assert rc == 1, text[-3000:]

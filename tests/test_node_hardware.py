@@ -20,19 +20,16 @@ import report_fixtures as rf
 from fake_nvml import FakeNVML
 from mlnode_stub import MlnodeStub
 from mlvalidate.artifacts import load_reference, resolve_stat_test
-from mlvalidate.bake import bake_reference
 from mlvalidate.cli import main
-from mlvalidate.engines.base import PocParams
 from mlvalidate.engines.mlnode_api import gpu_answers
-from mlvalidate.engines.reference import ReferenceEngine
 from mlvalidate.errors import MlvalidateError
 from mlvalidate.results import RunRecord
 from mlvalidate.server import make_server
 from mlvalidate.serving.environment import environment, nvml_sample
 from mlvalidate.serving.node_hardware import parse_gpus
 from mlvalidate.serving.profiles import load_profile
+from tiny_nodes import MODEL, honest_engine, small_reference
 
-MODEL = "test/tiny-minimax"
 HOST_GPU = "NVIDIA GeForce RTX 4090"
 REMOTE = "http://192.0.2.10:5000"  # TEST-NET-1: never contacted, only named as a remote node's URL
 
@@ -134,11 +131,8 @@ def test_an_engine_in_this_process_is_this_host_and_says_so():
 # ---- end to end: `validate` and `fleet` over real HTTP ------------------------------------------------
 @pytest.fixture(scope="module")
 def backend(tiny_minimax_fp8, tmp_path_factory):
-    engine = ReferenceEngine(tiny_minimax_fp8, dtype="fp32", model_id=MODEL)
-    ref, _ = bake_reference(engine, model_id=MODEL, out=tmp_path_factory.mktemp("ref") / "ref.json", n_nonces=16,
-                            batch_size=8, params=PocParams("TEST_BLOCK", "test_pub_keys_v2", 32),
-                            stat_test={"dist_threshold": 0.2, "p_mismatch": 0.1, "fraud_threshold": 0.05},
-                            progress=False)
+    engine = honest_engine(tiny_minimax_fp8)
+    ref = small_reference(engine, tmp_path_factory.mktemp("ref"))
     server = make_server(engine, MODEL)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, ref
