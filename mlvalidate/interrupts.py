@@ -5,8 +5,8 @@ Python delivers signals to the main thread only. A thread that runs a validation
 between polls and samples (`sleep` here) — check it every fraction of a second and raise
 `Interrupted` once it is set, so the worker leaves through the same path as Ctrl-C (the node's
 generation is stopped, what came back is kept, the bundle is written). The interrupt is
-delivered once: the waits of that clean-up run normally. A thread with no token waits as
-before, where a signal reaches it directly.
+delivered once: the waits of that clean-up run normally. A thread with no token (the main
+thread) is interrupted by the signal itself, raised from its waits.
 
 Every wait here is cut in slices of SLICE_S, also in the main thread. The kernel hands a
 process-directed signal to any thread that does not block it; CPython's C handler only notes it
