@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MlvalidateError
+from ..serving.energy import J_PER_KWH
 
-J_PER_KWH = 3.6e6
 _KEYS = {"gpu_hour_usd", "kwh_usd"}
 
 
